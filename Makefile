@@ -1,0 +1,37 @@
+# ward build and test entry points. `make run` needs only Go; `make test`
+# installs the system packages its tests start (PostgreSQL, SoftHSM2, openssl,
+# curl) with apt-get when they are missing.
+
+GO        ?= go
+BIN       := bin/ward
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X ward.dev/ward/internal/version.Version=$(VERSION)
+DATA_DIR  ?= ./ward-data
+BENCHTIME ?= 2s
+
+.PHONY: build run test test-deps bench lint clean
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ward
+
+run: build
+	./$(BIN) serve --dev --data-dir $(DATA_DIR)
+
+test-deps:
+	@bash test/scripts/install-deps.sh
+
+# Every test, unit and end to end. The end-to-end tests in test/ build the
+# binary themselves and start real servers in temporary directories.
+test: test-deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+bench: test-deps build
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./...
+
+lint:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+
+clean:
+	rm -rf bin
