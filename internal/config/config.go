@@ -1,0 +1,306 @@
+// Package config loads the YAML configuration of `ward serve`.
+//
+// Every error names the file and line of the offending value and says what
+// is wrong with it. Unknown keys are errors, so a misspelled setting is never
+// silently ignored. Secrets are not written in the file itself: settings that
+// need one name an environment variable or a file that holds it.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ErrInvalid wraps every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// maxFileSize bounds the configuration file read into memory.
+const maxFileSize = 1 << 20
+
+// Config is the server configuration.
+type Config struct {
+	DataDir     string   `yaml:"data_dir"`
+	TrustDomain string   `yaml:"trust_domain"`
+	Environment string   `yaml:"environment"` // the Casbin domain of this server's callers
+	Listen      Listen   `yaml:"listen"`
+	TTL         TTL      `yaml:"ttl"`
+	Store       Store    `yaml:"store"`
+	Policy      Policy   `yaml:"policy"`
+	Audit       Audit    `yaml:"audit"`
+	KEK         KEK      `yaml:"kek"`
+	CA          CA       `yaml:"ca"`
+	Log         Log      `yaml:"log"`
+	APINames    []string `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
+
+	path string
+}
+
+// Listen holds listener addresses.
+type Listen struct {
+	API string `yaml:"api"`
+	XDS string `yaml:"xds"`
+}
+
+// TTL holds credential lifetimes.
+type TTL struct {
+	Default   Duration `yaml:"default"`
+	Max       Duration `yaml:"max"`
+	JoinToken Duration `yaml:"join_token"`
+}
+
+// Store selects the lease store.
+type Store struct {
+	Driver string `yaml:"driver"` // sqlite
+	Path   string `yaml:"path"`
+}
+
+// Policy names the Casbin model and policy files.
+type Policy struct {
+	Model string `yaml:"model"`
+	File  string `yaml:"file"`
+}
+
+// Audit configures the audit log.
+type Audit struct {
+	Path string `yaml:"path"`
+}
+
+// KEK selects the key-encryption key that seals ward's keysets.
+type KEK struct {
+	Type string `yaml:"type"` // local
+	Path string `yaml:"path"`
+}
+
+// CA selects the certificate authority backend.
+type CA struct {
+	Backend string `yaml:"backend"` // local
+}
+
+// Log configures server logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text, json
+}
+
+// Duration is a time.Duration written as "90s", "10m" or "24h".
+type Duration struct{ time.Duration }
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return &fieldError{line: n.Line, msg: fmt.Sprintf("invalid duration %q, want a positive value such as 90s, 10m or 24h", n.Value)}
+	}
+	d.Duration = v
+	return nil
+}
+
+// Path returns the file the configuration was loaded from, or "" for defaults.
+func (c *Config) Path() string { return c.path }
+
+// Defaults returns the configuration used when no file sets a value.
+func Defaults() Config {
+	return Config{
+		DataDir:     "./ward-data",
+		TrustDomain: "ward.test",
+		Environment: "dev",
+		Listen:      Listen{API: "127.0.0.1:8443", XDS: "127.0.0.1:18000"},
+		TTL: TTL{
+			Default:   Duration{time.Hour},
+			Max:       Duration{24 * time.Hour},
+			JoinToken: Duration{15 * time.Minute},
+		},
+		Store: Store{Driver: "sqlite"},
+		KEK:   KEK{Type: "local"},
+		CA:    CA{Backend: "local"},
+		Log:   Log{Level: "info", Format: "text"},
+	}
+}
+
+type fieldError struct {
+	line int
+	msg  string
+}
+
+func (e *fieldError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
+
+// Load reads path over the defaults and validates the result.
+func Load(path string) (Config, error) {
+	data, err := readBounded(path)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg, err := Parse(path, data)
+	if err != nil {
+		return Config{}, err
+	}
+	cfg.resolvePaths(filepath.Dir(path))
+	return cfg, nil
+}
+
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	defer f.Close()
+	buf := make([]byte, maxFileSize+1)
+	n, err := f.Read(buf)
+	for err == nil && n < len(buf) {
+		var m int
+		m, err = f.Read(buf[n:])
+		n += m
+	}
+	if n > maxFileSize {
+		return nil, fmt.Errorf("%w: %s: larger than %d bytes", ErrInvalid, path, maxFileSize)
+	}
+	return buf[:n], nil
+}
+
+// Parse decodes YAML data over the defaults; name is used in error messages.
+func Parse(name string, data []byte) (Config, error) {
+	cfg := Defaults()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return Config{}, fmt.Errorf("%w: %s", ErrInvalid, yamlError(name, err))
+	}
+	if len(root.Content) == 0 {
+		cfg.path = name
+		return cfg, cfg.validate(name, &root)
+	}
+
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		return Config{}, fmt.Errorf("%w: %s", ErrInvalid, yamlError(name, err))
+	}
+	cfg.path = name
+	return cfg, cfg.validate(name, &root)
+}
+
+// yamlError rewrites yaml.v3's "yaml: line N: msg" errors as "file:N: msg".
+func yamlError(name string, err error) string {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		return fmt.Sprintf("%s:%d: %s", name, fe.line, fe.msg)
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, 0, len(te.Errors))
+		for _, m := range te.Errors {
+			msgs = append(msgs, name+":"+strings.TrimPrefix(m, "line "))
+		}
+		return strings.Join(msgs, "; ")
+	}
+	return name + ":" + strings.TrimPrefix(strings.TrimPrefix(err.Error(), "yaml: "), "line ")
+}
+
+// validate checks values; root locates each key's line for the message.
+func (c *Config) validate(name string, root *yaml.Node) error {
+	fail := func(key, format string, args ...any) error {
+		return fmt.Errorf("%w: %s:%d: %s: %s", ErrInvalid, name, lineOf(root, key), key, fmt.Sprintf(format, args...))
+	}
+
+	if c.TrustDomain == "" || strings.ContainsAny(c.TrustDomain, "/:@ ") || strings.ToLower(c.TrustDomain) != c.TrustDomain {
+		return fail("trust_domain", "invalid trust domain %q, want lowercase letters, digits, dots, dashes and underscores (SPIFFE ID specification)", c.TrustDomain)
+	}
+	if c.Environment == "" {
+		return fail("environment", "must not be empty")
+	}
+	for key, addr := range map[string]string{"listen.api": c.Listen.API, "listen.xds": c.Listen.XDS} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fail(key, "invalid address %q, want host:port", addr)
+		}
+	}
+	if c.TTL.Default.Duration <= 0 {
+		return fail("ttl.default", "must be positive")
+	}
+	if c.TTL.Max.Duration < c.TTL.Default.Duration {
+		return fail("ttl.max", "%s is shorter than ttl.default %s", c.TTL.Max.Duration, c.TTL.Default.Duration)
+	}
+	if c.TTL.JoinToken.Duration <= 0 {
+		return fail("ttl.join_token", "must be positive")
+	}
+	if c.Store.Driver != "sqlite" {
+		return fail("store.driver", "unknown driver %q, want sqlite", c.Store.Driver)
+	}
+	if c.KEK.Type != "local" {
+		return fail("kek.type", "unknown KEK type %q, want local", c.KEK.Type)
+	}
+	if c.CA.Backend != "local" {
+		return fail("ca.backend", "unknown CA backend %q, want local", c.CA.Backend)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fail("log.level", "unknown level %q, want debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fail("log.format", "unknown format %q, want text or json", c.Log.Format)
+	}
+	return nil
+}
+
+// lineOf returns the line of a dotted key in the document, or of the closest
+// parent that exists, or 1.
+func lineOf(root *yaml.Node, dotted string) int {
+	line := 1
+	node := root
+	if node.Kind == yaml.DocumentNode && len(node.Content) > 0 {
+		node = node.Content[0]
+	}
+	for _, part := range strings.Split(dotted, ".") {
+		if node == nil || node.Kind != yaml.MappingNode {
+			return line
+		}
+		var next *yaml.Node
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			if node.Content[i].Value == part {
+				line = node.Content[i].Line
+				next = node.Content[i+1]
+				break
+			}
+		}
+		if next == nil {
+			return line
+		}
+		node = next
+	}
+	return line
+}
+
+// resolvePaths makes relative paths relative to the configuration file's directory.
+func (c *Config) resolvePaths(dir string) {
+	for _, p := range []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// FillDataDirPaths sets every unset file path to its default inside DataDir.
+func (c *Config) FillDataDirPaths() {
+	set := func(p *string, name string) {
+		if *p == "" {
+			*p = filepath.Join(c.DataDir, name)
+		}
+	}
+	set(&c.Store.Path, "ward.db")
+	set(&c.Policy.Model, "model.conf")
+	set(&c.Policy.File, "policy.csv")
+	set(&c.Audit.Path, "audit.log")
+	set(&c.KEK.Path, "kek.key")
+}
