@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -96,10 +97,12 @@ func keysetWithKey(t *testing.T, raw []byte, id uint32) *Keyset {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := newKeyset("vectors", nil, handle)
+	ks, err := newKeyset("vectors", nil, handle, nil)
 	if err != nil {
 		t.Fatalf("newKeyset error: %v", err)
 	}
+	// The keyset has no file, so it must not try to record usage.
+	ks.ceiling = math.MaxUint64
 	return ks
 }
 

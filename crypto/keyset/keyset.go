@@ -15,6 +15,13 @@
 // data, a 16-byte tag. Decrypt picks the key by id, so ciphertexts written
 // before a rotation stay readable.
 //
+// Rotation: Rotate adds a new primary key and keeps the old ones for
+// decryption, Rewrap reseals the same keys under another KEK, and
+// RotateIfDue applies a Policy of maximum key age and encryption count. Key
+// creation times and encryption counts live in a usage file next to the
+// keyset (path+".usage.json", JSON, no secrets), and a lock file
+// (path+".lock") serializes writers across processes.
+//
 // Security contract: Open fails closed with an error wrapping kek.ErrSealed
 // when the KEK is unreachable or cannot unseal the file. A keyset holding any
 // key other than AES-256-GCM is rejected. Nothing in this package logs, and no
@@ -23,12 +30,15 @@ package keyset
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
@@ -44,6 +54,10 @@ import (
 // no KEK was asked to unseal it.
 var ErrCorrupt = errors.New("keyset: file is not a sealed keyset")
 
+// maxKeys bounds the number of keys in a keyset. At one rotation every 90
+// days it is reached after 250 years.
+const maxKeys = 1000
+
 // maxFileSize bounds the keyset file read into memory. A keyset of 1000 keys
 // is about 80 KB.
 const maxFileSize = 1 << 20
@@ -52,16 +66,37 @@ const maxFileSize = 1 << 20
 // Keyset is safe for concurrent use.
 type Keyset struct {
 	path string
+	now  func() time.Time
 
-	mu     sync.RWMutex
-	kek    kek.KEK
-	handle *tinkkeyset.Handle
-	aead   tink.AEAD
+	// mu guards the fields below: Encrypt and Decrypt take it for reading,
+	// Rotate and Rewrap for writing.
+	mu        sync.RWMutex
+	kek       kek.KEK
+	handle    *tinkkeyset.Handle
+	aead      tink.AEAD
+	primaryID uint32
+	digest    [sha256.Size]byte // of the sealed file as last read or written
+
+	// usageMu guards the usage counters. Lock order: mu, usageMu, lock file.
+	usageMu sync.Mutex
+	usage   map[uint32]usageEntry
+	next    uint64 // number of the next encryption with the primary key
+	ceiling uint64 // end of the block of encryptions this process claimed
+}
+
+// Option configures Create and Open.
+type Option func(*Keyset)
+
+// WithClock sets the clock that dates new keys and computes key ages. The
+// default is time.Now.
+func WithClock(now func() time.Time) Option {
+	return func(ks *Keyset) { ks.now = now }
 }
 
 // Create generates a keyset with one AES-256-GCM key, seals it with k and
 // writes it to path with mode 0600. It refuses to replace an existing file.
-func Create(path string, k kek.KEK) (*Keyset, error) {
+// Next to it, Create writes the usage file path+".usage.json".
+func Create(path string, k kek.KEK, opts ...Option) (*Keyset, error) {
 	if k == nil {
 		return nil, errors.New("keyset.Create: nil KEK")
 	}
@@ -69,7 +104,7 @@ func Create(path string, k kek.KEK) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keyset.Create: generating key: %v", err)
 	}
-	ks, err := newKeyset(path, k, handle)
+	ks, err := newKeyset(path, k, handle, opts)
 	if err != nil {
 		return nil, fmt.Errorf("keyset.Create: %w", err)
 	}
@@ -78,9 +113,25 @@ func Create(path string, k kek.KEK) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keyset.Create: %w", err)
 	}
+	unlock, err := lockFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyset.Create: %w", err)
+	}
+	defer unlock()
+
+	// The usage file goes first: a usage file without its keyset is
+	// harmless, a keyset without usage only has estimated ages.
+	ks.usage[ks.primaryID] = usageEntry{ID: ks.primaryID, Created: ks.now().UTC()}
+	if _, err := os.Stat(path); err == nil {
+		return nil, fmt.Errorf("keyset.Create: %s already exists; refusing to overwrite it: %w", path, fs.ErrExist)
+	}
+	if err := writeUsage(path, ks.usage, ks.keyIDs()); err != nil {
+		return nil, fmt.Errorf("keyset.Create: %w", err)
+	}
 	if err := writeFile(path, sealed, false); err != nil {
 		return nil, fmt.Errorf("keyset.Create: %w", err)
 	}
+	ks.digest = sha256.Sum256(sealed)
 	return ks, nil
 }
 
@@ -88,7 +139,7 @@ func Create(path string, k kek.KEK) (*Keyset, error) {
 // kek.ErrSealed when k is unreachable or cannot unseal the file (wrong KEK,
 // damaged or renamed file), ErrCorrupt when the file is not a sealed keyset,
 // and fs.ErrNotExist when the file is missing.
-func Open(path string, k kek.KEK) (*Keyset, error) {
+func Open(path string, k kek.KEK, opts ...Option) (*Keyset, error) {
 	if k == nil {
 		return nil, errors.New("keyset.Open: nil KEK")
 	}
@@ -100,51 +151,150 @@ func Open(path string, k kek.KEK) (*Keyset, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keyset.Open: %w", err)
 	}
-	ks, err := newKeyset(path, k, handle)
+	ks, err := newKeyset(path, k, handle, opts)
 	if err != nil {
 		return nil, fmt.Errorf("keyset.Open: %s: %w", path, err)
 	}
+	ks.digest = sha256.Sum256(data)
+
+	usage, err := readUsage(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyset.Open: %w", err)
+	}
+	modTime := fileModTime(path).UTC()
+	for _, id := range ks.keyIDs() {
+		e, ok := usage[id]
+		if !ok {
+			e = usageEntry{ID: id, Created: modTime, Estimated: true}
+		}
+		ks.usage[id] = e
+	}
+	ks.next = ks.usage[ks.primaryID].Encryptions
+	ks.ceiling = ks.next
 	return ks, nil
 }
 
 // newKeyset checks that every key in handle is AES-256-GCM and builds the
 // AEAD primitive.
-func newKeyset(path string, k kek.KEK, handle *tinkkeyset.Handle) (*Keyset, error) {
-	primitive, err := primitiveFor(handle)
+func newKeyset(path string, k kek.KEK, handle *tinkkeyset.Handle, opts []Option) (*Keyset, error) {
+	primitive, primaryID, err := primitiveFor(handle)
 	if err != nil {
 		return nil, err
 	}
-	return &Keyset{path: path, kek: k, handle: handle, aead: primitive}, nil
+	ks := &Keyset{
+		path:      path,
+		now:       time.Now,
+		kek:       k,
+		handle:    handle,
+		aead:      primitive,
+		primaryID: primaryID,
+		usage:     map[uint32]usageEntry{},
+	}
+	for _, opt := range opts {
+		opt(ks)
+	}
+	return ks, nil
 }
 
-func primitiveFor(handle *tinkkeyset.Handle) (tink.AEAD, error) {
+// keyIDs returns the ids of all keys. The caller holds mu or owns ks alone.
+func (ks *Keyset) keyIDs() []uint32 {
+	ids := make([]uint32, 0, ks.handle.Len())
+	for i := range ks.handle.Len() {
+		if entry, err := ks.handle.Entry(i); err == nil {
+			ids = append(ids, entry.KeyID())
+		}
+	}
+	return ids
+}
+
+// primitiveFor returns the AEAD of handle and the id of its primary key.
+func primitiveFor(handle *tinkkeyset.Handle) (tink.AEAD, uint32, error) {
+	if handle.Len() > maxKeys {
+		return nil, 0, fmt.Errorf("keyset has %d keys, more than the maximum of %d", handle.Len(), maxKeys)
+	}
 	for i := range handle.Len() {
 		entry, err := handle.Entry(i)
 		if err != nil {
-			return nil, fmt.Errorf("reading key %d: %v", i, err)
+			return nil, 0, fmt.Errorf("reading key %d: %v", i, err)
 		}
 		key, ok := entry.Key().(*aesgcm.Key)
 		if !ok {
-			return nil, fmt.Errorf("key %d is %T, want AES-GCM", entry.KeyID(), entry.Key())
+			return nil, 0, fmt.Errorf("key %d is %T, want AES-GCM", entry.KeyID(), entry.Key())
 		}
 		params, ok := key.Parameters().(*aesgcm.Parameters)
 		if !ok || params.KeySizeInBytes() != 32 || params.IVSizeInBytes() != 12 || params.TagSizeInBytes() != 16 {
-			return nil, fmt.Errorf("key %d is not AES-256-GCM with a 12-byte IV and 16-byte tag", entry.KeyID())
+			return nil, 0, fmt.Errorf("key %d is not AES-256-GCM with a 12-byte IV and 16-byte tag", entry.KeyID())
 		}
+	}
+	primary, err := handle.Primary()
+	if err != nil {
+		return nil, 0, fmt.Errorf("keyset has no primary key: %v", err)
 	}
 	primitive, err := aead.New(handle)
 	if err != nil {
-		return nil, fmt.Errorf("building AEAD: %v", err)
+		return nil, 0, fmt.Errorf("building AEAD: %v", err)
 	}
-	return primitive, nil
+	return primitive, primary.KeyID(), nil
 }
 
 // Encrypt encrypts plaintext with the primary key. The ciphertext
 // authenticates associatedData, which Decrypt must be given unchanged.
+// Encrypt counts the encryption in the usage file, and fails when it cannot
+// record the count, so that no key is used past its limit unnoticed.
 func (ks *Keyset) Encrypt(plaintext, associatedData []byte) ([]byte, error) {
 	ks.mu.RLock()
 	defer ks.mu.RUnlock()
+
+	if err := ks.countEncryption(); err != nil {
+		return nil, fmt.Errorf("keyset.Encrypt: %w", err)
+	}
 	return ks.aead.Encrypt(plaintext, associatedData)
+}
+
+// countEncryption takes the next encryption number of the primary key and,
+// when this process's claimed block is used up, claims another usageReserve
+// numbers in the usage file. The caller holds mu for reading.
+func (ks *Keyset) countEncryption() error {
+	ks.usageMu.Lock()
+	defer ks.usageMu.Unlock()
+
+	if ks.next >= ks.ceiling {
+		if err := ks.claimBlock(); err != nil {
+			return err
+		}
+	}
+	ks.next++
+	return nil
+}
+
+// claimBlock adds usageReserve to the primary key's count in the usage file
+// and makes the numbers in between this process's block. The caller holds
+// usageMu.
+func (ks *Keyset) claimBlock() error {
+	unlock, err := lockFile(ks.path)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	disk, err := readUsage(ks.path)
+	if err != nil {
+		return err
+	}
+	merged := mergeUsage(disk, ks.usage)
+	e := merged[ks.primaryID]
+	e.ID = ks.primaryID
+	start := e.Encryptions
+	e.Encryptions += usageReserve
+	merged[ks.primaryID] = e
+
+	if err := writeUsage(ks.path, merged, ks.keyIDs()); err != nil {
+		return fmt.Errorf("recording key usage: %w", err)
+	}
+	ks.usage = merged
+	ks.next = start
+	ks.ceiling = e.Encryptions
+	return nil
 }
 
 // Decrypt decrypts a ciphertext produced by Encrypt with any key of this
