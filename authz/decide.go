@@ -1,0 +1,197 @@
+package authz
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Decision is the outcome of one authorization check.
+type Decision struct {
+	Allowed bool
+	// Rule is the policy line that decided, as written, for example
+	// "p, role:admin, *, *, *, allow". It is empty when no line matched.
+	Rule string
+	// Source is "file:line" of Rule, for example "policy.csv:12", with the
+	// file's base name. It is empty when no line matched.
+	Source string
+	// Reason is a short text for people and audit records.
+	Reason string
+}
+
+// checkRequest returns why a request is malformed, or "" when it is not.
+// Malformed requests are denied before Casbin sees them.
+func checkRequest(subject, domain, object, action string) string {
+	fields := [...]struct{ name, value string }{
+		{"subject", subject}, {"domain", domain}, {"object", object}, {"action", action},
+	}
+	for _, f := range fields {
+		if f.value == "" {
+			return f.name + " is empty"
+		}
+		if len(f.value) > maxFieldBytes {
+			return fmt.Sprintf("%s is longer than %d bytes", f.name, maxFieldBytes)
+		}
+		if !utf8.ValidString(f.value) {
+			return f.name + " is not valid UTF-8"
+		}
+		for _, c := range f.value {
+			if unicode.IsSpace(c) || unicode.IsControl(c) {
+				return f.name + " contains a space or control character"
+			}
+		}
+	}
+
+	// A subject that is a role name or a pattern would match policy lines
+	// written for that role or pattern, so only concrete identities may ask.
+	if strings.HasPrefix(subject, rolePrefix) {
+		return "subject is a role name"
+	}
+	if strings.Contains(subject, wildcard) {
+		return "subject contains *"
+	}
+	if domain == wildcard || action == wildcard {
+		return "domain and action must be concrete, not *"
+	}
+	return ""
+}
+
+// decide returns Casbin's decision for a well-formed request under this
+// snapshot, from the cache when it holds one.
+func (s *snapshot) decide(sub, dom, obj, act string) Decision {
+	key := cacheKey{sub: sub, dom: dom, obj: obj, act: act}
+	if d, ok := s.cache.get(key); ok {
+		return d
+	}
+
+	d := s.evaluate(sub, dom, obj, act)
+	s.cache.put(key, d)
+	return d
+}
+
+// evaluate runs Casbin on the lines that can apply to the request.
+func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
+	if !s.model.indexed {
+		allowed, explain, err := s.enforcer.EnforceEx(sub, dom, obj, act)
+		return s.explain(sub, dom, obj, act, allowed, explain, err)
+	}
+
+	se, err := s.getScratch()
+	if err != nil {
+		return Decision{Reason: "authorization failed: " + err.Error()}
+	}
+	defer s.putScratch(se)
+
+	for _, i := range s.candidates(sub, dom, obj, act) {
+		se.lines = append(se.lines, s.policy.rules[i].fields)
+	}
+
+	// No line can match, so the effect "some allow and no deny" is false.
+	if len(se.lines) == 0 {
+		return s.explain(sub, dom, obj, act, false, nil, nil)
+	}
+
+	casbinDomain := dom
+	if !s.domains[dom] {
+		casbinDomain = otherDomain
+	}
+
+	se.policy.Policy = se.lines
+	allowed, explain, err := se.enforcer.EnforceEx(sub, casbinDomain, obj, act)
+	return s.explain(sub, dom, obj, act, allowed, explain, err)
+}
+
+// explain turns Casbin's result into a Decision. Casbin explains a deny by
+// the first matching deny line and an allow by the first matching allow
+// line, in file order.
+func (s *snapshot) explain(sub, dom, obj, act string, allowed bool, explain []string, err error) Decision {
+	if err != nil {
+		return Decision{Reason: "authorization failed: " + err.Error()}
+	}
+
+	if len(explain) == 0 {
+		if allowed {
+			// A custom matcher can allow without any line (an empty policy
+			// evaluates the matcher once with empty line fields).
+			return Decision{Allowed: true, Reason: "allowed by the model's matcher"}
+		}
+		return Decision{Reason: fmt.Sprintf("no rule allows %s on %s in %s (default deny)", act, obj, dom)}
+	}
+
+	i, ok := s.ruleOf[rule{ptype: ptypePolicy, fields: explain}.key()]
+	if !ok {
+		return Decision{Reason: fmt.Sprintf("authorization failed: casbin matched a line not in %s", s.source)}
+	}
+
+	r := s.policy.rules[i]
+	source := fmt.Sprintf("%s:%d", s.source, r.line)
+	if allowed {
+		return Decision{Allowed: true, Rule: r.text, Source: source, Reason: "allowed by " + source}
+	}
+	return Decision{Rule: r.text, Source: source, Reason: "denied by " + source}
+}
+
+// candidates returns, in file order, the indexes of the p lines whose
+// subject, domain, object and action can match the request.
+func (s *snapshot) candidates(sub, dom, obj, act string) []int32 {
+	var out []int32
+	add := func(lines []int32) {
+		for _, i := range lines {
+			if s.lineCanMatch(i, sub, dom, obj, act) {
+				out = append(out, i)
+			}
+		}
+	}
+
+	add(s.bySubject[sub])
+
+	memberOf := s.memberOf[dom]
+	if memberOf == nil {
+		memberOf = s.memberOf[otherDomain]
+	}
+	for _, role := range memberOf[sub] {
+		add(s.bySubject[role])
+	}
+
+	for _, n := range s.prefixLengths {
+		if n > len(sub) {
+			break
+		}
+		add(s.byPrefix[sub[:n]])
+	}
+
+	slices.Sort(out)
+	return out
+}
+
+// lineCanMatch tests domain, object and action the way DefaultModel's
+// matcher does; the subject was matched by the index lookup.
+func (s *snapshot) lineCanMatch(i int32, sub, dom, obj, act string) bool {
+	f := s.policy.rules[i].fields
+	pdom, pobj, pact := f[1], f[2], f[3]
+	if pact != wildcard && pact != act {
+		return false
+	}
+
+	if pdom != wildcard && pdom != dom {
+		return false
+	}
+
+	if prefix, ok := strings.CutSuffix(pobj, wildcard); ok {
+		return strings.HasPrefix(obj, prefix)
+	}
+
+	switch pobj {
+	case obj:
+		return true
+	case selfX509:
+		id, ok := strings.CutPrefix(obj, "x509/")
+		return ok && id == sub
+	case selfJWT:
+		id, ok := strings.CutPrefix(obj, "jwt/")
+		return ok && id == sub
+	}
+	return false
+}

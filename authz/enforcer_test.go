@@ -1,0 +1,139 @@
+package authz_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ward.dev/ward/authz"
+)
+
+const testTD = "ward.test"
+
+// writeFiles writes the default model and the given policy into a new
+// temporary directory and returns their paths.
+func writeFiles(t testing.TB, policy string) (modelPath, policyPath string) {
+	t.Helper()
+	dir := t.TempDir()
+	modelPath = filepath.Join(dir, "model.conf")
+	policyPath = filepath.Join(dir, "policy.csv")
+	if err := os.WriteFile(modelPath, []byte(authz.DefaultModel), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(policyPath, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return modelPath, policyPath
+}
+
+func newEnforcer(t testing.TB, policy string, opts ...authz.Option) *authz.Enforcer {
+	t.Helper()
+	modelPath, policyPath := writeFiles(t, policy)
+	e, err := authz.New(modelPath, policyPath, opts...)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	return e
+}
+
+const decidePolicy = `# test policy
+p, role:admin, *, *, *, allow
+g, spiffe://ward.test/admin, role:admin, *
+
+p, spiffe://ward.test/ns/shop/*, dev, x509/self, issue, allow
+p, spiffe://ward.test/ns/shop/*, dev, jwt/self, issue, allow
+p, spiffe://ward.test/ns/shop/sa/web, prod, db/orders-readonly, issue, allow
+p, spiffe://ward.test/ns/shop/sa/web, prod, db/orders-*, issue, allow
+p, spiffe://ward.test/ns/shop/sa/web, prod, db/orders-admin, issue, deny
+
+p, role:support, prod, column/public.customer.*, unmask, allow
+p, role:support, prod, column/public.customer.card, unmask, deny
+g, spiffe://ward.test/ns/support/sa/console, role:support, prod
+g, spiffe://ward.test/ns/support/sa/lead, role:lead, *
+g, role:lead, role:support, *
+
+p, spiffe://ward.test/ns/shop/sa/bad, *, *, *, deny
+g, spiffe://ward.test/ns/shop/sa/bad, role:admin, *
+`
+
+func TestDecide(t *testing.T) {
+	e := newEnforcer(t, decidePolicy)
+	const (
+		admin   = "spiffe://ward.test/admin"
+		web     = "spiffe://ward.test/ns/shop/sa/web"
+		cart    = "spiffe://ward.test/ns/shop/sa/cart"
+		console = "spiffe://ward.test/ns/support/sa/console"
+		lead    = "spiffe://ward.test/ns/support/sa/lead"
+		bad     = "spiffe://ward.test/ns/shop/sa/bad"
+	)
+	tests := []struct {
+		name               string
+		sub, dom, obj, act string
+		allowed            bool
+		source             string
+	}{
+		{"admin anything", admin, "prod", "db/x", "revoke", true, "policy.csv:2"},
+		{"admin other domain", admin, "qa", "policy", "reload", true, "policy.csv:2"},
+		{"self x509 issue", web, "dev", "x509/" + web, "issue", true, "policy.csv:5"},
+		{"self jwt issue", cart, "dev", "jwt/" + cart, "issue", true, "policy.csv:6"},
+		{"other's x509 denied", web, "dev", "x509/" + cart, "issue", false, ""},
+		{"self wrong domain", web, "prod", "x509/" + web, "issue", false, ""},
+		{"self wrong action", web, "dev", "x509/" + web, "revoke", false, ""},
+		{"literal x509/self object", web, "dev", "x509/self", "issue", true, "policy.csv:5"},
+		{"exact object", web, "prod", "db/orders-readonly", "issue", true, "policy.csv:7"},
+		{"prefix object", web, "prod", "db/orders-write", "issue", true, "policy.csv:8"},
+		{"explicit deny wins", web, "prod", "db/orders-admin", "issue", false, "policy.csv:9"},
+		{"role in domain", console, "prod", "column/public.customer.email", "unmask", true, "policy.csv:11"},
+		{"role deny wins", console, "prod", "column/public.customer.card", "unmask", false, "policy.csv:12"},
+		{"role not in domain", console, "staging", "column/public.customer.email", "unmask", false, ""},
+		{"inherited role", lead, "prod", "column/public.customer.email", "unmask", true, "policy.csv:11"},
+		{"deny beats admin role", bad, "prod", "db/x", "issue", false, "policy.csv:17"},
+		{"unknown subject", "spiffe://ward.test/ns/x/sa/y", "prod", "db/x", "issue", false, ""},
+		{"role name as subject", "role:admin", "prod", "db/x", "issue", false, ""},
+		{"empty action", admin, "prod", "db/x", "", false, ""},
+		{"wildcard domain request", admin, "*", "db/x", "issue", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(tt.sub, tt.dom, tt.obj, tt.act)
+			if d.Allowed != tt.allowed {
+				t.Errorf("Decide(%s, %s, %s, %s).Allowed = %v (%s), want %v", tt.sub, tt.dom, tt.obj, tt.act, d.Allowed, d.Reason, tt.allowed)
+			}
+			if d.Source != tt.source {
+				t.Errorf("Decide(%s, %s, %s, %s).Source = %q, want %q", tt.sub, tt.dom, tt.obj, tt.act, d.Source, tt.source)
+			}
+			if d.Source != "" && !strings.HasSuffix(d.Reason, d.Source) {
+				t.Errorf("Decide(...).Reason = %q, want it to name %s", d.Reason, d.Source)
+			}
+		})
+	}
+}
+
+func TestDecideReasons(t *testing.T) {
+	e := newEnforcer(t, decidePolicy)
+	d := e.Decide("spiffe://ward.test/admin", "prod", "db/x", "issue")
+	if d.Rule != "p, role:admin, *, *, *, allow" {
+		t.Errorf("Decide(admin).Rule = %q, want the admin line as written", d.Rule)
+	}
+	if d.Reason != "allowed by policy.csv:2" {
+		t.Errorf("Decide(admin).Reason = %q, want %q", d.Reason, "allowed by policy.csv:2")
+	}
+	d = e.Decide("spiffe://ward.test/nobody", "dev", "x509/spiffe://ward.test/nobody", "issue")
+	want := "no rule allows issue on x509/spiffe://ward.test/nobody in dev (default deny)"
+	if d.Reason != want || d.Rule != "" || d.Source != "" {
+		t.Errorf("Decide(nobody) = %+v, want Reason %q and no rule", d, want)
+	}
+}
+
+func TestNewInvalidPolicy(t *testing.T) {
+	modelPath, policyPath := writeFiles(t, "p, role:admin, *, *, *, allow\np, a, b, c, d, alow\n")
+	_, err := authz.New(modelPath, policyPath)
+	if !errors.Is(err, authz.ErrInvalidPolicy) {
+		t.Fatalf("New() error = %v, want ErrInvalidPolicy", err)
+	}
+	if !strings.Contains(err.Error(), policyPath+":2") {
+		t.Errorf("New() error = %q, want it to name %s:2", err, policyPath)
+	}
+}

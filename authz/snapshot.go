@@ -1,0 +1,289 @@
+package authz
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/casbin/casbin/v2"
+	"github.com/casbin/casbin/v2/model"
+	"github.com/casbin/casbin/v2/rbac"
+	"github.com/casbin/casbin/v2/util"
+)
+
+// otherDomain stands in for every request domain that no policy line names.
+// For such a domain every line's domain test reduces to p.dom == "*", and only
+// g lines with domain * apply, so all of them decide alike. Evaluating them
+// under one registered name spares Casbin's role manager from building a
+// temporary copy of the * links on every lookup. The NUL byte keeps it apart
+// from every real domain, since requests with control characters are denied.
+const otherDomain = "\x00other"
+
+// domainAnchor is a role name used only to register domains with Casbin's
+// role manager (a self link, which no subject can reach).
+const domainAnchor = "\x00ward-domain-anchor"
+
+// snapshot is one accepted model and policy with everything derived from it.
+// It is immutable after load except for its cache and scratch pool, which are
+// safe for concurrent use.
+type snapshot struct {
+	version uint64
+	model   *modelFile
+	policy  *policyFile
+	source  string // policy file name used in Decision.Source
+
+	// enforcer holds the whole policy. Its role manager is shared with the
+	// scratch enforcers, and it decides alone when the matcher is custom.
+	enforcer *casbin.Enforcer
+	roles    rbac.RoleManager
+	ruleOf   map[string]int // rule.key() of a p line to its index in policy.rules
+
+	// The index, built only for DefaultModel's matcher.
+	bySubject     map[string][]int32 // exact subject or role name to p lines
+	byPrefix      map[string][]int32 // subject prefix (pattern minus *) to p lines
+	prefixLengths []int              // distinct lengths of the keys of byPrefix
+	domains       map[string]bool    // domains named by any p or g line
+	memberOf      map[string]map[string][]string
+
+	scratch chan *scratchEnforcer
+	cache   *decisionCache
+}
+
+// scratchEnforcer is a Casbin enforcer that shares the snapshot's model and
+// role manager but holds, for one decision at a time, only the lines the
+// index selected.
+type scratchEnforcer struct {
+	enforcer *casbin.Enforcer
+	policy   *model.Assertion
+	lines    [][]string
+}
+
+// loadSnapshot reads and validates both files and builds a snapshot. Every
+// error wraps ErrInvalidPolicy and names file:line, except file read errors.
+func loadSnapshot(modelPath, policyPath string, cacheSize int) (*snapshot, error) {
+	modelData, err := readBounded(modelPath, maxModelBytes)
+	if err != nil {
+		return nil, err
+	}
+
+	mf, err := parseModel(modelPath, modelData)
+	if err != nil {
+		return nil, err
+	}
+
+	policyData, err := readBounded(policyPath, maxPolicyBytes)
+	if err != nil {
+		return nil, err
+	}
+
+	pf, problems := parsePolicy(policyPath, policyData)
+	if len(problems) > 0 {
+		return nil, policyError(problems)
+	}
+	return buildSnapshot(mf, pf, cacheSize)
+}
+
+// readBounded reads a file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("authz: read %s: %w", path, err)
+	}
+	defer f.Close()
+
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("authz: read %s: %w", path, err)
+	}
+
+	if info.Size() > limit {
+		return nil, fmt.Errorf("%s: file is %d bytes, larger than the limit of %d: %w", path, info.Size(), limit, ErrInvalidPolicy)
+	}
+
+	data := make([]byte, 0, info.Size())
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := f.Read(buf)
+		data = append(data, buf[:n]...)
+		if int64(len(data)) > limit {
+			return nil, fmt.Errorf("%s: file grew past the limit of %d bytes while being read: %w", path, limit, ErrInvalidPolicy)
+		}
+		if err != nil {
+			break
+		}
+	}
+	return data, nil
+}
+
+func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, error) {
+	s := &snapshot{
+		model:  mf,
+		policy: pf,
+		source: filepath.Base(pf.path),
+		ruleOf: make(map[string]int, len(pf.rules)),
+	}
+
+	e, err := newCasbinEnforcer(mf)
+	if err != nil {
+		return nil, err
+	}
+
+	rules := make([][]string, len(pf.rules))
+	for i, r := range pf.rules {
+		rules[i] = r.fields
+		s.ruleOf[r.key()] = i
+	}
+
+	if len(rules) > 0 {
+		if _, err := e.AddPolicies(rules); err != nil {
+			return nil, fmt.Errorf("%s: casbin rejected the policy lines: %v: %w", pf.path, err, ErrInvalidPolicy)
+		}
+	}
+
+	roles := make([][]string, len(pf.roles))
+	for i, r := range pf.roles {
+		roles[i] = r.fields
+	}
+
+	if len(roles) > 0 {
+		if _, err := e.AddGroupingPolicies(roles); err != nil {
+			return nil, fmt.Errorf("%s: casbin rejected the g lines: %v: %w", pf.path, err, ErrInvalidPolicy)
+		}
+	}
+
+	s.enforcer = e
+	s.roles = e.GetRoleManager()
+
+	// Compile the matcher now, so a broken one is rejected at load and not at
+	// the first request.
+	if _, err := e.Enforce("spiffe://check.invalid/load", "load", "load", "load"); err != nil {
+		return nil, fmt.Errorf("%s:%d: casbin cannot evaluate the matcher: %v: %w", mf.path, mf.matcherLine, err, ErrInvalidPolicy)
+	}
+
+	if mf.indexed {
+		s.buildIndex()
+	}
+
+	s.scratch = make(chan *scratchEnforcer, 16)
+	s.cache = newDecisionCache(cacheSize)
+	return s, nil
+}
+
+// newCasbinEnforcer returns an enforcer for the model with no policy, whose
+// g lines match domain * against every request domain.
+func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
+	e, err := casbin.NewEnforcer(mf.model.Copy())
+	if err != nil {
+		return nil, fmt.Errorf("%s: casbin rejected the model: %v: %w", mf.path, err, ErrInvalidPolicy)
+	}
+
+	e.EnableAutoNotifyWatcher(false)
+	e.EnableAutoSave(false)
+	e.AddNamedDomainMatchingFunc("g", "keyMatch", util.KeyMatch)
+	return e, nil
+}
+
+// buildIndex fills the subject index and the role closure. The index may
+// select more lines than match, never fewer: Casbin evaluates the selection.
+func (s *snapshot) buildIndex() {
+	s.bySubject = make(map[string][]int32)
+	s.byPrefix = make(map[string][]int32)
+	s.domains = make(map[string]bool)
+
+	for i, r := range s.policy.rules {
+		sub, dom := r.fields[0], r.fields[1]
+		if prefix, ok := strings.CutSuffix(sub, wildcard); ok {
+			s.byPrefix[prefix] = append(s.byPrefix[prefix], int32(i))
+		} else {
+			s.bySubject[sub] = append(s.bySubject[sub], int32(i))
+		}
+		if dom != wildcard {
+			s.domains[dom] = true
+		}
+	}
+
+	for prefix := range s.byPrefix {
+		if !slices.Contains(s.prefixLengths, len(prefix)) {
+			s.prefixLengths = append(s.prefixLengths, len(prefix))
+		}
+	}
+	slices.Sort(s.prefixLengths)
+
+	for _, r := range s.policy.roles {
+		if dom := r.fields[2]; dom != wildcard {
+			s.domains[dom] = true
+		}
+	}
+
+	// Register every named domain, and otherDomain, with Casbin's role
+	// manager, so that a lookup finds a stored role manager for it.
+	for dom := range s.domains {
+		_ = s.roles.AddLink(domainAnchor, domainAnchor, dom)
+	}
+	_ = s.roles.AddLink(domainAnchor, domainAnchor, otherDomain)
+
+	s.memberOf = make(map[string]map[string][]string, len(s.domains)+1)
+	for dom := range s.domains {
+		s.memberOf[dom] = s.closeRoles(dom)
+	}
+	s.memberOf[otherDomain] = s.closeRoles(otherDomain)
+}
+
+// closeRoles returns, for each member, every role it holds in dom directly
+// or through other roles. Unlike Casbin it does not stop after ten levels, so
+// it is a superset of what Casbin's role manager will confirm.
+func (s *snapshot) closeRoles(dom string) map[string][]string {
+	direct := make(map[string][]string)
+	for _, r := range s.policy.roles {
+		if r.fields[2] == wildcard || r.fields[2] == dom {
+			direct[r.fields[0]] = append(direct[r.fields[0]], r.fields[1])
+		}
+	}
+
+	closure := make(map[string][]string, len(direct))
+	for member := range direct {
+		seen := map[string]bool{}
+		queue := slices.Clone(direct[member])
+		for len(queue) > 0 {
+			role := queue[0]
+			queue = queue[1:]
+			if seen[role] {
+				continue
+			}
+			seen[role] = true
+			closure[member] = append(closure[member], role)
+			queue = append(queue, direct[role]...)
+		}
+	}
+	return closure
+}
+
+// getScratch returns a scratch enforcer from the pool or a new one.
+func (s *snapshot) getScratch() (*scratchEnforcer, error) {
+	select {
+	case se := <-s.scratch:
+		return se, nil
+	default:
+	}
+
+	e, err := casbin.NewEnforcer(s.model.model.Copy())
+	if err != nil {
+		return nil, err
+	}
+
+	m := e.GetModel()
+	m["g"]["g"].RM = s.roles
+	return &scratchEnforcer{enforcer: e, policy: m["p"]["p"]}, nil
+}
+
+func (s *snapshot) putScratch(se *scratchEnforcer) {
+	se.policy.Policy = nil
+	clear(se.lines)
+	se.lines = se.lines[:0]
+	select {
+	case s.scratch <- se:
+	default:
+	}
+}
