@@ -39,7 +39,10 @@ func main() {
 		os.Exit(exitOK)
 	}
 
-	fmt.Fprintln(os.Stderr, "ward: "+err.Error())
+	var silent silentError
+	if !errors.As(err, &silent) {
+		fmt.Fprintln(os.Stderr, "ward: "+err.Error())
+	}
 	var usage usageError
 	if errors.As(err, &usage) {
 		os.Exit(exitUsage)

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -70,6 +71,14 @@ type Store struct {
 // Open opens or creates the database file at path and starts the group-commit
 // writer. Close stops it.
 func Open(path string) (*Store, error) {
+	// The database holds lease records and token digests: readable by its
+	// owner only. SQLite gives its -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	f.Close()
+
 	dsn := "file:" + url.PathEscape(path) + "?" + url.Values{"_pragma": {
 		"journal_mode(WAL)",
 		"synchronous(FULL)",

@@ -55,3 +55,23 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, digest []byte, now time.Ti
 	t.CreatedAt, t.ExpiresAt = fromMilli(created), fromMilli(expires)
 	return t, nil
 }
+
+// PeekJoinToken returns the valid, unused token with this digest without
+// using it.
+func (s *Store) PeekJoinToken(ctx context.Context, digest []byte, now time.Time) (JoinToken, error) {
+	var (
+		t                JoinToken
+		created, expires int64
+	)
+	err := s.db.QueryRowContext(ctx, `SELECT spiffe_id, created_by, created_at, expires_at FROM join_tokens
+		WHERE digest = ? AND used_at = 0 AND expires_at > ?`, digest, unixMilli(now)).
+		Scan(&t.SPIFFEID, &t.CreatedBy, &created, &expires)
+	if errors.Is(err, sql.ErrNoRows) {
+		return JoinToken{}, ErrTokenInvalid
+	}
+	if err != nil {
+		return JoinToken{}, fmt.Errorf("store: look up join token: %w", err)
+	}
+	t.CreatedAt, t.ExpiresAt = fromMilli(created), fromMilli(expires)
+	return t, nil
+}

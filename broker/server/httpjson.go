@@ -1,0 +1,116 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// apiError is an error with a status and a message that is safe to show the
+// client. The cause, which may hold detail not meant for clients, is logged.
+type apiError struct {
+	status int
+	msg    string
+	cause  error
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func errorf(status int, format string, args ...any) *apiError {
+	return &apiError{status: status, msg: fmt.Sprintf(format, args...)}
+}
+
+// internal wraps an unexpected failure: the client sees a generic message
+// naming what failed; the log gets the cause.
+func internal(what string, cause error) *apiError {
+	return &apiError{status: http.StatusInternalServerError, msg: what + " failed", cause: cause}
+}
+
+func unavailable(what string, cause error) *apiError {
+	return &apiError{status: http.StatusServiceUnavailable, msg: what, cause: cause}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // the client went away; nothing left to do
+}
+
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err *apiError) {
+	if err.cause != nil {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", err.status, "error", err.cause)
+	}
+	if err.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeJSON(w, err.status, map[string]string{"error": err.msg})
+}
+
+// decode reads a JSON body, bounded by serve, into v, rejecting unknown fields and
+// trailing data.
+func decode(r *http.Request, v any) *apiError {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" && !startsWith(ct, "application/json;") {
+		return errorf(http.StatusUnsupportedMediaType, "content type %q not supported, send application/json", ct)
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		var syntax *json.SyntaxError
+		var typeErr *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &tooBig):
+			return errorf(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", maxBody)
+		case errors.As(err, &syntax):
+			return errorf(http.StatusBadRequest, "invalid JSON at byte %d: %v", syntax.Offset, err)
+		case errors.As(err, &typeErr):
+			return errorf(http.StatusBadRequest, "invalid JSON: field %q must be %s", typeErr.Field, typeErr.Type)
+		default:
+			return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "invalid JSON: data after the request object")
+	}
+	return nil
+}
+
+func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
+
+// parseTTL reads a TTL given as a Go duration ("10m") or whole seconds
+// ("600"); empty means def. A TTL above max is rejected, not shortened, so a
+// client never receives a credential shorter-lived than it asked for without
+// knowing.
+func parseTTL(raw string, def, max time.Duration) (time.Duration, *apiError) {
+	if raw == "" {
+		return def, nil
+	}
+	ttl, err := time.ParseDuration(raw)
+	if err != nil {
+		secs, serr := strconv.ParseInt(raw, 10, 64)
+		if serr != nil {
+			return 0, errorf(http.StatusBadRequest, "invalid ttl %q, want a duration such as 10m or a number of seconds", raw)
+		}
+		ttl = time.Duration(secs) * time.Second
+	}
+	if ttl <= 0 {
+		return 0, errorf(http.StatusBadRequest, "invalid ttl %q, must be positive", raw)
+	}
+	if ttl > max {
+		return 0, errorf(http.StatusBadRequest, "ttl %s exceeds the maximum %s", ttl, max)
+	}
+	return ttl, nil
+}
+
+func quote(s string) string {
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return strconv.Quote(s)
+}

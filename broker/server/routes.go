@@ -1,0 +1,144 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"ward.dev/ward/authz"
+	"ward.dev/ward/internal/audit"
+)
+
+// request is one authenticated API call being served.
+type request struct {
+	r      *http.Request
+	caller caller
+	rec    *audit.Record // the handler sets Object, LeaseID and HMACs
+}
+
+// handler serves one authenticated call. A nil error means success and
+// resp is sent as JSON with status 200.
+type handler func(req *request) (resp any, err *apiError)
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+
+	// Unauthenticated: health without detail, and public key material.
+	mux.HandleFunc("GET /v1/health", s.handleHealth)
+	mux.HandleFunc("GET /v1/bundle", s.handleBundle)
+	mux.HandleFunc("GET /v1/crl", s.handleCRL)
+	mux.HandleFunc("GET /v1/jwks", s.handleJWKS)
+
+	// The join token is the credential of this call.
+	mux.HandleFunc("POST /v1/auth/join", s.serve("join", false, s.handleJoin))
+
+	mux.HandleFunc("POST /v1/tokens/join", s.serve("create-token", true, s.handleCreateJoinToken))
+	mux.HandleFunc("POST /v1/issue/x509", s.serve("issue", true, s.handleIssueX509))
+	mux.HandleFunc("POST /v1/issue/jwt", s.serve("issue", true, s.handleIssueJWT))
+	mux.HandleFunc("GET /v1/leases", s.serve("list-leases", true, s.handleListLeases))
+	mux.HandleFunc("POST /v1/leases/renew", s.serve("renew", true, s.handleRenew))
+	mux.HandleFunc("POST /v1/leases/revoke", s.serve("revoke", true, s.handleRevoke))
+	mux.HandleFunc("POST /v1/policy/check", s.serve("policy-check", true, s.handlePolicyCheck))
+	mux.HandleFunc("POST /v1/policy/reload", s.serve("policy-reload", true, s.handlePolicyReload))
+
+	metrics := promhttp.HandlerFor(s.met.registry, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", s.serve("read-metrics", true, func(req *request) (any, *apiError) {
+		req.rec.Object = "metrics"
+		if err := s.require(req, "metrics", "read"); err != nil {
+			return nil, err
+		}
+		return rawHandler{metrics}, nil
+	}))
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// rawHandler is a response served by another http.Handler after auditing.
+type rawHandler struct{ http.Handler }
+
+// serve authenticates the caller (when authn is set), runs h, writes the
+// audit record and only then sends the response. If the audit record cannot
+// be written the client gets 503 and not the response.
+func (s *Server) serve(action string, authn bool, h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		rec := &audit.Record{Action: action, Remote: r.RemoteAddr, Domain: s.cfg.Environment}
+		req := &request{r: r, rec: rec}
+
+		var resp any
+		var err *apiError
+		if authn {
+			c, ok := s.authenticate(r)
+			if ok {
+				req.caller = c
+				rec.Caller = c.id
+				resp, err = h(req)
+			} else {
+				err = errorf(http.StatusUnauthorized, "authentication required: present a ward client certificate or a bearer token")
+			}
+		} else {
+			resp, err = h(req)
+		}
+
+		rec.Decision = "allow"
+		if err != nil {
+			rec.Reason = err.msg
+			rec.Decision = "error"
+			if err.status == http.StatusUnauthorized || err.status == http.StatusForbidden {
+				rec.Decision = "deny"
+			}
+		}
+		if aerr := s.audit.Write(*rec); aerr != nil {
+			s.writeError(w, r, unavailable("audit log unavailable, request not served", aerr))
+			return
+		}
+
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if raw, ok := resp.(rawHandler); ok {
+			raw.ServeHTTP(w, r)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	}
+}
+
+// decide asks the policy and counts the decision.
+func (s *Server) decide(subject, object, action string) authz.Decision {
+	d := s.authz.Decide(subject, s.cfg.Environment, object, action)
+	s.met.decision(d.Allowed)
+	return d
+}
+
+// require returns 403 unless the caller may do action on object.
+func (s *Server) require(req *request, object, action string) *apiError {
+	d := s.decide(req.caller.id, object, action)
+	if d.Allowed {
+		return nil
+	}
+	return errorf(http.StatusForbidden, "%s may not %s %s in %s: %s", req.caller.id, action, object, s.cfg.Environment, d.Reason)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if err := s.store.Ping(r.Context()); err != nil {
+		s.log.Error("health check: store unreachable", "error", err)
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleBundle(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	_, _ = w.Write(s.caPEM)
+}
+
+func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.jwt.JWKS())
+}

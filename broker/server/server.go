@@ -1,0 +1,283 @@
+// Package server is ward's credential API: it authenticates workloads (join
+// tokens, ward client certificates, the admin bearer token), asks authz
+// before every issuance, signs X.509-SVIDs and JWT-SVIDs, records each lease
+// durably before the credential leaves, and writes an audit line for every
+// request.
+//
+// Security contract: every endpoint but /v1/health, /v1/bundle, /v1/crl and
+// /v1/jwks requires an authenticated caller; decisions default to deny; the
+// listener speaks TLS 1.3 only; request bodies are bounded; secrets (tokens,
+// keys) never reach a log or the audit file, which carries HMACs instead; if
+// the lease or the audit record cannot be written, no credential is returned.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"ward.dev/ward/authz"
+	"ward.dev/ward/broker/ca"
+	"ward.dev/ward/broker/jwtsvid"
+	"ward.dev/ward/broker/lease"
+	"ward.dev/ward/internal/audit"
+	"ward.dev/ward/internal/config"
+	"ward.dev/ward/internal/store"
+)
+
+const (
+	adminTokenPrefix = "wardadm."
+	joinTokenPrefix  = "wardjoin."
+	// maxBody bounds every request body; a CSR with a 4096-bit RSA key is
+	// under 2 KiB.
+	maxBody = 64 << 10
+	// serverCertTTL is the lifetime of the API listener's own certificate,
+	// issued afresh at every start.
+	serverCertTTL = 30 * 24 * time.Hour
+	sweepInterval = time.Second
+)
+
+// Server is one ward API server. It is safe for concurrent use.
+type Server struct {
+	cfg    config.Config
+	log    *slog.Logger
+	now    func() time.Time
+	store  *store.Store
+	leases *lease.Manager
+	ca     *ca.CA
+	caPEM  []byte
+	jwt    *jwtsvid.Issuer
+	authz  *authz.Enforcer
+	audit  *audit.Log
+	met    *metrics
+
+	adminID     string
+	adminDigest [sha256.Size]byte
+
+	// revoked holds the serials (hex) of revoked certificates that have not
+	// expired, so a revoked client certificate stops authenticating at once.
+	revoked sync.Map
+}
+
+// Open prepares a server from cfg: it creates or opens the data directory,
+// unseals the keys, opens the store and loads the policy.
+func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
+	cfg.FillDataDirPaths()
+	now := time.Now
+	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.TrustDomain, now())
+	if err != nil {
+		return nil, err
+	}
+
+	s := &Server{
+		cfg:         cfg,
+		log:         log,
+		now:         now,
+		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw}),
+		adminID:     AdminID(cfg.TrustDomain),
+		adminDigest: sha256.Sum256(k.admin),
+		met:         newMetrics(),
+	}
+	if s.ca, err = ca.New(k.caCert, k.caSigner); err != nil {
+		return nil, err
+	}
+	if s.jwt, err = jwtsvid.New(k.jwt, now); err != nil {
+		return nil, err
+	}
+
+	if _, _, err := authz.WriteDefaults(cfg.DataDir, cfg.TrustDomain, s.adminID, cfg.Environment); err != nil {
+		return nil, fmt.Errorf("write default policy: %w", err)
+	}
+	if s.authz, err = authz.New(cfg.Policy.Model, cfg.Policy.File, authz.WithLogger(log)); err != nil {
+		return nil, err
+	}
+	if s.audit, err = audit.Open(cfg.Audit.Path, k.auditKey, now); err != nil {
+		return nil, err
+	}
+	if s.store, err = store.Open(cfg.Store.Path); err != nil {
+		s.audit.Close()
+		return nil, err
+	}
+
+	s.leases = lease.New(s.store, log, now)
+	s.leases.OnEnd(s.leaseEnded)
+	if err := s.loadRevoked(context.Background()); err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.met.register(s.store)
+	return s, nil
+}
+
+// AdminID returns the SPIFFE ID that the admin bearer token authenticates as.
+func AdminID(trustDomain string) string { return "spiffe://" + trustDomain + "/ward/admin" }
+
+// CAPEM returns the trust bundle: the CA certificate in PEM.
+func (s *Server) CAPEM() []byte { return s.caPEM }
+
+// Authz returns the policy enforcer, for reload on SIGHUP.
+func (s *Server) Authz() *authz.Enforcer { return s.authz }
+
+// Config returns the effective configuration.
+func (s *Server) Config() config.Config { return s.cfg }
+
+// Close releases the store and the audit file.
+func (s *Server) Close() error {
+	err := s.store.Close()
+	if aerr := s.audit.Close(); err == nil {
+		err = aerr
+	}
+	return err
+}
+
+func (s *Server) loadRevoked(ctx context.Context) error {
+	serials, err := s.store.RevokedSerials(ctx, s.now())
+	if err != nil {
+		return err
+	}
+	for serial := range serials {
+		s.revoked.Store(serial, struct{}{})
+	}
+	return nil
+}
+
+func (s *Server) leaseEnded(l store.Lease, state string) {
+	if state == store.StateRevoked && l.Serial != "" {
+		s.revoked.Store(l.Serial, struct{}{})
+	}
+	s.met.leaseEnded(state)
+}
+
+// TLSConfig returns the API listener's TLS configuration: TLS 1.3 only, a
+// certificate issued by ward's own CA at start, and client certificates
+// verified against that CA when a client offers one.
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	cert, err := s.serverCertificate()
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(s.ca.Certificate())
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+	}, nil
+}
+
+func (s *Server) serverCertificate() (tls.Certificate, error) {
+	key, err := newP256Key()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	dns := []string{"localhost"}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if host, _, err := net.SplitHostPort(s.cfg.Listen.API); err == nil && host != "" {
+		if ip := net.ParseIP(host); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, host)
+		}
+	}
+	for _, name := range s.cfg.APINames {
+		if ip := net.ParseIP(name); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, name)
+		}
+	}
+	issued, err := s.ca.Sign(ca.Request{
+		PublicKey: key.Public(),
+		SPIFFEID:  mustSPIFFE("spiffe://" + s.cfg.TrustDomain + "/ward/server"),
+		DNSNames:  dns,
+		IPs:       ips,
+		TTL:       serverCertTTL,
+	})
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("issue API server certificate: %w", err)
+	}
+	return tls.Certificate{
+		Certificate: [][]byte{issued.DER, s.ca.Certificate().Raw},
+		PrivateKey:  key,
+		Leaf:        issued.Cert,
+	}, nil
+}
+
+// Serve accepts HTTPS connections on ln until ctx ends, and runs the lease
+// sweeper beside it.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	tlsCfg, err := s.TLSConfig()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	defer stopSweep()
+	go s.leases.RunSweeper(sweepCtx, sweepInterval)
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// ReloadPolicy re-reads the policy files; on error the old policy stays.
+func (s *Server) ReloadPolicy() error {
+	err := s.authz.Reload()
+	if err != nil {
+		s.log.Error("policy reload rejected, previous policy stays in force", "error", err)
+		return err
+	}
+	s.log.Info("policy reloaded", "version", s.authz.Version())
+	return nil
+}
+
+// randomToken returns prefix followed by 32 random bytes in base64url.
+func randomToken(prefix string) (string, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return prefix + encodeB64(b), nil
+}
+
+// fileExists reports whether path exists.
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
