@@ -1,0 +1,149 @@
+package transform
+
+import (
+	"fmt"
+	"hash/maphash"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/brianvoe/gofakeit/v7"
+	"github.com/brianvoe/gofakeit/v7/data"
+)
+
+// fakeKind produces one kind of fake value from a seeded faker, and bounds
+// its length in characters.
+type fakeKind struct {
+	make   func(f *gofakeit.Faker) string
+	maxLen int
+}
+
+func longest(lists ...[]string) int {
+	total := 0
+	for _, l := range lists {
+		m := 0
+		for _, s := range l {
+			m = max(m, utf8.RuneCountInString(s))
+		}
+		total += m
+	}
+	return total
+}
+
+// fakeKinds are the kinds of the fake transformer. The length bounds come
+// from gofakeit's word lists, plus the separators each kind adds.
+var fakeKinds = map[string]fakeKind{
+	"name":       {(*gofakeit.Faker).Name, longest(data.Person["first"], data.Person["last"]) + 1},
+	"first_name": {(*gofakeit.Faker).FirstName, longest(data.Person["first"])},
+	"last_name":  {(*gofakeit.Faker).LastName, longest(data.Person["last"])},
+	"email":      {fakeEmail, longest(data.Person["first"], data.Person["last"]) + len(".@example.com")},
+	"phone":      {(*gofakeit.Faker).PhoneFormatted, longest(data.Person["phone"])},
+	"street":     {(*gofakeit.Faker).Street, 5 + 2 + longest(data.Address["street_prefix"], data.Address["street_name"], data.Address["street_suffix"])},
+	"city":       {(*gofakeit.Faker).City, longest(data.Address["city"])},
+	"state":      {(*gofakeit.Faker).State, longest(data.Address["state"])},
+	"zip":        {(*gofakeit.Faker).Zip, 5},
+	"country":    {(*gofakeit.Faker).Country, longest(data.Address["country"])},
+	"company":    {(*gofakeit.Faker).Company, longest(data.Company["name"])},
+	"username":   {(*gofakeit.Faker).Username, 32},
+}
+
+// fakeEmail builds first.last at a domain reserved by RFC 2606, because
+// gofakeit's own e-mail addresses use real top-level domains.
+func fakeEmail(f *gofakeit.Faker) string {
+	domain := fakeDomains[f.IntN(len(fakeDomains))]
+	return strings.ToLower(f.FirstName()+"."+f.LastName()) + "@" + domain
+}
+
+// fakeT replaces a value with a realistic fake of the same kind, chosen by
+// a PCG generator seeded with the keyed HMAC of the value, so one value
+// always gets the same fake.
+//
+// On a unique column the fake gets a suffix of 8 base32 characters of the
+// HMAC (inserted before "@" for e-mail), and a set of the outputs seen so
+// far catches the remaining collisions: the later value then gets a longer
+// suffix. The set keeps 8 bytes per distinct value.
+type fakeT struct {
+	mac    *keyedMAC
+	kind   fakeKind
+	name   string
+	unique bool
+
+	mu   sync.Mutex
+	seed maphash.Seed
+	seen map[uint64]struct{}
+}
+
+func newFake(p *params, keys *Keys, unique bool) (Transformer, error) {
+	names := make([]string, 0, len(fakeKinds))
+	for n := range fakeKinds {
+		names = append(names, n)
+	}
+	kindName := p.str("kind", "")
+	kind, ok := fakeKinds[kindName]
+	if !ok {
+		return nil, fmt.Errorf("%w: kind is %q, want one of %s", ErrParam, kindName, strings.Join(sortedCopy(names), ", "))
+	}
+	// NOTE: gofakeit v7 ships English (United States) word lists only, so
+	// other locales are rejected rather than silently given English data.
+	if loc := p.str("locale", "en"); loc != "en" && loc != "en_US" && loc != "en-US" {
+		return nil, fmt.Errorf("%w: locale %q is not available, only en", ErrParam, loc)
+	}
+	key := keys.derive("fake "+p.str("key", "default"), 32)
+	defer clear(key)
+	t := &fakeT{mac: newKeyedMAC(key), kind: kind, name: kindName, unique: unique}
+	if unique {
+		t.seed = maphash.MakeSeed()
+		t.seen = make(map[uint64]struct{})
+	}
+	return t, nil
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	for i := range c {
+		for j := i + 1; j < len(c); j++ {
+			if c[j] < c[i] {
+				c[i], c[j] = c[j], c[i]
+			}
+		}
+	}
+	return c
+}
+
+func (t *fakeT) Transform(value, _ string) (string, error) {
+	a, b := t.mac.uint64s(t.name, value)
+	out := t.kind.make(gofakeit.NewFaker(rand.NewPCG(a, b), false))
+	if !t.unique {
+		return out, nil
+	}
+
+	var buf [32]byte
+	suffix := lowerBase32.EncodeToString(t.mac.sum(buf[:0], "suffix", t.name, value))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for n := 8; n <= len(suffix); n += 2 {
+		candidate := withSuffix(out, suffix[:n], t.name == "email")
+		h := maphash.String(t.seed, candidate)
+		if _, dup := t.seen[h]; !dup {
+			t.seen[h] = struct{}{}
+			return candidate, nil
+		}
+	}
+	return "", fmt.Errorf("%w: fake: could not find a unique %s", ErrInput, t.name)
+}
+
+func withSuffix(s, suffix string, email bool) string {
+	if at := strings.LastIndexByte(s, '@'); email && at >= 0 {
+		return s[:at] + "." + suffix + s[at:]
+	}
+	return s + "-" + suffix
+}
+
+func (t *fakeT) Info() Info {
+	n := t.kind.maxLen
+	if t.unique {
+		n += 1 + lowerBase32.EncodedLen(32)
+	}
+	return Info{Name: "fake", Injective: t.unique, Kinds: KindText, MaxLen: fixed(n), Stateful: t.unique}
+}

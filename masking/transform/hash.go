@@ -1,0 +1,162 @@
+package transform
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+	"sync"
+)
+
+func paramErr(msg string) error { return fmt.Errorf("%w: %s", ErrParam, msg) }
+
+// keyedMAC computes HMAC-SHA256 under one derived key. It pools hash states
+// because building an HMAC costs two SHA-256 compressions of the key. A
+// keyedMAC is safe for concurrent use.
+type keyedMAC struct {
+	pool sync.Pool
+}
+
+// newKeyedMAC copies key, so the caller may clear its slice.
+func newKeyedMAC(key []byte) *keyedMAC {
+	k := &keyedMAC{}
+	own := append([]byte(nil), key...)
+	k.pool.New = func() any { return hmac.New(sha256.New, own) }
+	return k
+}
+
+// sum appends HMAC-SHA256(key, parts joined by 0x00) to dst.
+func (k *keyedMAC) sum(dst []byte, parts ...string) []byte {
+	h := k.pool.Get().(hash.Hash)
+	h.Reset()
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(p))
+	}
+	dst = h.Sum(dst)
+	k.pool.Put(h)
+	return dst
+}
+
+// uint64s returns two 64-bit values from HMAC(key, parts), for seeding.
+func (k *keyedMAC) uint64s(parts ...string) (uint64, uint64) {
+	var buf [sha256.Size]byte
+	s := k.sum(buf[:0], parts...)
+	var a, b uint64
+	for i := range 8 {
+		a = a<<8 | uint64(s[i])
+		b = b<<8 | uint64(s[8+i])
+	}
+	return a, b
+}
+
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// hashT replaces a value with its keyed HMAC-SHA256, truncated.
+type hashT struct {
+	mac      *keyedMAC
+	bytes    int
+	encoding string
+	prefix   string
+}
+
+// collisionFreeBytes is the truncated length from which hash counts as
+// injective: with 128 bits, a collision among 2^32 values has probability
+// below 2^-64.
+const collisionFreeBytes = 16
+
+func newHash(p *params, keys *Keys, _ bool) (Transformer, error) {
+	n, err := p.integer("bytes", 16, 4, 32)
+	if err != nil {
+		return nil, err
+	}
+	enc, err := p.oneOf("encoding", "hex", "hex", "base32")
+	if err != nil {
+		return nil, err
+	}
+	key := keys.derive("hash "+p.str("key", "default"), 32)
+	defer clear(key)
+	return &hashT{mac: newKeyedMAC(key), bytes: n, encoding: enc, prefix: p.str("prefix", "")}, nil
+}
+
+func (t *hashT) Transform(value, _ string) (string, error) {
+	var buf [sha256.Size]byte
+	sum := t.mac.sum(buf[:0], value)[:t.bytes]
+	if t.encoding == "hex" {
+		return t.prefix + hex.EncodeToString(sum), nil
+	}
+	return t.prefix + lowerBase32.EncodeToString(sum), nil
+}
+
+func (t *hashT) Info() Info {
+	n := 2 * t.bytes
+	if t.encoding == "base32" {
+		n = lowerBase32.EncodedLen(t.bytes)
+	}
+	return Info{Name: "hash", Injective: t.bytes >= collisionFreeBytes, Kinds: KindText, MaxLen: fixed(len(t.prefix) + n)}
+}
+
+// emailT replaces the local part of an e-mail address with a keyed
+// pseudonym and keeps or replaces the domain.
+type emailT struct {
+	mac        *keyedMAC
+	localLen   int
+	keepDomain bool
+}
+
+// fakeDomains are reserved for documentation by RFC 2606, so a masked
+// address can never reach a real mailbox.
+var fakeDomains = []string{"example.com", "example.net", "example.org"}
+
+func newEmail(p *params, keys *Keys, _ bool) (Transformer, error) {
+	domain, err := p.oneOf("domain", "fake", "keep", "fake")
+	if err != nil {
+		return nil, err
+	}
+	n, err := p.integer("local_length", 16, 8, 52)
+	if err != nil {
+		return nil, err
+	}
+	key := keys.derive("email "+p.str("key", "default"), 32)
+	defer clear(key)
+	return &emailT{mac: newKeyedMAC(key), localLen: n, keepDomain: domain == "keep"}, nil
+}
+
+var errNotEmail = errors.New("email: value has no @")
+
+func (t *emailT) Transform(value, _ string) (string, error) {
+	at := strings.LastIndexByte(value, '@')
+	if at < 0 {
+		return "", fmt.Errorf("%w: %w", ErrInput, errNotEmail)
+	}
+	domain := strings.ToLower(value[at+1:])
+
+	// The local part is hashed together with the domain so that the same
+	// local part at two domains gives two pseudonyms.
+	var buf [sha256.Size]byte
+	sum := t.mac.sum(buf[:0], "local", strings.ToLower(value[:at]), domain)
+	local := lowerBase32.EncodeToString(sum)[:t.localLen]
+	if !t.keepDomain {
+		d := t.mac.sum(buf[:0], "domain", domain)
+		domain = fakeDomains[int(d[0])%len(fakeDomains)]
+	}
+	return local + "@" + domain, nil
+}
+
+func (t *emailT) Info() Info {
+	max := func(in int) int {
+		if t.keepDomain {
+			return in + t.localLen
+		}
+		return t.localLen + 1 + len("example.com")
+	}
+	// 26 base32 characters carry 130 bits, enough to treat collisions as
+	// impossible, as for hash.
+	return Info{Name: "email", Injective: t.localLen >= 26, Kinds: KindText, MaxLen: max}
+}
