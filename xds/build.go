@@ -1,0 +1,127 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// Rebuild renders, validates and pushes every node's snapshot now. When any
+// node's configuration fails, nothing is pushed: every node keeps its last
+// good configuration and the error is returned, logged and shown by Status.
+func (s *Server) Rebuild(ctx context.Context) error {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+
+	s.mu.Lock()
+	services := slices.Clone(s.services)
+	quarantined := make(map[string]bool, len(s.quarantined))
+	for id := range s.quarantined {
+		quarantined[id] = true
+	}
+	s.mu.Unlock()
+
+	sets, err := s.render(ctx, services, quarantined)
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.build = buildStatus{at: s.now(), err: err}
+	if err != nil {
+		s.log.Error("xds build failed, keeping the last good configuration", "error", err)
+		return err
+	}
+
+	for id, set := range sets {
+		st := s.nodeLocked(id)
+		st.kind = kindOf(services, id)
+		st.desired = set
+		s.pushLocked(id, st)
+	}
+	for id, st := range s.nodes {
+		if _, ok := sets[id]; !ok && st.desired != nil {
+			// The service was removed: its node gets nothing any more.
+			st.desired = nil
+			s.cache.ClearSnapshot(id)
+		}
+	}
+	s.broadcastLocked()
+	s.log.Debug("xds build pushed", "nodes", len(sets))
+	return nil
+}
+
+func kindOf(services []Service, id string) Kind {
+	for i := range services {
+		if services[i].SPIFFEID == id {
+			return services[i].Kind
+		}
+	}
+	return ""
+}
+
+// render decides the connect graph and renders and validates every node's
+// resources. It returns the first failure, naming the service.
+func (s *Server) render(ctx context.Context, services []Service, quarantined map[string]bool) (map[string]nodeSet, error) {
+	slices.SortFunc(services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	byID := make(map[string]*Service, len(services))
+	for i := range services {
+		byID[services[i].SPIFFEID] = &services[i]
+	}
+
+	if lister, ok := s.cfg.Authorizer.(RuleLister); ok {
+		if err := checkRules(lister.ConnectRules(s.cfg.Domain), byID); err != nil {
+			return nil, err
+		}
+	}
+	g := decide(services, s.cfg.Authorizer, s.cfg.Domain, quarantined)
+
+	bundle := s.cfg.Issuer.TrustBundlePEM()
+	if len(bundle) == 0 {
+		return nil, errors.New("xds: the issuer returned an empty trust bundle")
+	}
+
+	sets := make(map[string]nodeSet, len(services))
+	for i := range services {
+		svc := &services[i]
+		callers := g.callers[svc.SPIFFEID]
+		if quarantined[svc.SPIFFEID] {
+			// A quarantined service admits nobody.
+			callers = nil
+		}
+
+		var res map[resource.Type][]types.Resource
+		var err error
+		switch svc.Kind {
+		case KindGRPC:
+			res, err = renderGRPC(svc, services, callers)
+		case KindEnvoy:
+			var cert svid
+			cert, err = s.svidFor(ctx, svc.SPIFFEID)
+			if err != nil {
+				return nil, fmt.Errorf("xds: service %q: %w", svc.Name, err)
+			}
+			ups := make([]*Service, 0, len(g.upstreams[svc.SPIFFEID]))
+			for _, id := range g.upstreams[svc.SPIFFEID] {
+				ups = append(ups, byID[id])
+			}
+			res, err = renderEnvoy(svc, ups, callers, cert, bundle)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("xds: service %q: %w", svc.Name, err)
+		}
+
+		if s.mutate != nil {
+			s.mutate(svc.SPIFFEID, res)
+		}
+		set, err := buildSet(res)
+		if err != nil {
+			return nil, fmt.Errorf("xds: service %q: %w", svc.Name, err)
+		}
+		sets[svc.SPIFFEID] = set
+	}
+	return sets, nil
+}

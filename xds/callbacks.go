@@ -1,0 +1,188 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// maxNACKMessage bounds the stored and logged text of one NACK.
+const maxNACKMessage = 2048
+
+// streamState is one ADS stream. Guarded by Server.mu.
+type streamState struct {
+	peer  string // SPIFFE ID from the client certificate
+	node  string // node id, set once it matched peer
+	delta bool
+	// acked maps a type URL to the version the stream last reported
+	// holding, in an ACK or in the version_info of a NACK.
+	acked map[string]string
+	// sent maps a type URL to the version last sent on the stream.
+	sent map[string]string
+}
+
+// callbacks connects go-control-plane's stream events to the Server: it
+// binds each stream to the SPIFFE ID in its client certificate and records
+// ACKs and NACKs.
+type callbacks struct{ s *Server }
+
+var _ serverv3.Callbacks = callbacks{}
+
+func (c callbacks) OnStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.open(ctx, id, false)
+}
+
+func (c callbacks) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
+	return c.open(ctx, id, true)
+}
+
+func (c callbacks) open(ctx context.Context, id int64, delta bool) error {
+	spiffeID, err := peerID(ctx)
+	if err != nil {
+		c.s.log.Warn("xds stream rejected", "stream", id, "error", err)
+		return status.Error(codes.Unauthenticated, err.Error())
+	}
+
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	c.s.streams[id] = &streamState{peer: spiffeID, delta: delta, acked: map[string]string{}, sent: map[string]string{}}
+	return nil
+}
+
+// peerID returns the SPIFFE ID of the verified client certificate. The TLS
+// configuration has already checked the chain and that the certificate
+// carries exactly one SPIFFE ID in the trust domain.
+func peerID(ctx context.Context) (string, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", fmt.Errorf("no peer in stream context")
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
+		return "", fmt.Errorf("peer %s presented no verified client certificate", p.Addr)
+	}
+	uris := info.State.PeerCertificates[0].URIs
+	if len(uris) != 1 {
+		return "", fmt.Errorf("peer %s certificate has %d URI SANs, want 1", p.Addr, len(uris))
+	}
+	return uris[0].String(), nil
+}
+
+func (c callbacks) OnStreamClosed(id int64, _ *corev3.Node)      { c.close(id) }
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.close(id) }
+
+func (c callbacks) close(id int64) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	delete(c.s.streams, id)
+	c.s.broadcastLocked()
+}
+
+// bind checks that the node id is the certificate's SPIFFE ID. The cache
+// keys snapshots by node id, so a mismatch closes the stream before any
+// configuration is sent. Guarded by Server.mu.
+func (c callbacks) bindLocked(id int64, node string) (*streamState, error) {
+	ss, ok := c.s.streams[id]
+	if !ok {
+		return nil, status.Errorf(codes.Internal, "stream %d is not open", id)
+	}
+	if node != ss.peer {
+		c.s.log.Warn("xds node id does not match certificate", "stream", id, "node", node, "certificate", ss.peer)
+		return nil, status.Errorf(codes.PermissionDenied, "node id %q does not match the certificate's SPIFFE ID %q", node, ss.peer)
+	}
+	ss.node = node
+	return ss, nil
+}
+
+func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) error {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+
+	ss, err := c.bindLocked(id, req.GetNode().GetId())
+	if err != nil {
+		return err
+	}
+
+	typ := req.GetTypeUrl()
+	if detail := req.GetErrorDetail(); detail != nil {
+		rejected := ss.sent[typ]
+		ss.acked[typ] = req.GetVersionInfo()
+		c.s.recordNACK(ss.node, resource.Type(typ), rejected, req.GetVersionInfo(), cleanMessage(detail.GetMessage()))
+	} else {
+		ss.acked[typ] = req.GetVersionInfo()
+		if req.GetResponseNonce() != "" {
+			c.s.recordACK(ss.node, resource.Type(typ), req.GetVersionInfo())
+		}
+	}
+	c.s.broadcastLocked()
+	return nil
+}
+
+func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	if ss, ok := c.s.streams[id]; ok {
+		ss.sent[resp.GetTypeUrl()] = resp.GetVersionInfo()
+		c.s.nodeLocked(ss.node).pushes[resource.Type(resp.GetTypeUrl())]++
+	}
+}
+
+// OnStreamDeltaRequest binds the stream and records NACKs. Delta streams
+// are not rolled back on a NACK and do not count towards WaitConverged.
+// TODO: per-resource NACK rollback for delta xDS; until then an Envoy on
+// delta that rejects a resource keeps its previous copy of that resource,
+// which is Envoy's own behaviour, and the server may resend it on the next
+// change.
+func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+
+	ss, err := c.bindLocked(id, req.GetNode().GetId())
+	if err != nil {
+		return err
+	}
+	if detail := req.GetErrorDetail(); detail != nil {
+		st := c.s.nodeLocked(ss.node)
+		st.nacks[resource.Type(req.GetTypeUrl())] = NACK{Version: ss.sent[req.GetTypeUrl()], Message: cleanMessage(detail.GetMessage()), At: c.s.now()}
+		c.s.log.Warn("xds node rejected configuration", "node", ss.node, "type", req.GetTypeUrl(), "delta", true, "message", cleanMessage(detail.GetMessage()))
+	}
+	return nil
+}
+
+func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	if ss, ok := c.s.streams[id]; ok {
+		ss.sent[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
+		c.s.nodeLocked(ss.node).pushes[resource.Type(resp.GetTypeUrl())]++
+	}
+}
+
+// OnFetchRequest rejects REST and unary fetches: they carry no stream to
+// bind to a certificate, and ward serves ADS only.
+func (c callbacks) OnFetchRequest(context.Context, *discoveryv3.DiscoveryRequest) error {
+	return status.Error(codes.Unimplemented, "fetch is not supported, use ADS")
+}
+
+func (c callbacks) OnFetchResponse(*discoveryv3.DiscoveryRequest, *discoveryv3.DiscoveryResponse) {}
+
+// cleanMessage bounds a peer's error text and drops any PEM block in it,
+// since a peer may quote the secret it failed to load.
+func cleanMessage(msg string) string {
+	if i := strings.Index(msg, "-----BEGIN"); i >= 0 {
+		msg = msg[:i] + "[PEM redacted]"
+	}
+	if len(msg) > maxNACKMessage {
+		msg = msg[:maxNACKMessage] + "…"
+	}
+	return msg
+}

@@ -1,0 +1,168 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Kind is the data plane a service runs.
+type Kind string
+
+// The supported data planes.
+const (
+	KindEnvoy Kind = "envoy" // an Envoy sidecar in front of the application
+	KindGRPC  Kind = "grpc"  // a proxyless gRPC application with an xDS client
+)
+
+// Service is one workload in the mesh.
+type Service struct {
+	// Name is the xDS target name: gRPC clients dial "xds:///<Name>".
+	Name string
+	// SPIFFEID is the workload's identity, its certificate's URI SAN and its
+	// xDS node id.
+	SPIFFEID string
+	Kind     Kind
+	// Endpoints are the "ip:port" addresses the service accepts connections
+	// on: the gRPC server's listening address, or the Envoy inbound listener.
+	Endpoints []string
+	// AppPort is the loopback port of the application behind an Envoy
+	// sidecar. It is unused for gRPC services.
+	AppPort uint32
+}
+
+// Sentinel errors returned by SetServices and the policy check.
+var (
+	ErrInvalidService = errors.New("invalid service")
+	ErrUnknownService = errors.New("policy names an unknown service")
+)
+
+var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
+
+// validateServices checks every service on its own and the set for
+// duplicate names and SPIFFE IDs. Services must belong to trustDomain.
+func validateServices(services []Service, trustDomain spiffeid.TrustDomain) error {
+	names := make(map[string]bool, len(services))
+	ids := make(map[string]bool, len(services))
+	for i, svc := range services {
+		if err := validateService(svc, trustDomain); err != nil {
+			return fmt.Errorf("%w: services[%d] %q: %w", ErrInvalidService, i, svc.Name, err)
+		}
+
+		if names[svc.Name] {
+			return fmt.Errorf("%w: services[%d]: duplicate name %q", ErrInvalidService, i, svc.Name)
+		}
+		names[svc.Name] = true
+
+		if ids[svc.SPIFFEID] {
+			return fmt.Errorf("%w: services[%d] %q: duplicate SPIFFE ID %q", ErrInvalidService, i, svc.Name, svc.SPIFFEID)
+		}
+		ids[svc.SPIFFEID] = true
+	}
+	return nil
+}
+
+func validateService(svc Service, trustDomain spiffeid.TrustDomain) error {
+	if !serviceName.MatchString(svc.Name) {
+		return fmt.Errorf("name %q is not a lowercase DNS name of at most 63 characters", svc.Name)
+	}
+
+	id, err := spiffeid.FromString(svc.SPIFFEID)
+	if err != nil {
+		return fmt.Errorf("SPIFFE ID %q: %w", svc.SPIFFEID, err)
+	}
+	if id.TrustDomain() != trustDomain {
+		return fmt.Errorf("SPIFFE ID %q is outside trust domain %q", svc.SPIFFEID, trustDomain)
+	}
+
+	if svc.Kind != KindEnvoy && svc.Kind != KindGRPC {
+		return fmt.Errorf("kind %q is invalid, want %q or %q", svc.Kind, KindEnvoy, KindGRPC)
+	}
+
+	if len(svc.Endpoints) == 0 {
+		return errors.New("no endpoints")
+	}
+	var firstPort uint16
+	for j, ep := range svc.Endpoints {
+		ap, err := netip.ParseAddrPort(ep)
+		if err != nil {
+			return fmt.Errorf("endpoints[%d] %q is not ip:port: %w", j, ep, err)
+		}
+		if ap.Port() == 0 {
+			return fmt.Errorf("endpoints[%d] %q: port 0 is invalid, want 1-65535", j, ep)
+		}
+		if j == 0 {
+			firstPort = ap.Port()
+		}
+		// An Envoy sidecar binds one inbound listener, so its replicas
+		// must share the port.
+		if svc.Kind == KindEnvoy && ap.Port() != firstPort {
+			return fmt.Errorf("endpoints[%d] %q: envoy endpoints must share port %d", j, ep, firstPort)
+		}
+	}
+
+	if svc.Kind == KindEnvoy && (svc.AppPort == 0 || svc.AppPort > 65535) {
+		return fmt.Errorf("app port %d is invalid, want 1-65535", svc.AppPort)
+	}
+	return nil
+}
+
+// checkRules rejects connect rules whose object or SPIFFE ID subject is not
+// a known service. Subjects that are not SPIFFE IDs are roles and pass.
+func checkRules(rules []ConnectRule, byID map[string]*Service) error {
+	for _, r := range rules {
+		target, ok := strings.CutPrefix(r.Object, ObjectPrefix)
+		if !ok {
+			continue
+		}
+		if target != "*" && byID[target] == nil {
+			return fmt.Errorf("%w: %s: object %q: no service has SPIFFE ID %q", ErrUnknownService, r.Source, r.Object, target)
+		}
+		if strings.HasPrefix(r.Subject, "spiffe://") && byID[r.Subject] == nil {
+			return fmt.Errorf("%w: %s: subject %q: no service has this SPIFFE ID", ErrUnknownService, r.Source, r.Subject)
+		}
+	}
+	return nil
+}
+
+// graph is the decided connect permissions: for each target SPIFFE ID, the
+// sorted SPIFFE IDs allowed to connect to it, and the reverse.
+type graph struct {
+	callers   map[string][]string
+	upstreams map[string][]string
+}
+
+// decide asks the authorizer about every ordered pair of services, so it
+// costs len(services)² decisions.
+// TODO: list candidate subjects from the policy to make this linear; the
+// quadratic scan is correct, only slow beyond a few thousand services.
+func decide(services []Service, authz Authorizer, domain string, quarantined map[string]bool) graph {
+	g := graph{callers: map[string][]string{}, upstreams: map[string][]string{}}
+	for _, target := range services {
+		if quarantined[target.SPIFFEID] {
+			continue
+		}
+		object := ObjectPrefix + target.SPIFFEID
+		for _, caller := range services {
+			if quarantined[caller.SPIFFEID] {
+				continue
+			}
+			if authz.Allowed(caller.SPIFFEID, domain, object, ActionConnect) {
+				g.callers[target.SPIFFEID] = append(g.callers[target.SPIFFEID], caller.SPIFFEID)
+				g.upstreams[caller.SPIFFEID] = append(g.upstreams[caller.SPIFFEID], target.SPIFFEID)
+			}
+		}
+	}
+	for _, ids := range g.callers {
+		slices.Sort(ids)
+	}
+	for _, ids := range g.upstreams {
+		slices.Sort(ids)
+	}
+	return g
+}

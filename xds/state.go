@@ -1,0 +1,144 @@
+package xds
+
+import (
+	"context"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// historySize is how many served versions per type a node keeps, so that a
+// NACK can roll the node back to the version it last accepted.
+const historySize = 4
+
+// nodeState is what the server knows about one node id. Guarded by
+// Server.mu.
+type nodeState struct {
+	kind    Kind
+	desired nodeSet // the latest successful build
+	served  nodeSet // what the cache currently offers
+	// history holds recently served versions per type, newest last.
+	history  map[resource.Type][]typeSet
+	accepted map[resource.Type]string
+	nacks    map[resource.Type]NACK
+	pushes   map[resource.Type]int // responses sent, over all streams
+}
+
+// NACK is a configuration version a node rejected.
+type NACK struct {
+	Version string
+	Message string
+	At      time.Time
+}
+
+func (s *Server) nodeLocked(id string) *nodeState {
+	st, ok := s.nodes[id]
+	if !ok {
+		st = &nodeState{
+			history:  map[resource.Type][]typeSet{},
+			accepted: map[resource.Type]string{},
+			nacks:    map[resource.Type]NACK{},
+			pushes:   map[resource.Type]int{},
+		}
+		s.nodes[id] = st
+	}
+	return st
+}
+
+// pushLocked computes what the node should be offered and hands it to the
+// cache when it differs from what is offered now. For a type whose desired
+// version the node has rejected, the node keeps being offered the version
+// it last accepted, so the rejected one is not resent.
+func (s *Server) pushLocked(id string, st *nodeState) {
+	if st.desired == nil {
+		return
+	}
+
+	next := make(nodeSet, len(st.desired))
+	changed := st.served == nil
+	for typ, set := range st.desired {
+		if n, ok := st.nacks[typ]; ok && n.Version == set.version {
+			set = st.lookup(typ, st.accepted[typ])
+		}
+		next[typ] = set
+		if st.served == nil || st.served[typ].version != set.version {
+			changed = true
+		}
+		st.remember(typ, set)
+	}
+	if !changed {
+		return
+	}
+
+	st.served = next
+	// Watch channels are buffered and each is answered once, so SetSnapshot
+	// does not block while s.mu is held.
+	if err := s.cache.SetSnapshot(context.Background(), id, next.snapshot()); err != nil {
+		s.log.Error("xds set snapshot failed", "node", id, "error", err)
+	}
+}
+
+// lookup returns the served set of typ with the given version, or an empty
+// set when the node never accepted one.
+func (st *nodeState) lookup(typ resource.Type, version string) typeSet {
+	for _, set := range st.history[typ] {
+		if set.version == version {
+			return set
+		}
+	}
+	return typeSet{}
+}
+
+func (st *nodeState) remember(typ resource.Type, set typeSet) {
+	h := st.history[typ]
+	for _, old := range h {
+		if old.version == set.version {
+			return
+		}
+	}
+	h = append(h, set)
+	if len(h) > historySize {
+		// Never evict the accepted version: a later NACK rolls back to it.
+		for i, old := range h {
+			if old.version != st.accepted[typ] {
+				h = append(h[:i], h[i+1:]...)
+				break
+			}
+		}
+	}
+	st.history[typ] = h
+}
+
+// broadcastLocked wakes everyone waiting for a change of ACK state.
+func (s *Server) broadcastLocked() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// recordACK notes that node accepted version of typ.
+func (s *Server) recordACK(node string, typ resource.Type, version string) {
+	st := s.nodeLocked(node)
+	st.accepted[typ] = version
+	if n, ok := st.nacks[typ]; ok && n.Version != version && version != "" && version == st.desiredVersion(typ) {
+		// The node has accepted newer configuration, so the rejection is
+		// history.
+		delete(st.nacks, typ)
+	}
+}
+
+func (st *nodeState) desiredVersion(typ resource.Type) string {
+	if st.desired == nil {
+		return ""
+	}
+	return st.desired[typ].version
+}
+
+// recordNACK notes that node rejected version of typ while it still holds
+// accepted, and rolls the type back to accepted.
+func (s *Server) recordNACK(node string, typ resource.Type, rejected, accepted, message string) {
+	st := s.nodeLocked(node)
+	st.accepted[typ] = accepted
+	st.nacks[typ] = NACK{Version: rejected, Message: message, At: s.now()}
+	s.log.Warn("xds node rejected configuration", "node", node, "type", typ, "version", rejected, "kept_version", accepted, "message", message)
+	s.pushLocked(node, st)
+}

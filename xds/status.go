@@ -1,0 +1,118 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// Status is a point-in-time view of the control plane.
+type Status struct {
+	BuiltAt    time.Time
+	BuildError string // empty when the last build succeeded
+	Nodes      []NodeStatus
+}
+
+// NodeStatus is one node's configuration state.
+type NodeStatus struct {
+	Node        string // SPIFFE ID
+	Kind        Kind
+	Streams     int // open ADS streams
+	Quarantined bool
+	Types       []TypeStatus
+}
+
+// TypeStatus is one resource type's state on a node. Desired differs from
+// Served while the node rejects the latest build.
+type TypeStatus struct {
+	Type     string
+	Desired  string
+	Served   string
+	Accepted string
+	NACK     *NACK
+	Pushes   int // responses of this type sent to the node
+}
+
+// Status returns the build state and every known node's versions and NACKs,
+// sorted by node.
+func (s *Server) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+
+	out := Status{BuiltAt: s.build.at}
+	if s.build.err != nil {
+		out.BuildError = s.build.err.Error()
+	}
+	streams := map[string]int{}
+	for _, ss := range s.streams {
+		if ss.node != "" {
+			streams[ss.node]++
+		}
+	}
+	for id, st := range s.nodes {
+		ns := NodeStatus{Node: id, Kind: st.kind, Streams: streams[id], Quarantined: s.quarantined[id]}
+		for _, typ := range resourceTypes {
+			ts := TypeStatus{Type: typ, Desired: st.desiredVersion(typ), Accepted: st.accepted[typ], Pushes: st.pushes[typ]}
+			if st.served != nil {
+				ts.Served = st.served[typ].version
+			}
+			if n, ok := st.nacks[typ]; ok {
+				ts.NACK = &n
+			}
+			if ts.Desired == "" && ts.Served == "" && ts.Accepted == "" && ts.NACK == nil {
+				continue
+			}
+			ns.Types = append(ns.Types, ts)
+		}
+		out.Nodes = append(out.Nodes, ns)
+	}
+	slices.SortFunc(out.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Node, b.Node) })
+	return out
+}
+
+// WaitConverged blocks until every open ADS stream has acknowledged, or
+// rejected, the version now offered for each type it subscribes to, and
+// returns how long that took. It returns the context's error otherwise,
+// naming the nodes still pending.
+func (s *Server) WaitConverged(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	for {
+		s.mu.Lock()
+		pending := s.pendingLocked()
+		changed := s.changed
+		s.mu.Unlock()
+		if len(pending) == 0 {
+			return time.Since(start), nil
+		}
+
+		select {
+		case <-ctx.Done():
+			return time.Since(start), fmt.Errorf("xds: nodes not converged: %s: %w", strings.Join(pending, ", "), ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// pendingLocked lists nodes with a stream whose acknowledged version of a
+// subscribed type differs from the served one.
+func (s *Server) pendingLocked() []string {
+	var pending []string
+	for _, ss := range s.streams {
+		st := s.nodes[ss.node]
+		if ss.delta || st == nil || st.served == nil {
+			continue
+		}
+		for typ, v := range ss.acked {
+			if v != st.served[resource.Type(typ)].version {
+				pending = append(pending, ss.node)
+				break
+			}
+		}
+	}
+	slices.Sort(pending)
+	return slices.Compact(pending)
+}
