@@ -84,7 +84,8 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 	}
 	defer s.putScratch(se)
 
-	for _, i := range s.candidates(sub, dom, obj, act) {
+	se.indexes = s.candidates(se.indexes[:0], sub, dom, obj, act)
+	for _, i := range se.indexes {
 		se.lines = append(se.lines, s.policy.rules[i].fields)
 	}
 
@@ -120,29 +121,49 @@ func (s *snapshot) explain(sub, dom, obj, act string, allowed bool, explain []st
 		return Decision{Reason: fmt.Sprintf("no rule allows %s on %s in %s (default deny)", act, obj, dom)}
 	}
 
-	i, ok := s.ruleOf[rule{ptype: ptypePolicy, fields: explain}.key()]
+	i, ok := s.ruleIndex(explain)
 	if !ok {
 		return Decision{Reason: fmt.Sprintf("authorization failed: casbin matched a line not in %s", s.source)}
 	}
 
 	r := s.policy.rules[i]
-	source := fmt.Sprintf("%s:%d", s.source, r.line)
 	if allowed {
-		return Decision{Allowed: true, Rule: r.text, Source: source, Reason: "allowed by " + source}
+		return Decision{Allowed: true, Rule: r.text, Source: r.source, Reason: r.reason}
 	}
-	return Decision{Rule: r.text, Source: source, Reason: "denied by " + source}
+	return Decision{Rule: r.text, Source: r.source, Reason: r.reason}
 }
 
-// candidates returns, in file order, the indexes of the p lines whose
-// subject, domain, object and action can match the request.
-func (s *snapshot) candidates(sub, dom, obj, act string) []int32 {
-	var out []int32
-	add := func(lines []int32) {
+// ruleIndex returns the index in policy.rules of the line Casbin explained.
+// Casbin returns the very slice it evaluated, so the indexed path finds it
+// by identity; the key lookup serves the custom-matcher path.
+func (s *snapshot) ruleIndex(explain []string) (int, bool) {
+	if len(explain) > 0 {
+		if i, ok := s.ruleByField[&explain[0]]; ok {
+			return i, true
+		}
+	}
+	i, ok := s.ruleOf[rule{ptype: ptypePolicy, fields: explain}.key()]
+	return i, ok
+}
+
+// candidates appends to out, in file order, the indexes of the p lines
+// whose subject, domain, object and action can match the request.
+func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
+	filter := func(lines []int32) {
 		for _, i := range lines {
 			if s.lineCanMatch(i, sub, dom, obj, act) {
 				out = append(out, i)
 			}
 		}
+	}
+	add := func(b *bucket) {
+		if b == nil {
+			return
+		}
+		filter(b.exact[objectAction{obj, act}])
+		filter(b.exact[objectAction{obj, wildcard}])
+		filter(b.other[act])
+		filter(b.other[wildcard])
 	}
 
 	add(s.bySubject[sub])

@@ -51,6 +51,11 @@ type rule struct {
 	fields []string
 	line   int
 	text   string // the line as written, without surrounding spaces
+
+	// Filled in by buildSnapshot for p lines: "file:line" with the file's
+	// base name, and the Decision.Reason for a decision made by this line.
+	source string
+	reason string
 }
 
 // key identifies a rule by content. Casbin drops a line equal to an earlier

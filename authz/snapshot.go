@@ -39,16 +39,48 @@ type snapshot struct {
 	enforcer *casbin.Enforcer
 	roles    rbac.RoleManager
 	ruleOf   map[string]int // rule.key() of a p line to its index in policy.rules
+	// ruleByField maps the address of each p line's first field to the
+	// line's index in policy.rules.
+	ruleByField map[*string]int
 
 	// The index, built only for DefaultModel's matcher.
-	bySubject     map[string][]int32 // exact subject or role name to p lines
-	byPrefix      map[string][]int32 // subject prefix (pattern minus *) to p lines
+	bySubject     map[string]*bucket // exact subject or role name to its p lines
+	byPrefix      map[string]*bucket // subject prefix (pattern minus *) to its p lines
 	prefixLengths []int              // distinct lengths of the keys of byPrefix
 	domains       map[string]bool    // domains named by any p or g line
 	memberOf      map[string]map[string][]string
 
 	scratch chan *scratchEnforcer
 	cache   *decisionCache
+}
+
+// bucket holds the p lines of one subject, keyed by object and action so a
+// request looks up only lines that name its object or action (or *).
+// Lines whose object is a pattern, x509/self or jwt/self are keyed by action
+// alone.
+type bucket struct {
+	exact map[objectAction][]int32
+	other map[string][]int32
+}
+
+type objectAction struct{ obj, act string }
+
+func (b *bucket) add(i int32, obj, act string) {
+	if strings.HasSuffix(obj, wildcard) || obj == selfX509 || obj == selfJWT {
+		b.other[act] = append(b.other[act], i)
+		return
+	}
+	k := objectAction{obj, act}
+	b.exact[k] = append(b.exact[k], i)
+}
+
+func bucketFor(m map[string]*bucket, key string) *bucket {
+	b := m[key]
+	if b == nil {
+		b = &bucket{exact: make(map[objectAction][]int32), other: make(map[string][]int32)}
+		m[key] = b
+	}
+	return b
 }
 
 // scratchEnforcer is a Casbin enforcer that shares the snapshot's model and
@@ -58,6 +90,7 @@ type scratchEnforcer struct {
 	enforcer *casbin.Enforcer
 	policy   *model.Assertion
 	lines    [][]string
+	indexes  []int32
 }
 
 // loadSnapshot reads and validates both files and builds a snapshot. Every
@@ -123,6 +156,8 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 		policy: pf,
 		source: filepath.Base(pf.path),
 		ruleOf: make(map[string]int, len(pf.rules)),
+
+		ruleByField: make(map[*string]int, len(pf.rules)),
 	}
 
 	e, err := newCasbinEnforcer(mf)
@@ -131,9 +166,17 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 	}
 
 	rules := make([][]string, len(pf.rules))
-	for i, r := range pf.rules {
+	for i := range pf.rules {
+		r := &pf.rules[i]
+		r.source = fmt.Sprintf("%s:%d", s.source, r.line)
+		r.reason = "allowed by " + r.source
+		if r.fields[4] == effectDeny {
+			r.reason = "denied by " + r.source
+		}
+
 		rules[i] = r.fields
 		s.ruleOf[r.key()] = i
+		s.ruleByField[&r.fields[0]] = i
 	}
 
 	if len(rules) > 0 {
@@ -188,16 +231,16 @@ func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
 // buildIndex fills the subject index and the role closure. The index may
 // select more lines than match, never fewer: Casbin evaluates the selection.
 func (s *snapshot) buildIndex() {
-	s.bySubject = make(map[string][]int32)
-	s.byPrefix = make(map[string][]int32)
+	s.bySubject = make(map[string]*bucket)
+	s.byPrefix = make(map[string]*bucket)
 	s.domains = make(map[string]bool)
 
 	for i, r := range s.policy.rules {
-		sub, dom := r.fields[0], r.fields[1]
+		sub, dom, obj, act := r.fields[0], r.fields[1], r.fields[2], r.fields[3]
 		if prefix, ok := strings.CutSuffix(sub, wildcard); ok {
-			s.byPrefix[prefix] = append(s.byPrefix[prefix], int32(i))
+			bucketFor(s.byPrefix, prefix).add(int32(i), obj, act)
 		} else {
-			s.bySubject[sub] = append(s.bySubject[sub], int32(i))
+			bucketFor(s.bySubject, sub).add(int32(i), obj, act)
 		}
 		if dom != wildcard {
 			s.domains[dom] = true
