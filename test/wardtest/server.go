@@ -1,0 +1,427 @@
+package wardtest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Timeouts for starting, stopping and running commands. They are generous
+// because the machine running the tests may be loaded.
+const (
+	startTimeout = 30 * time.Second
+	stopTimeout  = 10 * time.Second
+	runTimeout   = 60 * time.Second
+)
+
+// Option configures a server started by Start or StartDev.
+type Option func(*options)
+
+type options struct {
+	dir    string
+	config string
+	args   []string
+}
+
+// WithDir puts the data directory and the output files under dir instead of
+// tb.TempDir(), so they outlive the test (for checks over a whole run).
+func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
+
+// WithConfig starts `ward serve --config FILE` with this YAML instead of
+// --dev. Relative paths in the YAML are relative to the file, which sits in
+// the server's directory; --data-dir and --listen still apply.
+func WithConfig(yaml string) Option { return func(o *options) { o.config = yaml } }
+
+// WithArgs appends arguments to the serve command line.
+func WithArgs(args ...string) Option {
+	return func(o *options) { o.args = append(o.args, args...) }
+}
+
+// Server is one `ward serve` subprocess. Its methods are safe for concurrent
+// use, except that Start, Restart, Stop and Kill9 must not race with each
+// other.
+type Server struct {
+	tb      testing.TB
+	bin     string
+	dir     string
+	dataDir string
+	opts    options
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	addr   string        // https://127.0.0.1:PORT of the current process
+	cacert string
+	stderr *os.File
+	stdout *os.File
+}
+
+// StartDev starts `ward serve --dev` with a fresh data directory on a free
+// port of 127.0.0.1 and stops it when the test ends.
+func StartDev(tb testing.TB, opts ...Option) *Server {
+	tb.Helper()
+	return Start(tb, opts...)
+}
+
+// Start starts `ward serve`: with --dev unless WithConfig is given. It
+// returns once the server answers GET /v1/health and stops it when the test
+// ends.
+func Start(tb testing.TB, opts ...Option) *Server {
+	tb.Helper()
+
+	s := &Server{tb: tb, bin: Build(tb)}
+	for _, opt := range opts {
+		opt(&s.opts)
+	}
+	s.dir = s.opts.dir
+	if s.dir == "" {
+		s.dir = tb.TempDir()
+	}
+	s.dataDir = filepath.Join(s.dir, "data")
+
+	var err error
+	if s.stdout, err = os.OpenFile(s.StdoutPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+		tb.Fatalf("wardtest: %v", err)
+	}
+	if s.stderr, err = os.OpenFile(s.LogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+		tb.Fatalf("wardtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		s.Stop()
+		s.stdout.Close()
+		s.stderr.Close()
+	})
+
+	if s.opts.config != "" {
+		if err := os.WriteFile(s.ConfigPath(), []byte(s.opts.config), 0o600); err != nil {
+			tb.Fatalf("wardtest: write config: %v", err)
+		}
+	}
+	s.start(tb)
+	return s
+}
+
+// Dir returns the directory holding the data directory and output files.
+func (s *Server) Dir() string { return s.dir }
+
+// DataDir returns the server's data directory.
+func (s *Server) DataDir() string { return s.dataDir }
+
+// LogPath returns the file that receives the server's stderr (its log),
+// appended across restarts.
+func (s *Server) LogPath() string { return filepath.Join(s.dir, "stderr.log") }
+
+// StdoutPath returns the file that receives the server's stdout, appended
+// across restarts.
+func (s *Server) StdoutPath() string { return filepath.Join(s.dir, "stdout.log") }
+
+// ConfigPath returns where the WithConfig YAML is written.
+func (s *Server) ConfigPath() string { return filepath.Join(s.dir, "ward.yaml") }
+
+// AuditPath returns the audit log in the data directory. A configuration
+// that moves the audit log elsewhere is not reflected here.
+func (s *Server) AuditPath() string { return filepath.Join(s.dataDir, "audit.log") }
+
+// CACertPath returns the trust bundle file the server printed as WARD_CACERT.
+func (s *Server) CACertPath() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cacert
+}
+
+// Addr returns the API address, https://127.0.0.1:PORT. The port changes
+// with each Restart.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// AdminToken returns the admin bearer token from the data directory.
+func (s *Server) AdminToken() string {
+	s.tb.Helper()
+	b, err := os.ReadFile(filepath.Join(s.dataDir, "admin.token"))
+	if err != nil {
+		s.tb.Fatalf("wardtest: read admin token: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Pid returns the process id of the running server, or 0.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+func (s *Server) start(tb testing.TB) {
+	tb.Helper()
+
+	args := []string{"serve", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0"}
+	if s.opts.config != "" {
+		args = append(args, "--config", s.ConfigPath())
+	} else {
+		args = append(args, "--dev")
+	}
+	args = append(args, s.opts.args...)
+
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	cmd.Env = cleanEnv()
+	cmd.Stderr = s.stderr
+	cmd.SysProcAttr = sysProcAttr()
+	watch := newEnvWatcher(s.stdout)
+	cmd.Stdout = watch
+
+	if err := cmd.Start(); err != nil {
+		tb.Fatalf("wardtest: start %s: %v", s.bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+
+	s.mu.Lock()
+	s.cmd, s.exited = cmd, exited
+	s.mu.Unlock()
+
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case <-watch.ready:
+	case <-exited:
+		tb.Fatalf("wardtest: ward serve exited before printing its address (%s); log:\n%s", cmd.ProcessState, tail(s.LogPath()))
+	case <-timer.C:
+		s.Kill9()
+		tb.Fatalf("wardtest: ward serve printed no address within %s; log:\n%s", startTimeout, tail(s.LogPath()))
+	}
+
+	s.mu.Lock()
+	s.addr, s.cacert = watch.addr, watch.cacert
+	s.mu.Unlock()
+	if err := s.waitHealthy(exited); err != nil {
+		s.Kill9()
+		tb.Fatalf("wardtest: %v; log:\n%s", err, tail(s.LogPath()))
+	}
+}
+
+// waitHealthy polls GET /v1/health until it returns 200.
+func (s *Server) waitHealthy(exited <-chan struct{}) error {
+	client := s.HTTPClient()
+	deadline := time.Now().Add(startTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("ward serve exited while waiting for /v1/health")
+		default:
+		}
+		resp, err := client.Get(s.Addr() + "/v1/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			err = fmt.Errorf("status %d", resp.StatusCode)
+		}
+		last = err
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("GET /v1/health not OK within %s: %v", startTimeout, last)
+}
+
+// Restart stops the server (SIGTERM) if it runs and starts it again with the
+// same data directory. The new process listens on a new port.
+func (s *Server) Restart() {
+	s.tb.Helper()
+	s.Stop()
+	s.start(s.tb)
+}
+
+// Stop sends SIGTERM and waits for the process to exit, then SIGKILL after
+// a timeout. It does nothing when the server is not running.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(stopTimeout):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
+	s.mu.Lock()
+	s.cmd = nil
+	s.mu.Unlock()
+}
+
+// Kill9 kills the server with SIGKILL, as a crash would, and waits until
+// the process is gone.
+func (s *Server) Kill9() {
+	s.mu.Lock()
+	cmd, exited := s.cmd, s.exited
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	<-exited
+	s.mu.Lock()
+	s.cmd = nil
+	s.mu.Unlock()
+}
+
+// Signal sends sig to the running server.
+func (s *Server) Signal(sig os.Signal) {
+	s.tb.Helper()
+	s.mu.Lock()
+	cmd := s.cmd
+	s.mu.Unlock()
+	if cmd == nil {
+		s.tb.Fatalf("wardtest: Signal(%v): server not running", sig)
+	}
+	if err := cmd.Process.Signal(sig); err != nil {
+		s.tb.Fatalf("wardtest: Signal(%v): %v", sig, err)
+	}
+}
+
+// Env returns the environment for a CLI command against this server: the
+// test's environment without WARD_* variables, plus WARD_ADDR, WARD_CACERT
+// and WARD_TOKEN (the admin token).
+func (s *Server) Env() []string {
+	return append(cleanEnv(),
+		"WARD_ADDR="+s.Addr(),
+		"WARD_CACERT="+s.CACertPath(),
+		"WARD_TOKEN="+s.AdminToken(),
+	)
+}
+
+// Run runs the ward CLI with args and Env, and returns its stdout, stderr
+// and exit code. The test fails only if the binary cannot be run at all.
+func (s *Server) Run(tb testing.TB, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	return s.RunEnv(tb, s.Env(), args...)
+}
+
+// RunEnv is Run with the environment env instead of Env; use it to run as
+// another caller (a client certificate, no token).
+func (s *Server) RunEnv(tb testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, s.bin, args...)
+	cmd.Env = env
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), errOut.String(), 0
+	case errors.As(err, &exit) && ctx.Err() == nil:
+		return out.String(), errOut.String(), exit.ExitCode()
+	default:
+		tb.Fatalf("wardtest: ward %s: %v (stderr: %s)", strings.Join(args, " "), err, errOut.String())
+		return "", "", -1
+	}
+}
+
+// cleanEnv returns the process environment without WARD_* variables.
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "WARD_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// envWatcher copies the server's stdout to a file and picks out the
+// `export WARD_ADDR=` and `export WARD_CACERT=` lines it prints at start.
+type envWatcher struct {
+	file  io.Writer
+	ready chan struct{}
+
+	mu      sync.Mutex
+	partial []byte
+	addr    string
+	cacert  string
+	done    bool
+}
+
+func newEnvWatcher(file io.Writer) *envWatcher {
+	return &envWatcher{file: file, ready: make(chan struct{})}
+}
+
+func (w *envWatcher) Write(p []byte) (int, error) {
+	if _, err := w.file.Write(p); err != nil {
+		return 0, err
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return len(p), nil
+	}
+	w.partial = append(w.partial, p...)
+	sc := bufio.NewScanner(bytes.NewReader(w.partial))
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "export WARD_ADDR="); ok {
+			w.addr = unquote(v)
+		}
+		if v, ok := strings.CutPrefix(line, "export WARD_CACERT="); ok {
+			w.cacert = unquote(v)
+		}
+	}
+	if w.addr != "" && w.cacert != "" {
+		w.done = true
+		w.partial = nil
+		close(w.ready)
+	}
+	return len(p), nil
+}
+
+// unquote removes the single quotes that ward's shellQuote adds around a
+// path with unusual characters.
+func unquote(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+		return strings.ReplaceAll(v[1:len(v)-1], `'\''`, `'`)
+	}
+	return v
+}
+
+// tail returns the last 4 KiB of a file, for failure messages.
+func tail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return string(b)
+}
