@@ -1,0 +1,82 @@
+package rules
+
+import (
+	"regexp"
+	"strconv"
+	"strings"
+
+	"ward.dev/ward/masking/transform"
+)
+
+// ColumnInfo is what the catalog knows about one column.
+type ColumnInfo struct {
+	Column Column
+	// Type is the PostgreSQL type as format_type prints it, such as
+	// "character varying(40)" or "integer[]".
+	Type    string
+	NotNull bool
+	// Unique is true when the column alone is a primary key or has a
+	// UNIQUE constraint or index.
+	Unique bool
+}
+
+// ForeignKey is one column of a foreign key: From references To.
+type ForeignKey struct {
+	From, To Column
+}
+
+// Catalog describes the tables rules apply to. Tables keep their column
+// order. The zero Catalog knows no tables, for files without a schema.
+type Catalog struct {
+	Tables      map[string][]ColumnInfo // by schema.table
+	ForeignKeys []ForeignKey
+}
+
+// Lookup returns the column's information and whether the catalog has it.
+func (c *Catalog) Lookup(col Column) (ColumnInfo, bool) {
+	if c == nil {
+		return ColumnInfo{}, false
+	}
+	for _, ci := range c.Tables[col.TableName()] {
+		if ci.Name() == col.Name {
+			return ci, true
+		}
+	}
+	return ColumnInfo{}, false
+}
+
+// Name returns the column name.
+func (ci ColumnInfo) Name() string { return ci.Column.Name }
+
+// Kind returns the transformer kind of the column's type; an array has the
+// kind of its element. JSON and unknown types are text.
+func (ci ColumnInfo) Kind() transform.Kind {
+	t := strings.TrimSuffix(ci.Type, "[]")
+	switch {
+	case strings.HasPrefix(t, "timestamp"), t == "date":
+		return transform.KindDate
+	case strings.Contains(t, "int"), strings.HasPrefix(t, "numeric"), strings.HasPrefix(t, "decimal"),
+		t == "real", t == "double precision", t == "money":
+		return transform.KindNumeric
+	default:
+		return transform.KindText
+	}
+}
+
+// IsArray reports whether the column is an array.
+func (ci ColumnInfo) IsArray() bool { return strings.HasSuffix(ci.Type, "[]") }
+
+// IsJSON reports whether the column is json or jsonb.
+func (ci ColumnInfo) IsJSON() bool { return ci.Type == "json" || ci.Type == "jsonb" }
+
+var lengthRe = regexp.MustCompile(`^(character varying|varchar|character|char|bpchar)\((\d+)\)$`)
+
+// MaxLen returns the declared maximum length in characters, or -1.
+func (ci ColumnInfo) MaxLen() int {
+	m := lengthRe.FindStringSubmatch(ci.Type)
+	if m == nil {
+		return -1
+	}
+	n, _ := strconv.Atoi(m[2])
+	return n
+}

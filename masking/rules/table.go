@@ -1,0 +1,183 @@
+package rules
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"ward.dev/ward/masking/transform"
+)
+
+// Field is one value of a row in text form.
+type Field struct {
+	Text string
+	Null bool
+}
+
+// Table masks the rows of one table whose columns arrive in a fixed order.
+// A Table is safe for concurrent use when its transformers are, which every
+// transformer except fake on a unique column is; that one serializes.
+type Table struct {
+	name    string
+	columns []string
+	plans   []columnPlan
+	masks   bool
+}
+
+type columnPlan struct {
+	steps  []*compiled
+	entity int // index of the entity column, -1 for none
+	null   bool
+	whole  transform.Transformer
+}
+
+// Table returns the masker for schema.table with the given column order.
+// Every rule on the table must name one of the columns, an entity column
+// must exist, and in strict mode every column must have a rule.
+func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
+	t := &Table{name: schema + "." + table, columns: columns, plans: make([]columnPlan, len(columns))}
+	index := map[string]int{}
+	for i, c := range columns {
+		index[c] = i
+	}
+
+	for col, steps := range p.byCol {
+		if col.Schema != schema || col.Table != table {
+			continue
+		}
+		i, ok := index[col.Name]
+		if !ok {
+			r := steps[0].rule
+			return nil, fmt.Errorf("%w: %s: %s: table %s has no column %q", ErrNoColumn, r.Pos(), col, t.name, col.Name)
+		}
+		if err := t.plans[i].add(steps, index); err != nil {
+			return nil, err
+		}
+	}
+
+	var unclassified []string
+	for i, c := range columns {
+		cp := &t.plans[i]
+		if cp.steps != nil {
+			t.masks = t.masks || cp.null || cp.whole != nil || len(cp.steps) > 0 && cp.steps[0].t != nil
+			continue
+		}
+		unclassified = append(unclassified, c)
+		switch p.set.Default {
+		case DefaultNull:
+			cp.null = true
+			t.masks = true
+		case DefaultMask:
+			cp.whole = p.mask
+			t.masks = true
+		}
+	}
+	if p.set.Strict && len(unclassified) > 0 {
+		sort.Strings(unclassified)
+		return nil, fmt.Errorf("%w: %s: strict is set and table %s has columns without a rule: %s",
+			ErrUnclassified, p.set.File, t.name, strings.Join(unclassified, ", "))
+	}
+	return t, nil
+}
+
+func (cp *columnPlan) add(steps []*compiled, index map[string]int) error {
+	cp.steps = steps
+	cp.entity = -1
+	for _, s := range steps {
+		r := s.rule
+		if r.Entity != "" {
+			i, ok := index[r.Entity]
+			if !ok {
+				return fmt.Errorf("%w: %s: entity column %q is not in table %s", ErrNoColumn, r.Pos(), r.Entity, r.Column.TableName())
+			}
+			cp.entity = i
+		}
+		if s.t == nil || r.JSONPath != "" || r.Elements {
+			continue
+		}
+		if s.t.Info().Null {
+			cp.null = true
+			continue
+		}
+		cp.whole = s.t
+	}
+	return nil
+}
+
+// Name returns schema.table.
+func (t *Table) Name() string { return t.name }
+
+// Columns returns the column order the table was opened with.
+func (t *Table) Columns() []string { return t.columns }
+
+// Masks reports whether any column of the table changes; a table that
+// keeps every column can be copied through unparsed.
+func (t *Table) Masks() bool { return t.masks }
+
+// MaskRow masks row in place. row has one field per column. NULL stays
+// NULL except under the null transformer. On error the row is partly
+// masked and must not be written; the error names the column but not the
+// value.
+func (t *Table) MaskRow(row []Field) error {
+	if len(row) != len(t.plans) {
+		return fmt.Errorf("row has %d fields, want %d", len(row), len(t.plans))
+	}
+	// Entity values are read before any column changes, so a masked entity
+	// column still keys its dependants by the original value.
+	var entities []string
+	for i := range t.plans {
+		if e := t.plans[i].entity; e >= 0 {
+			if entities == nil {
+				entities = make([]string, len(row))
+			}
+			entities[i] = row[e].Text
+		}
+	}
+
+	for i := range t.plans {
+		cp := &t.plans[i]
+		f := &row[i]
+		if cp.null {
+			*f = Field{Null: true}
+			continue
+		}
+		if f.Null {
+			continue
+		}
+		entity := ""
+		if entities != nil {
+			entity = entities[i]
+		}
+		if err := cp.apply(f, entity); err != nil {
+			return fmt.Errorf("column %s: %w", t.columns[i], err)
+		}
+	}
+	return nil
+}
+
+func (cp *columnPlan) apply(f *Field, entity string) error {
+	if cp.whole != nil {
+		out, err := cp.whole.Transform(f.Text, entity)
+		if err != nil {
+			return err
+		}
+		f.Text = out
+		return nil
+	}
+	for _, s := range cp.steps {
+		if s.t == nil {
+			continue
+		}
+		var err error
+		switch {
+		case s.rule.JSONPath != "":
+			f.Text, err = maskJSON(f.Text, s.rule.JSONPath, s.t, entity)
+		case s.rule.Elements:
+			f.Text, err = maskArray(f.Text, s.t, entity)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
