@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/casbin/casbin/v2/model"
@@ -66,7 +65,7 @@ type modelKey struct {
 // scanned here first.
 func parseModel(path string, data []byte) (*modelFile, error) {
 	if len(data) > maxModelBytes {
-		return nil, fmt.Errorf("%s: file is larger than %d bytes: %w", path, maxModelBytes, ErrInvalidPolicy)
+		return nil, invalid(path, 0, "file is larger than %d bytes", maxModelBytes)
 	}
 
 	keys, err := scanModel(path, string(data))
@@ -77,16 +76,16 @@ func parseModel(path string, data []byte) (*modelFile, error) {
 	for _, want := range requiredDefinitions {
 		got, ok := keys[want.section+"."+want.key]
 		if !ok {
-			return nil, fmt.Errorf("%s: missing %q in section [%s]: %w", path, want.key+" = ...", want.section, ErrInvalidPolicy)
+			return nil, invalid(path, 0, "missing %q in section [%s]", want.key+" = ...", want.section)
 		}
 		if want.value != "" && compact(got.value) != compact(want.value) {
-			return nil, fmt.Errorf("%s:%d: %s = %s, want %s = %s: %w", path, got.line, want.key, got.value, want.key, want.value, ErrInvalidPolicy)
+			return nil, invalid(path, got.line, "%s = %s, want %s = %s", want.key, got.value, want.key, want.value)
 		}
 	}
 
 	m, err := model.NewModelFromString(string(data))
 	if err != nil {
-		return nil, fmt.Errorf("%s: casbin rejected the model: %v: %w", path, err, ErrInvalidPolicy)
+		return nil, invalid(path, 0, "casbin rejected the model: %v", err)
 	}
 
 	matcher := keys["matchers.m"]
@@ -115,7 +114,7 @@ func scanModel(path, text string) (map[string]modelKey, error) {
 
 		if strings.HasPrefix(line, "[") {
 			if !strings.HasSuffix(line, "]") || len(line) < 3 {
-				return nil, fmt.Errorf("%s:%d: section header %q is missing its closing ]: %w", path, number, line, ErrInvalidPolicy)
+				return nil, invalid(path, number, "section header %q is missing its closing ]", line)
 			}
 			section = strings.TrimSpace(line[1 : len(line)-1])
 			continue
@@ -128,16 +127,16 @@ func scanModel(path, text string) (map[string]modelKey, error) {
 
 		key, value, ok := strings.Cut(line, "=")
 		if !ok {
-			return nil, fmt.Errorf("%s:%d: %q is not a key = value line: %w", path, number, line, ErrInvalidPolicy)
+			return nil, invalid(path, number, "%q is not a key = value line", line)
 		}
 
 		if section == "" {
-			return nil, fmt.Errorf("%s:%d: %q comes before any [section]: %w", path, number, line, ErrInvalidPolicy)
+			return nil, invalid(path, number, "%q comes before any [section]", line)
 		}
 
 		name := section + "." + strings.TrimSpace(key)
 		if previous, dup := keys[name]; dup {
-			return nil, fmt.Errorf("%s:%d: %s is already defined at line %d: %w", path, number, strings.TrimSpace(key), previous.line, ErrInvalidPolicy)
+			return nil, invalid(path, number, "%s is already defined at line %d", strings.TrimSpace(key), previous.line)
 		}
 		keys[name] = modelKey{value: strings.TrimSpace(value), line: number}
 	}

@@ -70,6 +70,10 @@ type policyFile struct {
 	rules []rule // p lines, in file order, duplicates removed
 	roles []rule // g lines, in file order, duplicates removed
 	lines int    // number of policy lines read, including duplicates
+
+	// duplicates maps the line number of each repeated line to the line
+	// that first had the same content.
+	duplicates map[int]int
 }
 
 // lineError is one problem found at path:line.
@@ -79,14 +83,30 @@ type lineError struct {
 	msg  string
 }
 
+// source returns "path:line", or the path alone for a whole-file problem.
 func (e lineError) source() string {
+	if e.line <= 0 {
+		return e.path
+	}
 	return fmt.Sprintf("%s:%d", e.path, e.line)
+}
+
+func (e lineError) Error() string {
+	return e.source() + ": " + e.msg + ": " + ErrInvalidPolicy.Error()
+}
+
+func (e lineError) Unwrap() error { return ErrInvalidPolicy }
+
+// invalid returns an error wrapping ErrInvalidPolicy for path:line; line 0
+// means the whole file.
+func invalid(path string, line int, format string, args ...any) error {
+	return lineError{path: path, line: line, msg: fmt.Sprintf(format, args...)}
 }
 
 // parsePolicy parses the policy text read from path. It returns every problem
 // found, in file order; the policy is usable only when none are returned.
 func parsePolicy(path string, data []byte) (*policyFile, []lineError) {
-	pf := &policyFile{path: path}
+	pf := &policyFile{path: path, duplicates: make(map[int]int)}
 	var problems []lineError
 	report := func(line int, format string, args ...any) {
 		problems = append(problems, lineError{path: path, line: line, msg: fmt.Sprintf(format, args...)})
@@ -102,7 +122,7 @@ func parsePolicy(path string, data []byte) (*policyFile, []lineError) {
 		return nil, problems
 	}
 
-	seen := make(map[string]bool)
+	firstLine := make(map[string]int)
 	for number, raw := range strings.Split(string(data), "\n") {
 		line := number + 1
 		text := strings.TrimSpace(raw)
@@ -128,10 +148,11 @@ func parsePolicy(path string, data []byte) (*policyFile, []lineError) {
 		}
 
 		pf.lines++
-		if seen[r.key()] {
+		if first, dup := firstLine[r.key()]; dup {
+			pf.duplicates[line] = first
 			continue
 		}
-		seen[r.key()] = true
+		firstLine[r.key()] = line
 
 		if r.ptype == ptypePolicy {
 			pf.rules = append(pf.rules, r)
@@ -331,13 +352,11 @@ func validateExact(name, value string) string {
 // ErrInvalidPolicy. It names the first problem and counts the rest.
 func policyError(problems []lineError) error {
 	first := problems[0]
-	where := first.path
-	if first.line > 0 {
-		where = first.source()
+	switch n := len(problems) - 1; {
+	case n == 1:
+		first.msg += " (1 more problem; run ward policy lint to list all)"
+	case n > 1:
+		first.msg += fmt.Sprintf(" (%d more problems; run ward policy lint to list all)", n)
 	}
-
-	if len(problems) == 1 {
-		return fmt.Errorf("%s: %s: %w", where, first.msg, ErrInvalidPolicy)
-	}
-	return fmt.Errorf("%s: %s (and %d more problems; run ward policy lint): %w", where, first.msg, len(problems)-1, ErrInvalidPolicy)
+	return first
 }

@@ -132,7 +132,7 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	}
 
 	if info.Size() > limit {
-		return nil, fmt.Errorf("%s: file is %d bytes, larger than the limit of %d: %w", path, info.Size(), limit, ErrInvalidPolicy)
+		return nil, invalid(path, 0, "file is %d bytes, larger than the limit of %d", info.Size(), limit)
 	}
 
 	data := make([]byte, 0, info.Size())
@@ -141,7 +141,7 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		n, err := f.Read(buf)
 		data = append(data, buf[:n]...)
 		if int64(len(data)) > limit {
-			return nil, fmt.Errorf("%s: file grew past the limit of %d bytes while being read: %w", path, limit, ErrInvalidPolicy)
+			return nil, invalid(path, 0, "file grew past the limit of %d bytes while being read", limit)
 		}
 		if err != nil {
 			break
@@ -181,7 +181,7 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 
 	if len(rules) > 0 {
 		if _, err := e.AddPolicies(rules); err != nil {
-			return nil, fmt.Errorf("%s: casbin rejected the policy lines: %v: %w", pf.path, err, ErrInvalidPolicy)
+			return nil, invalid(pf.path, 0, "casbin rejected the policy lines: %v", err)
 		}
 	}
 
@@ -192,7 +192,7 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 
 	if len(roles) > 0 {
 		if _, err := e.AddGroupingPolicies(roles); err != nil {
-			return nil, fmt.Errorf("%s: casbin rejected the g lines: %v: %w", pf.path, err, ErrInvalidPolicy)
+			return nil, invalid(pf.path, 0, "casbin rejected the g lines: %v", err)
 		}
 	}
 
@@ -202,7 +202,7 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 	// Compile the matcher now, so a broken one is rejected at load and not at
 	// the first request.
 	if _, err := e.Enforce("spiffe://check.invalid/load", "load", "load", "load"); err != nil {
-		return nil, fmt.Errorf("%s:%d: casbin cannot evaluate the matcher: %v: %w", mf.path, mf.matcherLine, err, ErrInvalidPolicy)
+		return nil, invalid(mf.path, mf.matcherLine, "casbin cannot evaluate the matcher: %v", err)
 	}
 
 	if mf.indexed {
@@ -219,7 +219,7 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
 	e, err := casbin.NewEnforcer(mf.model.Copy())
 	if err != nil {
-		return nil, fmt.Errorf("%s: casbin rejected the model: %v: %w", mf.path, err, ErrInvalidPolicy)
+		return nil, invalid(mf.path, 0, "casbin rejected the model: %v", err)
 	}
 
 	e.EnableAutoNotifyWatcher(false)
