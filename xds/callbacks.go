@@ -95,6 +95,11 @@ func (c callbacks) bindLocked(id int64, node string) (*streamState, error) {
 	if !ok {
 		return nil, status.Errorf(codes.Internal, "stream %d is not open", id)
 	}
+	if node == "" && ss.node != "" {
+		// Only the first request must carry the node, and go-control-plane's
+		// delta server calls back before filling it in.
+		return ss, nil
+	}
 	if node != ss.peer {
 		c.s.log.Warn("xds node id does not match certificate", "stream", id, "node", node, "certificate", ss.peer)
 		return nil, status.Errorf(codes.PermissionDenied, "node id %q does not match the certificate's SPIFFE ID %q", node, ss.peer)

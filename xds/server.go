@@ -255,3 +255,20 @@ func (s *Server) run(ctx context.Context, done <-chan struct{}) {
 		}
 	}
 }
+
+// FollowPolicy calls PolicyChanged for every value received from versions
+// until ctx ends or versions is closed. It suits authz.Enforcer.Subscribe,
+// which sends the policy version after each reload and quarantine change.
+func (s *Server) FollowPolicy(ctx context.Context, versions <-chan uint64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-versions:
+			if !ok {
+				return
+			}
+			s.PolicyChanged()
+		}
+	}
+}

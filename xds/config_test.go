@@ -1,0 +1,132 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+func TestInvalidConfigKeepsPushed(t *testing.T) {
+	az := newFakeAuthz([2]string{testID("a"), testID("b")})
+	s, _ := startServer(t, Config{Services: threeServices(), Authorizer: az, Issuer: newTestCA(t)})
+	ctx := context.Background()
+	if err := s.Rebuild(ctx); err != nil {
+		t.Fatalf("Rebuild() = %v", err)
+	}
+	want := s.Status()
+
+	tests := []struct {
+		name    string
+		change  func() error
+		wantErr error
+		wantMsg string
+	}{
+		{
+			name: "policy names unknown service",
+			change: func() error {
+				az.mu.Lock()
+				az.rules = []ConnectRule{{Subject: testID("a"), Object: ObjectPrefix + testID("ghost"), Source: "policy.csv:7"}}
+				az.mu.Unlock()
+				defer func() { az.mu.Lock(); az.rules = nil; az.mu.Unlock() }()
+				return s.Rebuild(ctx)
+			},
+			wantErr: ErrUnknownService,
+			wantMsg: `policy.csv:7: object "service/spiffe://example.org/ns/test/sa/ghost": no service has SPIFFE ID`,
+		},
+		{
+			name: "policy subject unknown service",
+			change: func() error {
+				az.mu.Lock()
+				az.rules = []ConnectRule{{Subject: testID("ghost"), Object: ObjectPrefix + testID("a"), Source: "policy.csv:9"}}
+				az.mu.Unlock()
+				defer func() { az.mu.Lock(); az.rules = nil; az.mu.Unlock() }()
+				return s.Rebuild(ctx)
+			},
+			wantErr: ErrUnknownService,
+			wantMsg: "policy.csv:9: subject",
+		},
+		{
+			name: "port out of range",
+			change: func() error {
+				svcs := threeServices()
+				svcs[1].Endpoints = []string{"127.0.0.1:70000"}
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: `services[1] "b": endpoints[0] "127.0.0.1:70000" is not ip:port`,
+		},
+		{
+			name: "port zero",
+			change: func() error {
+				svcs := threeServices()
+				svcs[0].Endpoints = []string{"127.0.0.1:0"}
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: "port 0 is invalid",
+		},
+		{
+			name: "envoy app port missing",
+			change: func() error {
+				svcs := threeServices()
+				svcs[2].AppPort = 0
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: "app port 0 is invalid",
+		},
+		{
+			name: "duplicate SPIFFE ID",
+			change: func() error {
+				svcs := threeServices()
+				svcs[1].SPIFFEID = svcs[0].SPIFFEID
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: "duplicate SPIFFE ID",
+		},
+		{
+			name: "foreign trust domain",
+			change: func() error {
+				svcs := threeServices()
+				svcs[1].SPIFFEID = "spiffe://other.example/b"
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: "outside trust domain",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.change()
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("change = %v, want %v", err, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error = %q, want it to contain %q", err, tt.wantMsg)
+			}
+			for _, node := range []string{testID("a"), testID("b"), testID("c")} {
+				for _, typ := range resourceTypes {
+					got, was := typeStatus(s.Status(), node, typ), typeStatus(want, node, typ)
+					if got.Served != was.Served || got.Desired != was.Desired {
+						t.Errorf("%s %s after rejected change: served %q desired %q, want %q %q", node, typ, got.Served, got.Desired, was.Served, was.Desired)
+					}
+				}
+			}
+		})
+	}
+
+	// Rule errors reach Status; a good build clears them.
+	if err := s.Rebuild(ctx); err != nil {
+		t.Fatalf("Rebuild() = %v", err)
+	}
+	if st := s.Status(); st.BuildError != "" {
+		t.Errorf("Status().BuildError = %q after a good build, want empty", st.BuildError)
+	}
+	if typeStatus(s.Status(), testID("c"), resource.SecretType).Served == "" {
+		t.Errorf("envoy node c has no SDS secrets served")
+	}
+}

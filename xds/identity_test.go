@@ -1,0 +1,98 @@
+package xds
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+func threeServices() []Service {
+	return []Service{
+		{Name: "a", SPIFFEID: testID("a"), Kind: KindGRPC, Endpoints: []string{"127.0.0.1:7001"}},
+		{Name: "b", SPIFFEID: testID("b"), Kind: KindGRPC, Endpoints: []string{"127.0.0.1:7002"}},
+		{Name: "c", SPIFFEID: testID("c"), Kind: KindEnvoy, Endpoints: []string{"127.0.0.1:7003"}, AppPort: 8080},
+	}
+}
+
+func TestADSNodeIdentity(t *testing.T) {
+	ca := newTestCA(t)
+	_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	certB := ca.tlsCert(t, testID("b"))
+	ccB := dialADS(t, addr, &certB, ca.TrustBundlePEM())
+
+	t.Run("other node id", func(t *testing.T) {
+		resp, err := fetch(ctx, ccB, testID("a"), resource.ListenerType)
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("fetch(cert b, node a) = %v, %v, want PermissionDenied", resp, err)
+		}
+	})
+
+	t.Run("own node id", func(t *testing.T) {
+		resp, err := fetch(ctx, ccB, testID("b"), resource.ListenerType)
+		if err != nil {
+			t.Fatalf("fetch(cert b, node b) = %v", err)
+		}
+		var got []string
+		for _, a := range resp.GetResources() {
+			l := &listenerv3.Listener{}
+			if err := a.UnmarshalTo(l); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, l.GetName())
+		}
+		if !slices.Contains(got, "grpc/server?xds.resource.listening_address=127.0.0.1:7002") {
+			t.Errorf("listeners for b = %v, want b's server listener", got)
+		}
+		if slices.Contains(got, "grpc/server?xds.resource.listening_address=127.0.0.1:7001") {
+			t.Errorf("listeners for b = %v, contain a's server listener", got)
+		}
+	})
+
+	t.Run("no client certificate", func(t *testing.T) {
+		cc := dialADS(t, addr, nil, ca.TrustBundlePEM())
+		if resp, err := fetch(ctx, cc, testID("b"), resource.ListenerType); err == nil {
+			t.Fatalf("fetch(no cert) = %v, want an error", resp)
+		}
+	})
+
+	t.Run("certificate from another CA", func(t *testing.T) {
+		other := newTestCA(t)
+		cert := other.tlsCert(t, testID("b"))
+		cc := dialADS(t, addr, &cert, ca.TrustBundlePEM())
+		if resp, err := fetch(ctx, cc, testID("b"), resource.ListenerType); err == nil {
+			t.Fatalf("fetch(foreign cert) = %v, want an error", resp)
+		}
+	})
+
+	t.Run("other trust domain", func(t *testing.T) {
+		cert := ca.tlsCert(t, "spiffe://evil.example/ns/test/sa/b")
+		cc := dialADS(t, addr, &cert, ca.TrustBundlePEM())
+		if resp, err := fetch(ctx, cc, "spiffe://evil.example/ns/test/sa/b", resource.ListenerType); err == nil {
+			t.Fatalf("fetch(foreign trust domain) = %v, want an error", resp)
+		}
+	})
+
+	t.Run("rotated CA", func(t *testing.T) {
+		// During a rotation the bundle holds both CAs, so certificates of
+		// either are accepted.
+		ca.rotate(t, true)
+		certNew := ca.tlsCert(t, testID("b"))
+		cc := dialADS(t, addr, &certNew, ca.TrustBundlePEM())
+		if _, err := fetch(ctx, cc, testID("b"), resource.ListenerType); err != nil {
+			t.Errorf("fetch(new CA cert) = %v", err)
+		}
+		ccOld := dialADS(t, addr, &certB, ca.TrustBundlePEM())
+		if _, err := fetch(ctx, ccOld, testID("b"), resource.ListenerType); err != nil {
+			t.Errorf("fetch(old CA cert) = %v", err)
+		}
+	})
+}
