@@ -67,3 +67,17 @@ func TestLoadResolvesRelativePaths(t *testing.T) {
 		t.Errorf("DataDir = %q, want %q", cfg.DataDir, want)
 	}
 }
+
+// FuzzParse checks that no configuration file makes the loader panic, and
+// that every rejection names the file.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("trust_domain: a.b\nttl:\n  default: 1m\n  max: 2m\n"))
+	f.Add([]byte("listen: [\n"))
+	f.Add([]byte("api_names: [a, 1.2.3.4]\nlog: {level: debug}\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_, err := config.Parse("fuzz.yaml", data)
+		if err != nil && !strings.Contains(err.Error(), "fuzz.yaml") {
+			t.Fatalf("Parse error %q does not name the file", err)
+		}
+	})
+}
