@@ -1,0 +1,190 @@
+package pgcred
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// terminateWaitMillis bounds how long pg_terminate_backend waits for each
+// session to exit (the timeout argument exists since PostgreSQL 14).
+const terminateWaitMillis = 5000
+
+// lockCatalog serializes ward's grants and revocations within a database,
+// across goroutines and replicas. Without it, two transactions that change
+// the ACL of the same table fail with "tuple concurrently updated". The
+// key is the ASCII of "wardpgcr". The lock ends with the transaction.
+const lockCatalog = "SELECT pg_advisory_xact_lock(8602282538962477938)"
+
+// Revoke ends the login recorded in meta. It sets NOLOGIN and terminates
+// the login's sessions. Then, in every database where PostgreSQL records
+// them, it reassigns the objects the login owns to the admin role and drops
+// its privileges, or runs the role's revocation template instead. Last it
+// drops the role. It returns nil when the login no longer exists.
+func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
+	r, username, err := iss.lease(meta)
+	if err != nil {
+		return err
+	}
+
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("pgcred: revoking %s: %w", username, wrapUnavailable(r.backend, err))
+	}
+	defer conn.Release()
+
+	// NOLOGIN commits on its own, before any session is terminated, so a
+	// terminated client cannot log in again while the role still exists.
+	ident := quoteIdentifier(username)
+	oid, err := lockOut(ctx, conn, username)
+	switch {
+	case errors.Is(err, ErrGone):
+		iss.log.InfoContext(ctx, "database login already gone", "role", r.Name, "username", username)
+		return nil
+	case err != nil:
+		return fmt.Errorf("pgcred: revoking %s: %w", username, sqlError(r.backend, err))
+	}
+
+	// pg_stat_get_backend_idset reads the backend table more cheaply than
+	// pg_stat_activity, which also joins pg_database and pg_authid.
+	terminate := fmt.Sprintf("SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(i), %d)) FROM pg_stat_get_backend_idset() i WHERE pg_stat_get_backend_userid(i) = %d",
+		terminateWaitMillis, oid)
+	cleanup, err := r.cleanupSQL(ident)
+	if err != nil {
+		return fmt.Errorf("pgcred: revoking %s: %w", username, err)
+	}
+
+	// One implicit transaction, so a failed step leaves the role as it was
+	// apart from NOLOGIN. A backend that passed the LOGIN check just before
+	// NOLOGIN committed may register only after the first terminate, so
+	// the backend table is read again, from a fresh snapshot, at the end.
+	stmt := terminate + ";\n" +
+		lockCatalog + ";\n" +
+		cleanup + ";\n" +
+		"DROP ROLE " + ident + ";\n" +
+		"SELECT pg_stat_clear_snapshot();\n" +
+		terminate
+	_, err = conn.Conn().PgConn().Exec(ctx, stmt).ReadAll()
+
+	// Objects and privileges in other databases make DROP ROLE fail, and
+	// REASSIGN OWNED and DROP OWNED act only in the current database. They
+	// are rare, so they are looked up only after that failure.
+	if sqlState(err) == "2BP01" {
+		err = iss.cleanupOthers(ctx, r, conn, oid, cleanup)
+		if err == nil {
+			_, err = conn.Conn().PgConn().Exec(ctx, stmt).ReadAll()
+		}
+	}
+	if err != nil && !isUndefinedRole(err) {
+		return fmt.Errorf("pgcred: revoking %s: %w", username, sqlError(r.backend, err))
+	}
+	iss.log.InfoContext(ctx, "database login revoked", "role", r.Name, "username", username)
+	return nil
+}
+
+// lockOut sets NOLOGIN on username and returns its OID, or ErrGone when
+// the role does not exist.
+func lockOut(ctx context.Context, conn *pgxpool.Conn, username string) (uint32, error) {
+	query := "ALTER ROLE " + quoteIdentifier(username) + " NOLOGIN;\n" +
+		"SELECT oid FROM pg_roles WHERE rolname = " + quoteLiteral(username)
+	results, err := conn.Conn().PgConn().Exec(ctx, query).ReadAll()
+	if isUndefinedRole(err) {
+		return 0, ErrGone
+	}
+	if err != nil {
+		return 0, err
+	}
+
+	last := results[len(results)-1]
+	if len(last.Rows) == 0 {
+		return 0, ErrGone
+	}
+	oid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("reading role OID %q: %w", last.Rows[0][0], err)
+	}
+	return uint32(oid), nil
+}
+
+// cleanupOthers runs cleanup in every other database where pg_shdepend
+// records an object owned by, or a privilege granted to, the role oid.
+func (iss *Issuer) cleanupOthers(ctx context.Context, r *role, conn *pgxpool.Conn, oid uint32, cleanup string) error {
+	rows, err := conn.Query(ctx, `SELECT DISTINCT d.datname FROM pg_shdepend s
+		JOIN pg_database d ON d.oid = s.dbid
+		WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND d.datname <> current_database()`, oid)
+	if err != nil {
+		return err
+	}
+	others, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return err
+	}
+	for _, db := range others {
+		if err := iss.cleanupIn(ctx, r, db, cleanup); err != nil {
+			return fmt.Errorf("in database %q: %w", db, err)
+		}
+	}
+	return nil
+}
+
+// cleanupSQL returns the statements that clear what the role owns and was
+// granted in one database.
+func (r *role) cleanupSQL(ident string) (string, error) {
+	if r.revocation == nil {
+		return "REASSIGN OWNED BY " + ident + " TO CURRENT_USER;\nDROP OWNED BY " + ident, nil
+	}
+	var b strings.Builder
+	if err := r.revocation.Execute(&b, revocationData{Username: ident}); err != nil {
+		return "", fmt.Errorf("revocation template: %w", err)
+	}
+	return b.String(), nil
+}
+
+// cleanupIn runs cleanup in database db with the admin credentials.
+func (iss *Issuer) cleanupIn(ctx context.Context, r *role, db, cleanup string) error {
+	cfg := r.pool.Config().ConnConfig.Copy()
+	cfg.Database = db
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return wrapUnavailable(r.backend, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+
+	if _, err := conn.PgConn().Exec(ctx, lockCatalog+";\n"+cleanup).ReadAll(); err != nil {
+		return sqlError(r.backend, err)
+	}
+	return nil
+}
+
+// RevokeMany revokes the leases in metas with at most RevokeConcurrency
+// revocations at a time, and returns one error (nil on success) per lease
+// in the same order. Memory grows with len(metas), so callers page through
+// large sets, for example a few thousand leases at a time.
+func (iss *Issuer) RevokeMany(ctx context.Context, metas []map[string]string) []error {
+	errs := make([]error, len(metas))
+	sem := make(chan struct{}, iss.revokeConcurrency)
+	var wg sync.WaitGroup
+	for i, meta := range metas {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			for j := i; j < len(metas); j++ {
+				errs[j] = ctx.Err()
+			}
+			wg.Wait()
+			return errs
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = iss.Revoke(ctx, meta)
+		})
+	}
+	wg.Wait()
+	return errs
+}
