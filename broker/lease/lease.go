@@ -155,6 +155,14 @@ func (m *Manager) RevokePrefix(ctx context.Context, prefix string) (int, error) 
 	})
 }
 
+// RevokeSubject revokes every active lease issued to subject, as when the
+// identity is quarantined, and returns how many it revoked.
+func (m *Manager) RevokeSubject(ctx context.Context, subject string) (int, error) {
+	return m.endAll(ctx, store.StateRevoked, func(limit int) ([]store.Lease, error) {
+		return m.store.ListLeases(ctx, store.LeaseFilter{Subject: subject, State: store.StateActive, Limit: limit})
+	})
+}
+
 // Sweep expires every active lease whose expiry has passed and returns how
 // many it ended.
 func (m *Manager) Sweep(ctx context.Context) (int, error) {

@@ -116,6 +116,10 @@ func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.loadQuarantines(context.Background()); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.met.register(s.store)
 	return s, nil
 }

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 	expires_at INTEGER NOT NULL,
 	used_at    INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+	spiffe_id  TEXT PRIMARY KEY,
+	reason     TEXT NOT NULL,
+	created_by TEXT NOT NULL,
+	created_at INTEGER NOT NULL
+);
 `
 
 // Store is the SQLite-backed state of one ward server.
