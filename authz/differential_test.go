@@ -32,7 +32,7 @@ func TestDecideMatchesPlainCasbin(t *testing.T) {
 		seed            uint64
 		lines, requests int
 	}{
-		{seed: 1, lines: 10000, requests: 1500},
+		{seed: 1, lines: 10000, requests: 1000},
 		{seed: 2, lines: 1000, requests: 3000},
 	}
 	if testing.Short() || raceEnabled {
@@ -40,7 +40,7 @@ func TestDecideMatchesPlainCasbin(t *testing.T) {
 			seed            uint64
 			lines, requests int
 		}{
-			{seed: 1, lines: 10000, requests: 150},
+			{seed: 1, lines: 10000, requests: 100},
 			{seed: 2, lines: 1000, requests: 300},
 		}
 	}

@@ -137,3 +137,104 @@ func TestNewInvalidPolicy(t *testing.T) {
 		t.Errorf("New() error = %q, want it to name %s:2", err, policyPath)
 	}
 }
+
+func newEnforcerAt(t testing.TB, modelPath, policyPath string, opts ...authz.Option) *authz.Enforcer {
+	t.Helper()
+	e, err := authz.New(modelPath, policyPath, opts...)
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	return e
+}
+
+func TestWriteDefaults(t *testing.T) {
+	dir := t.TempDir()
+	modelPath, policyPath, err := authz.WriteDefaults(dir, "ward.test", "spiffe://ward.test/admin", "dev")
+	if err != nil {
+		t.Fatalf("WriteDefaults() error = %v", err)
+	}
+	for _, p := range []string{modelPath, policyPath} {
+		info, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != 0o644 {
+			t.Errorf("WriteDefaults() wrote %s with mode %o, want 644", p, info.Mode().Perm())
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("WriteDefaults() left %d files in the directory, want 2", len(entries))
+	}
+
+	e := newEnforcerAt(t, modelPath, policyPath)
+	const web = "spiffe://ward.test/ns/shop/sa/web"
+	tests := []struct {
+		name               string
+		sub, dom, obj, act string
+		allowed            bool
+	}{
+		{"admin anything", "spiffe://ward.test/admin", "prod", "db/orders", "revoke", true},
+		{"shop issues own x509", web, "dev", "x509/" + web, "issue", true},
+		{"shop renews own jwt", web, "dev", "jwt/" + web, "renew", true},
+		{"shop revokes own x509", web, "dev", "x509/" + web, "revoke", false},
+		{"shop in prod", web, "prod", "x509/" + web, "issue", false},
+		{"shop issues another's x509", web, "dev", "x509/spiffe://ward.test/ns/shop/sa/cart", "issue", false},
+		{"other namespace", "spiffe://ward.test/ns/pay/sa/api", "dev", "x509/spiffe://ward.test/ns/pay/sa/api", "issue", false},
+		{"other trust domain", "spiffe://evil.test/ns/shop/sa/web", "dev", "x509/spiffe://evil.test/ns/shop/sa/web", "issue", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if d := e.Decide(tt.sub, tt.dom, tt.obj, tt.act); d.Allowed != tt.allowed {
+				t.Errorf("Decide(%s, %s, %s, %s) = %+v, want Allowed %v", tt.sub, tt.dom, tt.obj, tt.act, d, tt.allowed)
+			}
+		})
+	}
+
+	// A second call keeps the files the operator may have edited.
+	if err := os.WriteFile(policyPath, []byte(basePolicy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := authz.WriteDefaults(dir, "other.test", "spiffe://other.test/admin", "dev"); err != nil {
+		t.Fatalf("WriteDefaults() again error = %v", err)
+	}
+	if got, _ := os.ReadFile(policyPath); string(got) != basePolicy {
+		t.Errorf("WriteDefaults() replaced an existing policy file")
+	}
+}
+
+func TestWriteDefaultsRejectsBadInput(t *testing.T) {
+	tests := []struct{ name, td, admin, domain string }{
+		{"trust domain with slash", "ward.test/x", "spiffe://ward.test/admin", "dev"},
+		{"admin not spiffe", "ward.test", "admin", "dev"},
+		{"admin with comma", "ward.test", "spiffe://ward.test/a,b", "dev"},
+		{"wildcard domain", "ward.test", "spiffe://ward.test/admin", "*"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if _, _, err := authz.WriteDefaults(dir, tt.td, tt.admin, tt.domain); err == nil {
+				t.Errorf("WriteDefaults(%q, %q, %q) error = nil, want an error", tt.td, tt.admin, tt.domain)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("WriteDefaults() wrote %d files after rejecting its input", len(entries))
+			}
+		})
+	}
+}
+
+// TestCustomMatcher checks that a model with another matcher still loads
+// and decides by evaluating every line.
+func TestCustomMatcher(t *testing.T) {
+	modelPath, policyPath := writeFiles(t, "p, spiffe://ward.test/a, dev, db/x, read, allow\n")
+	custom := strings.Replace(authz.DefaultModel, "(p.act == \"*\" || r.act == p.act)", "r.act == p.act", 1)
+	if err := os.WriteFile(modelPath, []byte(custom), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := newEnforcerAt(t, modelPath, policyPath)
+	if d := e.Decide("spiffe://ward.test/a", "dev", "db/x", "read"); !d.Allowed || d.Source != "policy.csv:1" {
+		t.Errorf("Decide() = %+v, want allowed by policy.csv:1", d)
+	}
+	if d := e.Decide("spiffe://ward.test/a", "dev", "db/y", "read"); d.Allowed {
+		t.Errorf("Decide(db/y) = %+v, want denied", d)
+	}
+}
