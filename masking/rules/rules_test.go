@@ -80,7 +80,7 @@ func TestParseErrors(t *testing.T) {
 func TestCompileErrorsNameLine(t *testing.T) {
 	tests := []struct {
 		name, doc, want string
-		keys           bool
+		keys            bool
 	}{
 		{"unknown transformer", "columns:\n  a.b.c: scramble\n", "r.yaml:2: a.b.c: unknown transformer \"scramble\"", true},
 		{"missing key", "columns:\n  a.b.c: hash\n", "r.yaml:2: a.b.c: hash: masking key missing", false},

@@ -1,0 +1,207 @@
+package static_test
+
+import (
+	"bufio"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ward.dev/ward/crypto/secret"
+	"ward.dev/ward/masking/rules"
+	"ward.dev/ward/masking/static"
+	"ward.dev/ward/masking/transform"
+)
+
+func testKeys(t testing.TB) *transform.Keys {
+	t.Helper()
+	k, err := transform.NewKeys(secret.New([]byte(strings.Repeat("s", 32))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func loadRules(t testing.TB, path string) *rules.Ruleset {
+	t.Helper()
+	rs, err := rules.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func maskFile(t *testing.T, in string, format static.Format) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out"+filepath.Ext(in))
+	_, err := static.MaskFile(loadRules(t, "testdata/rules.yaml"), testKeys(t), in, out,
+		static.FileOptions{Format: format, Table: "public.customer"})
+	if err != nil {
+		t.Fatalf("MaskFile(%s): %v", in, err)
+	}
+	return out
+}
+
+// csvRows reads masked customers keyed by customer_id, with NULL as "\N".
+func csvRows(t *testing.T, path string) map[string][]string {
+	f, _ := os.Open(path)
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, r := range recs[1:] {
+		for i := range r {
+			if r[i] == "" {
+				r[i] = `\N`
+			}
+		}
+		out[r[0]] = r
+	}
+	return out
+}
+
+func jsonlRows(t *testing.T, path string) map[string][]string {
+	f, _ := os.Open(path)
+	defer f.Close()
+	out := map[string][]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("masked JSON line %q: %v", sc.Text(), err)
+		}
+		var row []string
+		for _, k := range []string{"customer_id", "first_name", "email", "phone", "code"} {
+			switch v := m[k].(type) {
+			case nil:
+				row = append(row, `\N`)
+			case string:
+				row = append(row, v)
+			case float64:
+				row = append(row, jsonNum(v))
+			}
+		}
+		out[row[0]] = row
+	}
+	return out
+}
+
+func jsonNum(v float64) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// dumpRows reads the customer COPY block and the invoice INSERT rows.
+func dumpRows(t *testing.T, path string) (map[string][]string, string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	text := string(data)
+	start := strings.Index(text, "FROM stdin;\n") + len("FROM stdin;\n")
+	end := strings.Index(text, "\n\\.\n")
+	for _, line := range strings.Split(text[start:end], "\n") {
+		f := strings.Split(line, "\t")
+		for i := range f {
+			f[i] = strings.ReplaceAll(strings.ReplaceAll(f[i], `\t`, "\t"), `\\`, `\`)
+		}
+		out[f[0]] = f
+	}
+	return out, text[end:]
+}
+
+func TestFormatsAgree(t *testing.T) {
+	fromCSV := csvRows(t, maskFile(t, "testdata/customer.csv", static.FormatCSV))
+	fromJSON := jsonlRows(t, maskFile(t, "testdata/customer.jsonl", static.FormatJSONL))
+	fromDump, invoices := dumpRows(t, maskFile(t, "testdata/dump.sql", static.FormatPGDump))
+
+	original := csvRows(t, "testdata/customer.csv")
+	for id, want := range fromDump {
+		if got := strings.Join(fromCSV[id], "|"); got != strings.Join(want, "|") {
+			t.Errorf("customer %s: CSV %q, dump %q", id, got, strings.Join(want, "|"))
+		}
+		if got := strings.Join(fromJSON[id], "|"); got != strings.Join(want, "|") {
+			t.Errorf("customer %s: JSONL %q, dump %q", id, got, strings.Join(want, "|"))
+		}
+		for col := 1; col < len(want); col++ {
+			if want[col] == original[id][col] && want[col] != `\N` {
+				t.Errorf("customer %s column %d kept its value %q", id, col, want[col])
+			}
+		}
+		// The invoice rows reference customer.code, so they carry the
+		// same masked code.
+		if !strings.Contains(invoices, "'"+want[4]+"'") {
+			t.Errorf("invoices lack masked code %q of customer %s:\n%s", want[4], id, invoices)
+		}
+	}
+	if len(fromDump) != 3 {
+		t.Errorf("dump has %d customers, want 3", len(fromDump))
+	}
+}
+
+func TestMalformedCopyLeavesNoOutput(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "bad.sql")
+	data, _ := os.ReadFile("testdata/dump.sql")
+	bad := strings.Replace(string(data), "2\tLeonie\t", "2\tLeonie", 1)
+	if err := os.WriteFile(in, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.sql")
+	_, err := static.MaskFile(loadRules(t, "testdata/rules.yaml"), testKeys(t), in, out, static.FileOptions{Format: static.FormatPGDump})
+	var re *static.RowError
+	if !errors.As(err, &re) || re.Line != 23 || re.Row != 2 || re.Table != "public.customer" {
+		t.Fatalf("MaskFile error = %v, want a RowError at line 23, public.customer row 2", err)
+	}
+	if !strings.Contains(err.Error(), "bad.sql:23: table public.customer row 2:") {
+		t.Errorf("error text %q lacks file:line and table row", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("directory has %d entries after a failed run, want only the input", len(entries))
+	}
+}
+
+func TestTransformFailureNamesRow(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "c.csv")
+	os.WriteFile(in, []byte("code\nAB12CD34\nX1\n"), 0o600)
+	rs, _ := rules.Parse("r.yaml", []byte("columns:\n  public.c.code: {transformer: fpe, alphabet: alnum}\n"))
+	_, err := static.MaskFile(rs, testKeys(t), in, filepath.Join(dir, "o.csv"), static.FileOptions{Format: static.FormatCSV})
+	if err == nil || !strings.Contains(err.Error(), "c.csv:3: table public.c row 2: column code:") {
+		t.Errorf("MaskFile error = %v, want c.csv:3, row 2, column code", err)
+	}
+	if strings.Contains(err.Error(), "X1") {
+		t.Errorf("error %q contains the value", err)
+	}
+}
+
+func TestScanDumpCatalog(t *testing.T) {
+	f, _ := os.Open("testdata/dump.sql")
+	defer f.Close()
+	cat, err := static.ScanDumpCatalog(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, ok := cat.Lookup(rules.Column{Schema: "public", Table: "customer", Name: "code"})
+	if !ok || !code.Unique || code.Type != "character varying(20)" {
+		t.Errorf("customer.code = %+v, want unique character varying(20)", code)
+	}
+	id, _ := cat.Lookup(rules.Column{Schema: "public", Table: "customer", Name: "customer_id"})
+	if !id.Unique || !id.NotNull || id.Type != "integer" {
+		t.Errorf("customer.customer_id = %+v, want unique NOT NULL integer", id)
+	}
+	total, _ := cat.Lookup(rules.Column{Schema: "public", Table: "invoice", Name: "total"})
+	if total.Type != "numeric(10,2)" {
+		t.Errorf("invoice.total type = %q, want numeric(10,2)", total.Type)
+	}
+	if len(cat.ForeignKeys) != 1 || cat.ForeignKeys[0].To.Name != "code" {
+		t.Errorf("ForeignKeys = %+v, want invoice.customer_code -> customer.code", cat.ForeignKeys)
+	}
+}
