@@ -25,6 +25,9 @@ var (
 	ErrNotRenewable = errors.New("lease is not renewable")
 	ErrLeaseExpired = errors.New("lease has expired")
 	ErrMaxTTL       = errors.New("lease has reached its maximum TTL")
+	// ErrGone is returned by a Renewer whose credential no longer exists at
+	// its backend; the manager then records the lease as revoked.
+	ErrGone = errors.New("credential no longer exists at its backend")
 )
 
 // Revoker undoes a credential at its backend when its lease ends. Revoke
@@ -120,7 +123,14 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		expires = l.MaxExpiresAt
 	}
 	if rn, ok := m.renewers[l.Kind]; ok {
-		if err := rn.Renew(ctx, l, expires); err != nil {
+		if err := rn.Renew(ctx, l, expires); errors.Is(err, ErrGone) {
+			if endErr := m.store.EndLease(ctx, l.ID, store.StateRevoked, now); endErr == nil {
+				for _, f := range m.onEnd {
+					f(l, store.StateRevoked)
+				}
+			}
+			return store.Lease{}, err
+		} else if err != nil {
 			return store.Lease{}, fmt.Errorf("renew %s at its backend: %w", l.ID, err)
 		}
 	}

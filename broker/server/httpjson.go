@@ -12,9 +12,10 @@ import (
 // apiError is an error with a status and a message that is safe to show the
 // client. The cause, which may hold detail not meant for clients, is logged.
 type apiError struct {
-	status int
-	msg    string
-	cause  error
+	status     int
+	msg        string
+	cause      error
+	retryAfter string // seconds; for 503, "5" when empty
 }
 
 func (e *apiError) Error() string { return e.msg }
@@ -47,7 +48,11 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err *apiErro
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", err.status, "error", err.cause)
 	}
 	if err.status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", "5")
+		retry := err.retryAfter
+		if retry == "" {
+			retry = "5"
+		}
+		w.Header().Set("Retry-After", retry)
 	}
 	writeJSON(w, err.status, map[string]string{"error": err.msg})
 }

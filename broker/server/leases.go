@@ -143,6 +143,8 @@ func leaseError(id string, err error) *apiError {
 		return errorf(http.StatusBadRequest, "lease %s is not renewable: certificates and JWTs are reissued, not extended", quote(id))
 	case errors.Is(err, lease.ErrLeaseExpired):
 		return errorf(http.StatusBadRequest, "lease %s has expired", quote(id))
+	case errors.Is(err, lease.ErrGone):
+		return errorf(http.StatusGone, "lease %s: the credential no longer exists at its backend; the lease is now revoked", quote(id))
 	case errors.Is(err, lease.ErrMaxTTL):
 		return errorf(http.StatusBadRequest, "lease %s has reached its maximum TTL; issue a new credential", quote(id))
 	default:

@@ -31,6 +31,7 @@ import (
 	"ward.dev/ward/broker/ca"
 	"ward.dev/ward/broker/jwtsvid"
 	"ward.dev/ward/broker/lease"
+	"ward.dev/ward/broker/pgcred"
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
@@ -61,6 +62,7 @@ type Server struct {
 	authz  *authz.Enforcer
 	audit  *audit.Log
 	met    *metrics
+	pg     *pgcred.Issuer // nil when no database roles are configured
 
 	adminID     string
 	adminDigest [sha256.Size]byte
@@ -120,6 +122,10 @@ func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.openDatabases(cfg.Databases); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.met.register(s.store)
 	return s, nil
 }
@@ -138,6 +144,9 @@ func (s *Server) Config() config.Config { return s.cfg }
 
 // Close releases the store and the audit file.
 func (s *Server) Close() error {
+	if s.pg != nil {
+		s.pg.Close()
+	}
 	err := s.store.Close()
 	if aerr := s.audit.Close(); err == nil {
 		err = aerr

@@ -27,18 +27,19 @@ const maxFileSize = 1 << 20
 
 // Config is the server configuration.
 type Config struct {
-	DataDir     string   `yaml:"data_dir"`
-	TrustDomain string   `yaml:"trust_domain"`
-	Environment string   `yaml:"environment"` // the Casbin domain of this server's callers
-	Listen      Listen   `yaml:"listen"`
-	TTL         TTL      `yaml:"ttl"`
-	Store       Store    `yaml:"store"`
-	Policy      Policy   `yaml:"policy"`
-	Audit       Audit    `yaml:"audit"`
-	KEK         KEK      `yaml:"kek"`
-	CA          CA       `yaml:"ca"`
-	Log         Log      `yaml:"log"`
-	APINames    []string `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
+	DataDir     string         `yaml:"data_dir"`
+	TrustDomain string         `yaml:"trust_domain"`
+	Environment string         `yaml:"environment"` // the Casbin domain of this server's callers
+	Listen      Listen         `yaml:"listen"`
+	TTL         TTL            `yaml:"ttl"`
+	Store       Store          `yaml:"store"`
+	Policy      Policy         `yaml:"policy"`
+	Audit       Audit          `yaml:"audit"`
+	KEK         KEK            `yaml:"kek"`
+	CA          CA             `yaml:"ca"`
+	Log         Log            `yaml:"log"`
+	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
+	Databases   []DatabaseRole `yaml:"databases"`
 
 	path string
 }
@@ -82,6 +83,38 @@ type KEK struct {
 // CA selects the certificate authority backend.
 type CA struct {
 	Backend string `yaml:"backend"` // local
+}
+
+// DatabaseRole is one kind of dynamic PostgreSQL login that ward creates
+// per lease (issuer: postgres). The admin password is read from an
+// environment variable or a file, never from this file.
+type DatabaseRole struct {
+	Name       string    `yaml:"name"`
+	DSN        string    `yaml:"dsn"`
+	Password   SecretRef `yaml:"password"`
+	Creation   string    `yaml:"creation"`
+	Revocation string    `yaml:"revocation"`
+	DefaultTTL Duration  `yaml:"default_ttl"`
+	MaxTTL     Duration  `yaml:"max_ttl"`
+
+	// Line is where the entry starts in the configuration file.
+	Line int `yaml:"-"`
+}
+
+// UnmarshalYAML decodes the entry and records its line.
+func (d *DatabaseRole) UnmarshalYAML(n *yaml.Node) error {
+	type plain DatabaseRole
+	if err := n.Decode((*plain)(d)); err != nil {
+		return err
+	}
+	d.Line = n.Line
+	return nil
+}
+
+// SecretRef names an environment variable or a file that holds a secret.
+type SecretRef struct {
+	Env  string `yaml:"env"`
+	File string `yaml:"file"`
 }
 
 // Log configures server logging.
@@ -241,6 +274,19 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 	if c.CA.Backend != "local" {
 		return fail("ca.backend", "unknown CA backend %q, want local", c.CA.Backend)
 	}
+	for i, db := range c.Databases {
+		at := fmt.Sprintf("%s:%d: databases[%d]", name, db.Line, i)
+		switch {
+		case db.Name == "":
+			return fmt.Errorf("%w: %s: missing name", ErrInvalid, at)
+		case db.DSN == "":
+			return fmt.Errorf("%w: %s (%s): missing dsn", ErrInvalid, at, db.Name)
+		case (db.Password.Env == "") == (db.Password.File == ""):
+			return fmt.Errorf("%w: %s (%s): password needs exactly one of env or file", ErrInvalid, at, db.Name)
+		case db.MaxTTL.Duration > 0 && db.DefaultTTL.Duration > db.MaxTTL.Duration:
+			return fmt.Errorf("%w: %s (%s): default_ttl %s is longer than max_ttl %s", ErrInvalid, at, db.Name, db.DefaultTTL.Duration, db.MaxTTL.Duration)
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -284,7 +330,11 @@ func lineOf(root *yaml.Node, dotted string) int {
 
 // resolvePaths makes relative paths relative to the configuration file's directory.
 func (c *Config) resolvePaths(dir string) {
-	for _, p := range []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path} {
+	paths := []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path}
+	for i := range c.Databases {
+		paths = append(paths, &c.Databases[i].Password.File)
+	}
+	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
 		}

@@ -1,0 +1,162 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"ward.dev/ward/broker/lease"
+	"ward.dev/ward/broker/pgcred"
+	"ward.dev/ward/internal/config"
+	"ward.dev/ward/internal/store"
+)
+
+// openDatabases prepares the issuer of dynamic PostgreSQL logins, when the
+// configuration names any database role, and registers its lease actions.
+func (s *Server) openDatabases(roles []config.DatabaseRole) error {
+	if len(roles) == 0 {
+		return nil
+	}
+	converted := make([]pgcred.Role, 0, len(roles))
+	for _, r := range roles {
+		converted = append(converted, pgcred.Role{
+			Name:       r.Name,
+			DSN:        r.DSN,
+			Password:   pgcred.SecretRef{Env: r.Password.Env, File: r.Password.File},
+			Creation:   r.Creation,
+			Revocation: r.Revocation,
+			DefaultTTL: r.DefaultTTL.Duration,
+			MaxTTL:     r.MaxTTL.Duration,
+		})
+	}
+	iss, err := pgcred.New(converted, pgcred.Options{Logger: s.log, Now: s.now})
+	if err != nil {
+		return fmt.Errorf("%s: databases: %w", s.cfg.Path(), err)
+	}
+	s.pg = iss
+	s.leases.Register("db", pgLeaseActions{iss}, pgLeaseActions{iss})
+	return nil
+}
+
+// pgLeaseActions adapts the PostgreSQL issuer to the lease manager.
+type pgLeaseActions struct{ iss *pgcred.Issuer }
+
+func (a pgLeaseActions) Revoke(ctx context.Context, l store.Lease) error {
+	return a.iss.Revoke(ctx, l.Meta)
+}
+
+func (a pgLeaseActions) Renew(ctx context.Context, l store.Lease, expiresAt time.Time) error {
+	err := a.iss.Renew(ctx, l.Meta, expiresAt)
+	if errors.Is(err, pgcred.ErrGone) {
+		return fmt.Errorf("%w: %v", lease.ErrGone, err)
+	}
+	return err
+}
+
+type dbRequest struct {
+	Role string `json:"role"`
+	TTL  string `json:"ttl,omitempty"`
+}
+
+type dbResponse struct {
+	Username  string    `json:"username"`
+	Password  string    `json:"password"`
+	DSN       string    `json:"dsn"`
+	LeaseID   string    `json:"lease_id"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// handleIssueDB creates a PostgreSQL login for a role. The lease is written
+// before the password is returned; if it cannot be, the login is dropped.
+func (s *Server) handleIssueDB(req *request) (any, *apiError) {
+	start := time.Now()
+	var body dbRequest
+	if err := decode(req.r, &body); err != nil {
+		return nil, err
+	}
+	object := "db/" + body.Role
+	req.rec.Object = object
+	if body.Role == "" {
+		return nil, errorf(http.StatusBadRequest, "missing role")
+	}
+	if s.pg == nil {
+		return nil, errorf(http.StatusNotFound, "no database roles are configured on this server")
+	}
+	def, max, err := s.pg.TTLs(body.Role)
+	if errors.Is(err, pgcred.ErrUnknownRole) {
+		return nil, errorf(http.StatusNotFound, "unknown database role %s", quote(body.Role))
+	}
+	if err != nil {
+		return nil, internal("database role lookup", err)
+	}
+	ttl, aerr := parseTTL(body.TTL, def, max)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if err := s.require(req, object, "issue"); err != nil {
+		return nil, err
+	}
+
+	ctx := req.r.Context()
+	now := s.now()
+	cred, meta, err := s.pg.Issue(ctx, body.Role, req.caller.id, now.Add(ttl))
+	if err != nil {
+		return nil, backendError(err)
+	}
+	leaseID, err := newLeaseID(object)
+	if err != nil {
+		s.dropLogin(meta)
+		return nil, internal("lease id", err)
+	}
+	maxExpires := now.Add(max)
+	if raw, ok := meta[pgcred.MetaMaxExpiresAt]; ok {
+		if t, err := time.Parse(time.RFC3339Nano, raw); err == nil {
+			maxExpires = t
+		}
+	}
+	l := store.Lease{
+		ID: leaseID, Kind: "db", Object: object, Subject: req.caller.id,
+		IssuedAt: now, ExpiresAt: now.Add(ttl), MaxExpiresAt: maxExpires, Renewable: true, Meta: meta,
+	}
+	if aerr := s.createLease(ctx, l); aerr != nil {
+		s.dropLogin(meta)
+		return nil, aerr
+	}
+
+	password := cred.Password.Reveal()
+	req.rec.LeaseID = leaseID
+	req.rec.HMACs = map[string]string{"password": s.audit.HMAC(password)}
+	s.met.issued("db", time.Since(start))
+	return dbResponse{Username: cred.Username, Password: string(password), DSN: cred.DSN, LeaseID: leaseID, ExpiresAt: l.ExpiresAt}, nil
+}
+
+// dropLogin removes a login whose lease could not be recorded, so no
+// credential exists that ward does not track.
+func (s *Server) dropLogin(meta map[string]string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.pg.Revoke(ctx, meta); err != nil {
+		s.log.Error("dropping untracked database login failed", "username", meta[pgcred.MetaUsername], "error", err)
+	}
+}
+
+// backendError maps an issuer failure to the API: 503 with Retry-After
+// naming the backend when it is unreachable.
+func backendError(err error) *apiError {
+	var unavail *pgcred.UnavailableError
+	if errors.As(err, &unavail) {
+		return &apiError{
+			status:     http.StatusServiceUnavailable,
+			msg:        unavail.BackendName() + " unavailable, no credential issued; retry later",
+			cause:      err,
+			retryAfter: strconv.Itoa(int(unavail.RetryAfter().Seconds())),
+		}
+	}
+	if errors.Is(err, pgcred.ErrBeyondMaxTTL) {
+		return errorf(http.StatusBadRequest, "%v", err)
+	}
+	return internal("database login creation", err)
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newIssueDBCmd() *cobra.Command {
+	var ttl, outFile, output string
+	cmd := &cobra.Command{
+		Use:   "db ROLE [--ttl 1h] [--out FILE]",
+		Short: "Obtain a dynamic database login: username, password and DSN",
+		Long: `Ask ward for a PostgreSQL login of a configured role. The login expires
+with its lease, and "ward lease revoke" drops it at once. Without --out the
+credential is printed; with --out it is written to FILE (mode 0600) as
+shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.`,
+		Example: `  ward issue db shop-readonly --ttl 30m
+  ward issue db shop-readonly --out ./db.env --output json`,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Username  string    `json:"username"`
+				Password  string    `json:"password"`
+				DSN       string    `json:"dsn"`
+				LeaseID   string    `json:"lease_id"`
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/issue/db", map[string]string{"role": args[0], "ttl": ttl}, &resp); err != nil {
+				return apiError("issue database login", err)
+			}
+
+			if outFile != "" {
+				content := fmt.Sprintf("WARD_DB_USERNAME=%s\nWARD_DB_PASSWORD=%s\nWARD_DB_DSN=%s\n",
+					shellQuote(resp.Username), shellQuote(resp.Password), shellQuote(resp.DSN))
+				if err := writeFileAtomic(outFile, []byte(content), 0o600); err != nil {
+					return fmt.Errorf("write %s: %w", outFile, err)
+				}
+				resp.Password = "" // written to the file, not printed
+			}
+			if output == outputJSON {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "username    %s\n", resp.Username)
+			if resp.Password != "" {
+				fmt.Fprintf(w, "password    %s\n", resp.Password)
+			} else {
+				fmt.Fprintf(w, "password    written to %s\n", outFile)
+			}
+			fmt.Fprintf(w, "dsn         %s\nlease_id    %s\nexpires_at  %s\n", resp.DSN, resp.LeaseID, resp.ExpiresAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ttl, "ttl", "", "login lifetime, such as 1h (default: the role's default_ttl)")
+	cmd.Flags().StringVar(&outFile, "out", "", "write the credential to this `file` (mode 0600) instead of printing the password")
+	addOutputFlag(cmd, &output)
+	return cmd
+}
