@@ -1,0 +1,161 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ward.dev/ward/test/wardtest"
+)
+
+// TestBadInputRejected sends malformed, oversized, unauthenticated and
+// replayed requests. Each gets a 4xx whose message names the problem, and
+// the server keeps serving.
+func TestBadInputRejected(t *testing.T) {
+	s := startDev(t)
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+	admin := s.AdminToken()
+	client := s.HTTPClient()
+
+	goodCSR := string(newCSR(t, id))
+	caCSR := opensslCACSR(t, id)
+
+	// A token that expires in 1s; the wait for it is taken after the
+	// other setup, so little time is spent sleeping.
+	expiring := createJoinTokenAPI(t, s, id, "1s")
+	spent := createJoinTokenAPI(t, s, id, "10m")
+	if status, body := s.DoWith(t, client, "", http.MethodPost, "/v1/auth/join",
+		map[string]string{"join_token": spent.token, "csr": goodCSR}); status != http.StatusOK {
+		t.Fatalf("first use of a join token = %d %s, want 200", status, body)
+	}
+
+	huge := bytes.Repeat([]byte("a"), 10<<20)
+	copy(huge, `{"csr":"`)
+
+	type request struct {
+		method, path string
+		token        string
+		body         any
+	}
+	issue := func(body any) request {
+		return request{http.MethodPost, "/v1/issue/x509", admin, body}
+	}
+	cases := []struct {
+		name       string
+		req        request
+		wantStatus int
+		wantMsg    string
+	}{
+		{"malformed CSR", issue(map[string]string{"csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n", "spiffe_id": id}),
+			http.StatusBadRequest, "invalid CSR"},
+		{"CSR not PEM", issue(map[string]string{"csr": "not a csr", "spiffe_id": id}),
+			http.StatusBadRequest, "CSR"},
+		{"missing CSR", issue(map[string]string{"spiffe_id": id}),
+			http.StatusBadRequest, "missing csr"},
+		{"CSR requests a CA", issue(map[string]string{"csr": caCSR, "spiffe_id": id}),
+			http.StatusBadRequest, "requests a CA certificate"},
+		{"TTL above maximum", issue(map[string]string{"csr": goodCSR, "spiffe_id": id, "ttl": "25h"}),
+			http.StatusBadRequest, "exceeds the maximum"},
+		{"TTL not a duration", issue(map[string]string{"csr": goodCSR, "spiffe_id": id, "ttl": "soon"}),
+			http.StatusBadRequest, "invalid ttl"},
+		{"SPIFFE ID outside trust domain", issue(map[string]string{"csr": string(newCSR(t, "")), "spiffe_id": "spiffe://evil.test/ns/shop/sa/web"}),
+			http.StatusBadRequest, "outside trust domain"},
+		{"invalid JSON", issue([]byte(`{"csr": "x",`)),
+			http.StatusBadRequest, "invalid JSON"},
+		{"unknown field", issue([]byte(`{"csr": "x", "is_ca": true}`)),
+			http.StatusBadRequest, "unknown field"},
+		{"10 MB body", issue(huge),
+			http.StatusRequestEntityTooLarge, "request body larger than"},
+		{"no credentials", request{http.MethodPost, "/v1/issue/x509", "", map[string]string{"csr": goodCSR}},
+			http.StatusUnauthorized, "authentication required"},
+		{"wrong bearer token", request{http.MethodPost, "/v1/issue/x509", "wardadm.not-the-token", map[string]string{"csr": goodCSR}},
+			http.StatusUnauthorized, "authentication required"},
+		{"leases without credentials", request{http.MethodGet, "/v1/leases", "", nil},
+			http.StatusUnauthorized, "authentication required"},
+		{"token create without credentials", request{http.MethodPost, "/v1/tokens/join", "", map[string]string{"spiffe_id": id}},
+			http.StatusUnauthorized, "authentication required"},
+		{"metrics without credentials", request{http.MethodGet, "/metrics", "", nil},
+			http.StatusUnauthorized, "authentication required"},
+		{"reused join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": spent.token, "csr": goodCSR}},
+			http.StatusUnauthorized, "already used"},
+		{"unknown join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": "wardjoin.unknown", "csr": goodCSR}},
+			http.StatusUnauthorized, "join token invalid"},
+		{"expired join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": expiring.token, "csr": goodCSR}},
+			http.StatusUnauthorized, "expired"},
+	}
+
+	// Sleep until the 1s token has expired, if setup was quicker than that.
+	if wait := time.Until(expiring.expiresAt.Add(100 * time.Millisecond)); wait > 0 {
+		time.Sleep(wait)
+	}
+
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := s.DoWith(t, client, tc.req.token, tc.req.method, tc.req.path, tc.req.body)
+			msg := wardtest.ErrorMessage(body)
+			if status != tc.wantStatus {
+				t.Errorf("%s %s = %d %q, want %d", tc.req.method, tc.req.path, status, msg, tc.wantStatus)
+			}
+			if !strings.Contains(msg, tc.wantMsg) {
+				t.Errorf("%s %s error = %q, want it to contain %q", tc.req.method, tc.req.path, msg, tc.wantMsg)
+			}
+			if !json.Valid(body) {
+				t.Errorf("%s %s body = %q, want a JSON error object", tc.req.method, tc.req.path, body)
+			}
+			if status, _ := s.DoWith(t, client, "", http.MethodGet, "/v1/health", nil); status != http.StatusOK {
+				t.Fatalf("GET /v1/health after %s = %d, want 200", tc.name, status)
+			}
+		})
+	}
+
+	// Nothing above may have issued a certificate: the one join succeeded.
+	leases := listLeases(t, s, "x509/")
+	if len(leases) != 1 {
+		t.Errorf("%d x509 leases after the bad requests, want 1 (the first join)", len(leases))
+	}
+}
+
+// opensslCACSR returns a CSR made by openssl req that asks for
+// basicConstraints CA:TRUE.
+func opensslCACSR(t *testing.T, id string) string {
+	t.Helper()
+	dir := outDir(t, "ca-csr")
+	mustTool(t, dir, "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", "key.pem", "-out", "csr.pem", "-subj", "/O=e2e",
+		"-addext", "basicConstraints=critical,CA:TRUE", "-addext", "subjectAltName=URI:"+id)
+	addKeyFileSecret(t, filepath.Join(dir, "key.pem"))
+	csr, err := os.ReadFile(filepath.Join(dir, "csr.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(csr)
+}
+
+type joinToken struct {
+	token     string
+	expiresAt time.Time
+}
+
+// createJoinTokenAPI creates a join token through the API and records it as
+// a secret.
+func createJoinTokenAPI(t *testing.T, s *wardtest.Server, id, ttl string) joinToken {
+	t.Helper()
+	status, body := s.Do(t, http.MethodPost, "/v1/tokens/join", map[string]string{"spiffe_id": id, "ttl": ttl})
+	if status != http.StatusOK {
+		t.Fatalf("POST /v1/tokens/join = %d %s, want 200", status, body)
+	}
+	var resp struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	addSecret("join token for "+id, []byte(resp.Token))
+	return joinToken{resp.Token, resp.ExpiresAt}
+}
