@@ -84,6 +84,20 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		return nil, errors.New("xds: the issuer returned an empty trust bundle")
 	}
 
+	clients := map[string]*grpcClient{}
+	for i := range services {
+		c, err := newGRPCClient(&services[i])
+		if err != nil {
+			return nil, err
+		}
+		clients[services[i].SPIFFEID] = c
+	}
+	all := make([]*grpcClient, 0, len(services))
+	for i := range services {
+		all = append(all, clients[services[i].SPIFFEID])
+	}
+
+	shared := digests{}
 	sets := make(map[string]nodeSet, len(services))
 	for i := range services {
 		svc := &services[i]
@@ -97,7 +111,14 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		var err error
 		switch svc.Kind {
 		case KindGRPC:
-			res, err = renderGRPC(svc, services, callers)
+			targets := all
+			if s.cfg.GRPCClientScope == ClientScopePermitted {
+				targets = make([]*grpcClient, 0, len(g.upstreams[svc.SPIFFEID]))
+				for _, id := range g.upstreams[svc.SPIFFEID] {
+					targets = append(targets, clients[id])
+				}
+			}
+			res, err = renderGRPC(svc, targets, callers)
 		case KindEnvoy:
 			var cert svid
 			cert, err = s.svidFor(ctx, svc.SPIFFEID)
@@ -117,7 +138,7 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		if s.mutate != nil {
 			s.mutate(svc.SPIFFEID, res)
 		}
-		set, err := buildSet(res)
+		set, err := buildSet(res, shared)
 		if err != nil {
 			return nil, fmt.Errorf("xds: service %q: %w", svc.Name, err)
 		}

@@ -20,6 +20,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	grpcxds "google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/proto"
 )
 
 // grpcPeer is one proxyless gRPC service configured only by ward.
@@ -41,7 +42,22 @@ type mesh struct {
 // standard health service, which the tests call.
 func startGRPCMesh(t *testing.T, az *fakeAuthz, names ...string) *mesh {
 	t.Helper()
-	m := &mesh{ca: newTestCA(t), authz: az, peers: map[string]*grpcPeer{}}
+	m := startGRPCMeshWith(t, az, names...)
+	m.authz = az
+	return m
+}
+
+// startGRPCMeshWith is startGRPCMesh with any Authorizer.
+func startGRPCMeshWith(t *testing.T, az Authorizer, names ...string) *mesh {
+	t.Helper()
+	return startGRPCMeshConfig(t, Config{Authorizer: az}, names...)
+}
+
+// startGRPCMeshConfig is startGRPCMesh with a Config whose Services and
+// Issuer it fills in.
+func startGRPCMeshConfig(t *testing.T, cfg Config, names ...string) *mesh {
+	t.Helper()
+	m := &mesh{ca: newTestCA(t), peers: map[string]*grpcPeer{}}
 
 	listeners := map[string]net.Listener{}
 	var services []Service
@@ -53,7 +69,8 @@ func startGRPCMesh(t *testing.T, az *fakeAuthz, names ...string) *mesh {
 		listeners[name] = lis
 		services = append(services, Service{Name: name, SPIFFEID: testID(name), Kind: KindGRPC, Endpoints: []string{lis.Addr().String()}})
 	}
-	m.ward, m.addr = startServer(t, Config{Services: services, Authorizer: az, Issuer: m.ca})
+	cfg.Services, cfg.Issuer = services, m.ca
+	m.ward, m.addr = startServer(t, cfg)
 
 	for _, name := range names {
 		p := &grpcPeer{name: name, id: testID(name), addr: listeners[name].Addr().String()}
@@ -170,6 +187,23 @@ func TestGRPCPeersConnectPolicy(t *testing.T) {
 	})
 }
 
+func TestGRPCPeersPermittedScope(t *testing.T) {
+	az := newFakeAuthz([2]string{testID("a"), testID("b")})
+	m := startGRPCMeshConfig(t, Config{Authorizer: az, GRPCClientScope: ClientScopePermitted}, "a", "b", "c")
+
+	waitCode(t, m.client(t, "a", "b"), codes.OK, 10*time.Second)
+	// c gets no client resources for b, so the target does not resolve:
+	// calls time out until gRPC's does-not-exist timer declares it missing.
+	cb := m.client(t, "c", "b")
+	if err := call(cb); status.Code(err) != codes.DeadlineExceeded && status.Code(err) != codes.Unavailable {
+		t.Fatalf("c -> b without permission: Check() = %v, want DeadlineExceeded or Unavailable", err)
+	}
+
+	az.set(testID("c"), testID("b"), true)
+	m.ward.PolicyChanged()
+	waitCode(t, cb, codes.OK, 5*time.Second)
+}
+
 func TestGRPCPeerNACK(t *testing.T) {
 	az := newFakeAuthz([2]string{testID("a"), testID("b")})
 	m := startGRPCMesh(t, az, "a", "b", "c")
@@ -230,8 +264,10 @@ func forceTLSParams(node string) func(string, map[resource.Type][]types.Resource
 		if id != node {
 			return
 		}
-		for _, r := range res[resource.ClusterType] {
-			c := r.(*clusterv3.Cluster)
+		for i, r := range res[resource.ClusterType] {
+			// Cluster resources are shared between nodes: change a copy.
+			c := proto.Clone(r).(*clusterv3.Cluster)
+			res[resource.ClusterType][i] = c
 			ctx := &tlsv3.UpstreamTlsContext{}
 			if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(ctx); err != nil {
 				panic(err)

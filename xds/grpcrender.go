@@ -30,14 +30,31 @@ const GRPCServerListenerTemplate = "grpc/server?xds.resource.listening_address=%
 // file_watcher provider over the SVID, key and trust bundle files.
 const CertProviderInstance = "ward"
 
+// grpcClient is the client-side resource chain for one target service. It
+// does not depend on the caller, so one copy is shared by every node.
+type grpcClient struct {
+	listener *listenerv3.Listener
+	route    *routev3.RouteConfiguration
+	cluster  *clusterv3.Cluster
+	cla      *endpointv3.ClusterLoadAssignment
+}
+
+func newGRPCClient(target *Service) (*grpcClient, error) {
+	cla, err := loadAssignment(target.Name, target.Endpoints)
+	if err != nil {
+		return nil, err
+	}
+	return &grpcClient{
+		listener: grpcClientListener(target.Name),
+		route:    grpcRoute(target.Name),
+		cluster:  grpcCluster(target),
+		cla:      cla,
+	}, nil
+}
+
 // renderGRPC returns a proxyless gRPC node's resources: a server listener for
-// each of its endpoints, admitting only callers, and client resources for
-// every service in the mesh.
-//
-// Client resources are rendered for every service, not only permitted
-// upstreams, so a denied call reaches the server's RBAC filter and fails
-// with PermissionDenied rather than as an unresolvable target. The server
-// listener is the enforcement point.
+// each of its endpoints, admitting only callers, and the client resources of
+// targets.
 //
 // Differences from the Envoy rendering, forced by what gRPC-Go's xDS client
 // accepts (grpc-go v1.85, internal/xds/xdsclient/xdsresource):
@@ -46,7 +63,7 @@ const CertProviderInstance = "ward"
 //     gRPC process keeps its own minimum (TLS 1.2 in grpc-go);
 //   - RBAC policies with a condition are rejected; ward emits only
 //     principal_name matches, which gRPC checks against the peer's URI SAN.
-func renderGRPC(svc *Service, all []Service, callers []string) (map[resource.Type][]types.Resource, error) {
+func renderGRPC(svc *Service, targets []*grpcClient, callers []string) (map[resource.Type][]types.Resource, error) {
 	out := map[resource.Type][]types.Resource{}
 
 	rules := connectRules(callers)
@@ -58,16 +75,11 @@ func renderGRPC(svc *Service, all []Service, callers []string) (map[resource.Typ
 		out[resource.ListenerType] = append(out[resource.ListenerType], grpcServerListener(ap, rules))
 	}
 
-	for i := range all {
-		target := &all[i]
-		out[resource.ListenerType] = append(out[resource.ListenerType], grpcClientListener(target.Name))
-		out[resource.RouteType] = append(out[resource.RouteType], grpcRoute(target.Name))
-		out[resource.ClusterType] = append(out[resource.ClusterType], grpcCluster(target))
-		cla, err := loadAssignment(target.Name, target.Endpoints)
-		if err != nil {
-			return nil, err
-		}
-		out[resource.EndpointType] = append(out[resource.EndpointType], cla)
+	for _, c := range targets {
+		out[resource.ListenerType] = append(out[resource.ListenerType], c.listener)
+		out[resource.RouteType] = append(out[resource.RouteType], c.route)
+		out[resource.ClusterType] = append(out[resource.ClusterType], c.cluster)
+		out[resource.EndpointType] = append(out[resource.EndpointType], c.cla)
 	}
 	return out, nil
 }

@@ -32,6 +32,23 @@ const (
 	maxRequestBytes = 1 << 20
 )
 
+// ClientScope selects the client resources sent to proxyless gRPC nodes.
+type ClientScope string
+
+const (
+	// ClientScopeAll sends every node the client resources of every
+	// service. A call without connect permission then reaches the target's
+	// RBAC filter and fails with PermissionDenied, which names the cause.
+	// Build time and memory grow with the square of the service count.
+	ClientScopeAll ClientScope = ""
+	// ClientScopePermitted sends only the services the node may connect
+	// to, so a node learns nothing about the others and builds grow
+	// linearly. A call without permission cannot resolve its target: it
+	// times out until gRPC's resource-does-not-exist timer fires (15 s in
+	// grpc-go), then fails with Unavailable.
+	ClientScopePermitted ClientScope = "permitted"
+)
+
 // Config configures a Server. Services may also be replaced later with
 // SetServices.
 type Config struct {
@@ -45,6 +62,9 @@ type Config struct {
 	// spiffe://<TrustDomain>/ward/xds when empty.
 	ServerID string
 	Services []Service
+	// GRPCClientScope selects which services a gRPC node gets client
+	// resources for, ClientScopeAll when empty.
+	GRPCClientScope ClientScope
 
 	Authorizer Authorizer // required
 	Issuer     Issuer     // required
@@ -125,6 +145,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
+	}
+	if cfg.GRPCClientScope != ClientScopeAll && cfg.GRPCClientScope != ClientScopePermitted {
+		return nil, fmt.Errorf("xds: GRPCClientScope %q is invalid, want %q or %q", cfg.GRPCClientScope, ClientScopeAll, ClientScopePermitted)
 	}
 	if err := validateServices(cfg.Services, td); err != nil {
 		return nil, fmt.Errorf("xds: %w", err)

@@ -42,9 +42,34 @@ type typeSet struct {
 // nodeSet is a node's complete configuration, indexed by type URL.
 type nodeSet map[resource.Type]typeSet
 
+// digests caches the validation and hash of resources shared by many
+// nodes, keyed by pointer. Shared resources are never modified after
+// rendering. It is used by one build at a time.
+type digests map[types.Resource][sha256.Size]byte
+
+// digest validates r and returns the hash of its deterministic encoding,
+// from d when r was seen before.
+func (d digests) digest(r types.Resource) ([sha256.Size]byte, error) {
+	if sum, ok := d[r]; ok {
+		return sum, nil
+	}
+	if err := validate(r); err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	b, err := deterministic.Marshal(hashable(r))
+	if err != nil {
+		return [sha256.Size]byte{}, fmt.Errorf("%w: marshal %q: %w", ErrInvalidSnapshot, cache.GetResourceName(r), err)
+	}
+	sum := sha256.Sum256(b)
+	if d != nil {
+		d[r] = sum
+	}
+	return sum, nil
+}
+
 // buildSet validates every resource, sorts them by name, and computes the
-// version of each type.
-func buildSet(res map[resource.Type][]types.Resource) (nodeSet, error) {
+// version of each type from the resources' digests. d may be nil.
+func buildSet(res map[resource.Type][]types.Resource, d digests) (nodeSet, error) {
 	out := make(nodeSet, len(resourceTypes))
 	for _, typ := range resourceTypes {
 		items := res[typ]
@@ -54,12 +79,11 @@ func buildSet(res map[resource.Type][]types.Resource) (nodeSet, error) {
 
 		h := sha256.New()
 		for _, r := range items {
-			if err := validate(r); err != nil {
+			sum, err := d.digest(r)
+			if err != nil {
 				return nil, err
 			}
-			if err := hashResource(h, r); err != nil {
-				return nil, err
-			}
+			h.Write(sum[:])
 		}
 		version := ""
 		if len(items) > 0 {
@@ -97,23 +121,16 @@ func validate(r types.Resource) error {
 	return nil
 }
 
-type hashWriter interface{ Write([]byte) (int, error) }
-
-// hashResource adds r to the version hash. An SDS certificate secret is
-// hashed without its private key, so no function of the key leaves the
-// process: a new key always arrives with a new certificate.
-func hashResource(h hashWriter, r types.Resource) error {
+// hashable returns what goes into r's version hash. An SDS certificate
+// secret is hashed without its private key, so no function of the key leaves
+// the process: a new key always arrives with a new certificate.
+func hashable(r types.Resource) types.Resource {
 	if s, ok := r.(*tlsv3.Secret); ok && s.GetTlsCertificate() != nil {
-		r = &tlsv3.Secret{Name: s.GetName(), Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		return &tlsv3.Secret{Name: s.GetName(), Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain: s.GetTlsCertificate().GetCertificateChain(),
 		}}}
 	}
-	b, err := deterministic.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("%w: marshal %q: %w", ErrInvalidSnapshot, cache.GetResourceName(r), err)
-	}
-	_, _ = h.Write(b)
-	return nil
+	return r
 }
 
 // snapshot converts a node set into a go-control-plane snapshot with one
