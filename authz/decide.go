@@ -2,6 +2,7 @@ package authz
 
 import (
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"unicode"
@@ -22,7 +23,7 @@ type Decision struct {
 }
 
 // checkRequest returns why a request is malformed, or "" when it is not.
-// Malformed requests are denied before Casbin sees them.
+// Malformed requests are denied before Casbin evaluates them.
 func checkRequest(subject, domain, object, action string) string {
 	fields := [...]struct{ name, value string }{
 		{"subject", subject}, {"domain", domain}, {"object", object}, {"action", action},
@@ -80,7 +81,7 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 
 	se, err := s.getScratch()
 	if err != nil {
-		return Decision{Reason: "authorization failed: " + err.Error()}
+		return s.failed(sub, dom, obj, act, err)
 	}
 	defer s.putScratch(se)
 
@@ -109,7 +110,7 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 // line, in file order.
 func (s *snapshot) explain(sub, dom, obj, act string, allowed bool, explain []string, err error) Decision {
 	if err != nil {
-		return Decision{Reason: "authorization failed: " + err.Error()}
+		return s.failed(sub, dom, obj, act, err)
 	}
 
 	if len(explain) == 0 {
@@ -123,7 +124,7 @@ func (s *snapshot) explain(sub, dom, obj, act string, allowed bool, explain []st
 
 	i, ok := s.ruleIndex(explain)
 	if !ok {
-		return Decision{Reason: fmt.Sprintf("authorization failed: casbin matched a line not in %s", s.source)}
+		return s.failed(sub, dom, obj, act, fmt.Errorf("casbin explained the decision by %q, which is not a line of %s", explain, s.source))
 	}
 
 	r := s.policy.rules[i]
@@ -144,6 +145,17 @@ func (s *snapshot) ruleIndex(explain []string) (int, bool) {
 	}
 	i, ok := s.ruleOf[rule{ptype: ptypePolicy, fields: explain}.key()]
 	return i, ok
+}
+
+// failed logs a Casbin error and returns a denial. Casbin reports panics in
+// a matcher function as errors that carry a stack trace, so the trace goes to
+// the log and not into the Decision.
+func (s *snapshot) failed(sub, dom, obj, act string, err error) Decision {
+	s.logger.Error("authorization failed",
+		slog.String("subject", sub), slog.String("domain", dom),
+		slog.String("object", obj), slog.String("action", act),
+		slog.Uint64("version", s.version), slog.Any("error", err))
+	return Decision{Reason: "authorization failed: internal error, see the server log"}
 }
 
 // candidates appends to out, in file order, the indexes of the p lines

@@ -1,7 +1,9 @@
 package authz_test
 
 import (
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/casbin/casbin/v2"
@@ -91,5 +93,44 @@ func TestDecideMatchesPlainCasbin(t *testing.T) {
 			t.Errorf("seed %d: %d allowed and %d explicitly denied of %d requests, want more of each", seed, allowed, denied, requests)
 		}
 		t.Logf("seed %d: %d lines, %d requests: %d allowed, %d explicitly denied", seed, lines, requests, allowed, denied)
+	}
+}
+
+// TestDecideConcurrent makes the same decisions from several goroutines
+// that share one snapshot, its scratch enforcers and Casbin's role manager;
+// run with -race.
+func TestDecideConcurrent(t *testing.T) {
+	gen := newRandomPolicy(3, 1000)
+	modelPath, policyPath := writeFiles(t, gen.text)
+	e := newEnforcerAt(t, modelPath, policyPath, authz.WithCacheSize(0))
+
+	requests := make([][4]string, 400)
+	want := make([]authz.Decision, len(requests))
+	for i := range requests {
+		requests[i] = gen.request()
+		want[i] = e.Decide(requests[i][0], requests[i][1], requests[i][2], requests[i][3])
+	}
+
+	var wg sync.WaitGroup
+	mismatches := make(chan string, 4)
+	for w := range 4 {
+		wg.Go(func() {
+			for j := range requests {
+				i := (j + w*97) % len(requests)
+				r := requests[i]
+				if got := e.Decide(r[0], r[1], r[2], r[3]); got != want[i] {
+					select {
+					case mismatches <- fmt.Sprintf("Decide(%q) = %+v, want %+v", r, got, want[i]):
+					default:
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(mismatches)
+	for m := range mismatches {
+		t.Error(m)
 	}
 }

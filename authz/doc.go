@@ -1,5 +1,5 @@
-// Package authz decides who may do what in ward: it loads a Casbin model and
-// a CSV policy, answers authorization requests and publishes each accepted
+// Package authz decides who may do what in ward. It loads a Casbin model and
+// a CSV policy, makes authorization decisions and publishes each accepted
 // policy version to the broker, the masking proxy and the mesh.
 //
 // The model is role-based access control with domains (Casbin's RBAC with
@@ -20,6 +20,7 @@
 //     effect. The index in front of it only chooses which lines Casbin
 //     evaluates, and a differential test holds it equal to a plain Casbin
 //     enforcer over the whole policy.
-//   - The package logs policy loads (version, file, line counts) and nothing
-//     else. Policy files contain no secrets, and no request is logged.
+//   - The package logs policy loads (version, file, line counts), quarantine
+//     changes, and the request of a decision Casbin failed to make. Policy
+//     lines and requests name identities and resources, never secrets.
 package authz

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 )
 
-// Enforcer answers authorization requests from a model file and a policy
+// Enforcer decides authorization requests from a model file and a policy
 // file, reloads them on request and applies the quarantine overlay. It is
 // safe for concurrent use: decisions read an immutable snapshot of the
 // policy, and Reload replaces the snapshot atomically.
@@ -66,6 +66,7 @@ func New(modelPath, policyPath string, opts ...Option) (*Enforcer, error) {
 	}
 
 	s.version = 1
+	s.logger = e.logger
 	e.current.Store(s)
 	e.logLoad(s)
 	return e, nil
@@ -87,7 +88,8 @@ func (e *Enforcer) Decide(subject, domain, object, action string) Decision {
 
 // quarantineReason reports whether the request involves a quarantined
 // identity: as the subject, or as the identity named by an x509/, jwt/ or
-// service/ object (so nobody obtains credentials for it or connects to it).
+// service/ object (so no credentials are issued for it and no connection
+// to it is allowed).
 func (e *Enforcer) quarantineReason(subject, object string) (string, bool) {
 	q := *e.quarantine.Load()
 	if len(q) == 0 {
@@ -120,6 +122,7 @@ func (e *Enforcer) Reload() error {
 	}
 
 	s.version = e.current.Load().version + 1
+	s.logger = e.logger
 	e.current.Store(s)
 	e.logLoad(s)
 	e.notify(s.version)

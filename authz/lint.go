@@ -15,7 +15,8 @@ type Finding struct {
 }
 
 // maxRoleDepth is the depth at which Casbin's default role manager stops
-// following role inheritance (NewRoleManager(10) in Casbin v2).
+// following role inheritance: Casbin v2.135.0 creates its role managers with
+// NewRoleManager(10).
 const maxRoleDepth = 10
 
 // Lint checks the model and policy files and returns every finding, sorted
@@ -23,7 +24,8 @@ const maxRoleDepth = 10
 // makes New or Reload reject the files, it reports lines that load but are
 // likely mistakes: unknown action verbs, duplicate lines, a deny made
 // redundant by a broader deny, an allow that a deny always overrides, lines
-// for roles nobody holds, and cycles in role inheritance.
+// for roles that no identity holds, cycles in role inheritance, and role
+// chains deeper than Casbin follows.
 func Lint(modelPath, policyPath string) []Finding {
 	var findings []Finding
 	addErr := func(err error) {
@@ -123,7 +125,7 @@ func lintPolicy(pf *policyFile) []Finding {
 	}
 	for _, r := range pf.roles {
 		if role := r.fields[0]; strings.HasPrefix(role, rolePrefix) && !held[role] {
-			add(r.line, "no identity holds %s, so this g line gives nobody %s", role, r.fields[1])
+			add(r.line, "no identity holds %s, so this g line gives no identity %s", role, r.fields[1])
 		}
 	}
 

@@ -27,7 +27,7 @@ func TestLint(t *testing.T) {
 		{"duplicate", "p, spiffe://ward.test/a, dev, db/x, read, allow\n\np, spiffe://ward.test/a, dev, db/x, read, allow\n", 3, "duplicate of line 1"},
 		{"shadowed deny", "p, spiffe://ward.test/ns/shop/*, *, db/*, *, deny\np, spiffe://ward.test/ns/shop/sa/web, dev, db/x, read, deny\n", 2, "already covers"},
 		{"allow never matches", "p, spiffe://ward.test/ns/shop/sa/web, dev, x509/self, issue, allow\np, spiffe://ward.test/ns/shop/*, *, x509/*, issue, deny\n", 1, "never takes effect"},
-		{"role nobody holds", "p, role:ghost, dev, db/x, read, allow\n", 1, "no identity holds role:ghost"},
+		{"role no identity holds", "p, role:ghost, dev, db/x, read, allow\n", 1, "no identity holds role:ghost"},
 		{"role cycle", "g, spiffe://ward.test/a, role:a, dev\ng, role:a, role:b, dev\ng, role:b, role:a, *\n", 2, "role cycle: role:a -> role:b -> role:a"},
 		{"role chain too deep", deepChain(12), 1, "deeper than 10 levels"},
 	}

@@ -14,7 +14,7 @@ import (
 // keyMatch(r.sub, p.sub) lets a line name a SPIFFE ID prefix such as
 // spiffe://example.org/ns/shop/*. The object x509/self (and jwt/self) matches
 // x509/<subject>, so one line lets every matching workload obtain its own
-// certificate and nobody else's.
+// certificate and no other workload's.
 const DefaultModel = `# ward authorization model: RBAC with domains, deny by default, deny wins.
 [request_definition]
 r = sub, dom, obj, act

@@ -332,7 +332,7 @@ func validateRoleName(name, value string) string {
 
 // validatePattern accepts an exact value or a prefix pattern ending in *.
 // Casbin's keyMatch ignores everything after the first *, so a * elsewhere
-// would grant more than the line appears to say.
+// would match more than the line appears to allow.
 func validatePattern(name, value string) string {
 	if i := strings.Index(value, wildcard); i >= 0 && i != len(value)-1 {
 		return fmt.Sprintf("%s %q has * before its end, but * is allowed only as the last character", name, value)

@@ -2,6 +2,8 @@ package authz
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,12 +15,13 @@ import (
 	"github.com/casbin/casbin/v2/util"
 )
 
-// otherDomain stands in for every request domain that no policy line names.
-// For such a domain every line's domain test reduces to p.dom == "*", and only
-// g lines with domain * apply, so all of them decide alike. Evaluating them
-// under one registered name spares Casbin's role manager from building a
-// temporary copy of the * links on every lookup. The NUL byte keeps it apart
-// from every real domain, since requests with control characters are denied.
+// otherDomain is the domain Casbin evaluates in place of every request domain
+// that no policy line names. For such a domain every line's domain test
+// reduces to p.dom == "*", and only g lines with domain * apply, so all of
+// them decide alike. One registered name spares Casbin's role manager from
+// building a temporary copy of the * links on every lookup. The NUL byte keeps
+// it apart from every real domain, since requests with control characters are
+// denied.
 const otherDomain = "\x00other"
 
 // domainAnchor is a role name used only to register domains with Casbin's
@@ -52,6 +55,7 @@ type snapshot struct {
 
 	scratch chan *scratchEnforcer
 	cache   *decisionCache
+	logger  *slog.Logger
 }
 
 // bucket holds the p lines of one subject, keyed by object and action so a
@@ -135,17 +139,13 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, invalid(path, 0, "file is %d bytes, larger than the limit of %d", info.Size(), limit)
 	}
 
-	data := make([]byte, 0, info.Size())
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := f.Read(buf)
-		data = append(data, buf[:n]...)
-		if int64(len(data)) > limit {
-			return nil, invalid(path, 0, "file grew past the limit of %d bytes while being read", limit)
-		}
-		if err != nil {
-			break
-		}
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("authz: read %s: %w", path, err)
+	}
+
+	if int64(len(data)) > limit {
+		return nil, invalid(path, 0, "file grew past the limit of %d bytes while being read", limit)
 	}
 	return data, nil
 }
