@@ -56,7 +56,28 @@ func checkRequest(subject, domain, object, action string) string {
 	if domain == wildcard || action == wildcard {
 		return "domain and action must be concrete, not *"
 	}
+
+	// SPIFFE IDs have no . or .. path segments. Rejecting them here keeps a
+	// prefix line such as spiffe://example.org/ns/shop/* from matching a
+	// name that a path resolver would read as outside that prefix.
+	if hasDotSegment(subject) {
+		return "subject has a . or .. path segment"
+	}
+	if hasDotSegment(object) {
+		return "object has a . or .. path segment"
+	}
 	return ""
+}
+
+func hasDotSegment(s string) bool {
+	for s != "" {
+		segment, rest, _ := strings.Cut(s, "/")
+		if segment == "." || segment == ".." {
+			return true
+		}
+		s = rest
+	}
+	return false
 }
 
 // decide returns Casbin's decision for a well-formed request under this

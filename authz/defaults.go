@@ -76,6 +76,7 @@ p, spiffe://%[1]s/ns/shop/*, %[3]s, jwt/self, renew, allow
 // domain and lets workloads under spiffe://<trustDomain>/ns/shop/ issue and
 // renew their own SVIDs in domain. Each file is written only if it does not
 // exist, atomically and with mode 0644; an existing file is left as it is.
+// A missing dir is created with mode 0700.
 func WriteDefaults(dir, trustDomain, adminID, domain string) (modelPath, policyPath string, err error) {
 	if err := checkDefaultsInput(trustDomain, adminID, domain); err != nil {
 		return "", "", err
@@ -84,6 +85,10 @@ func WriteDefaults(dir, trustDomain, adminID, domain string) (modelPath, policyP
 	policy := fmt.Sprintf(defaultPolicyTemplate, trustDomain, adminID, domain)
 	if _, problems := parsePolicy(PolicyFileName, []byte(policy)); len(problems) > 0 {
 		return "", "", fmt.Errorf("authz: default policy for these arguments is invalid: %w", policyError(problems))
+	}
+
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", fmt.Errorf("authz: create %s: %w", dir, err)
 	}
 
 	modelPath = filepath.Join(dir, ModelFileName)

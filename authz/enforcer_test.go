@@ -94,6 +94,9 @@ func TestDecide(t *testing.T) {
 		{"role name as subject", "role:admin", "prod", "db/x", "issue", false, ""},
 		{"empty action", admin, "prod", "db/x", "", false, ""},
 		{"wildcard domain request", admin, "*", "db/x", "issue", false, ""},
+		{"dot segment in subject", "spiffe://ward.test/ns/shop/../admin", "dev", "x509/spiffe://ward.test/ns/shop/../admin", "issue", false, ""},
+		{"dot segment in object", web, "prod", "db/orders-x/../../admin", "issue", false, ""},
+		{"control character", admin, "prod", "db/x\n", "issue", false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
