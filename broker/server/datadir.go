@@ -45,116 +45,141 @@ type keys struct {
 	created  bool   // true when this start created the data directory's keys
 }
 
-// openKeys loads the KEK, keyset and keys from dir, creating whichever are
-// missing on a first start.
+// openKeys loads the KEK, keyset and keys from dir. On a first start (no
+// sealed keyset yet) it creates them all. Afterwards it creates nothing: a
+// missing or damaged file is an error naming it, because a silently new KEK,
+// keyset or CA key would orphan everything sealed or issued before.
 func openKeys(dir, kekPath, trustDomain string, now time.Time) (*keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
 
-	k := &keys{}
-	key, err := kek.OpenLocal(kekPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		key, err = kek.CreateLocal(kekPath, rand.Reader)
-		k.created = true
-	}
-	if err != nil {
-		return nil, fmt.Errorf("key-encryption key: %w", err)
-	}
-
 	ksPath := filepath.Join(dir, fileKeyset)
-	k.keyset, err = keyset.Open(ksPath, key)
-	if errors.Is(err, fs.ErrNotExist) {
-		k.keyset, err = keyset.Create(ksPath, key)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("keyset: %w", err)
-	}
-
-	if err := k.openCA(dir, trustDomain, now); err != nil {
+	k := &keys{created: !fileExists(ksPath)}
+	if k.created {
+		if err := k.create(dir, kekPath, trustDomain, now); err != nil {
+			return nil, err
+		}
+	} else if err := k.open(dir, kekPath); err != nil {
 		return nil, err
 	}
-	if k.jwt, err = k.sealedECKey(filepath.Join(dir, fileJWTKey)); err != nil {
-		return nil, fmt.Errorf("JWT signing key: %w", err)
-	}
-	if k.auditKey, err = k.sealedRandom(filepath.Join(dir, fileAuditKey), 32); err != nil {
-		return nil, fmt.Errorf("audit HMAC key: %w", err)
-	}
+
+	var err error
 	if k.admin, err = adminToken(filepath.Join(dir, fileAdminToken)); err != nil {
 		return nil, fmt.Errorf("admin token: %w", err)
 	}
 	return k, nil
 }
 
-func (k *keys) openCA(dir, trustDomain string, now time.Time) error {
-	signer, err := k.sealedECKey(filepath.Join(dir, fileCAKey))
+// sealedFiles are created together on a first start.
+var sealedFiles = []string{fileCACert, fileCAKey, fileJWTKey, fileAuditKey}
+
+func (k *keys) create(dir, kekPath, trustDomain string, now time.Time) error {
+	for _, name := range sealedFiles {
+		if fileExists(filepath.Join(dir, name)) {
+			return fmt.Errorf("%s is missing but %s exists: restore %s from a backup; ward does not create a new keyset over existing keys",
+				filepath.Join(dir, fileKeyset), filepath.Join(dir, name), fileKeyset)
+		}
+	}
+
+	key, err := kek.OpenLocal(kekPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		key, err = kek.CreateLocal(kekPath, rand.Reader)
+	}
+	if err != nil {
+		return fmt.Errorf("key-encryption key: %w", err)
+	}
+	if k.keyset, err = keyset.Create(filepath.Join(dir, fileKeyset), key); err != nil {
+		return fmt.Errorf("keyset: %w", err)
+	}
+
+	caKey, err := k.newSealedECKey(filepath.Join(dir, fileCAKey))
 	if err != nil {
 		return fmt.Errorf("CA key: %w", err)
 	}
-	k.caSigner = signer
-
-	certPath := filepath.Join(dir, fileCACert)
-	data, err := os.ReadFile(certPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		cert, err := ca.CreateRoot(signer, trustDomain, now, rootValidity, rand.Reader)
-		if err != nil {
-			return err
-		}
-		pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-		if err := writeFileAtomic(certPath, pemBytes, 0o644); err != nil {
-			return fmt.Errorf("write CA certificate: %w", err)
-		}
-		k.caCert = cert
-		return nil
-	}
+	cert, err := ca.CreateRoot(caKey, trustDomain, now, rootValidity, rand.Reader)
 	if err != nil {
-		return fmt.Errorf("read CA certificate: %w", err)
+		return err
+	}
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	if err := writeFileAtomic(filepath.Join(dir, fileCACert), pemBytes, 0o644); err != nil {
+		return fmt.Errorf("write CA certificate: %w", err)
+	}
+	k.caCert, k.caSigner = cert, caKey
+
+	if k.jwt, err = k.newSealedECKey(filepath.Join(dir, fileJWTKey)); err != nil {
+		return fmt.Errorf("JWT signing key: %w", err)
+	}
+	k.auditKey = make([]byte, 32)
+	if _, err := rand.Read(k.auditKey); err != nil {
+		return err
+	}
+	return k.writeSealed(filepath.Join(dir, fileAuditKey), k.auditKey)
+}
+
+func (k *keys) open(dir, kekPath string) error {
+	key, err := kek.OpenLocal(kekPath)
+	if err != nil {
+		return fmt.Errorf("key-encryption key: %w", err)
+	}
+	if k.keyset, err = keyset.Open(filepath.Join(dir, fileKeyset), key); err != nil {
+		return fmt.Errorf("keyset: %w", err)
 	}
 
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return fmt.Errorf("%s: no PEM certificate", certPath)
+	if k.caSigner, err = k.openSealedKey(filepath.Join(dir, fileCAKey)); err != nil {
+		return fmt.Errorf("CA key: %w", err)
 	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return fmt.Errorf("%s: %w", certPath, err)
+	if k.caCert, err = readCACert(filepath.Join(dir, fileCACert)); err != nil {
+		return err
 	}
-	if !publicKeysEqual(cert.PublicKey, signer.Public()) {
-		return fmt.Errorf("%s does not match the sealed CA key %s", certPath, fileCAKey)
+	if !publicKeysEqual(k.caCert.PublicKey, k.caSigner.Public()) {
+		return fmt.Errorf("%s does not match the sealed CA key %s", filepath.Join(dir, fileCACert), fileCAKey)
 	}
-	k.caCert = cert
+	if k.jwt, err = k.openSealedKey(filepath.Join(dir, fileJWTKey)); err != nil {
+		return fmt.Errorf("JWT signing key: %w", err)
+	}
+	if k.auditKey, err = k.readSealed(filepath.Join(dir, fileAuditKey)); err != nil {
+		return fmt.Errorf("audit HMAC key: %w", err)
+	}
 	return nil
 }
 
-// sealedECKey loads a P-256 private key sealed by the keyset, or creates one.
-// The file name is the associated data, so a sealed key copied under
-// another name does not open.
-func (k *keys) sealedECKey(path string) (crypto.Signer, error) {
-	aad := []byte(filepath.Base(path))
-	sealed, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(priv)
-		if err != nil {
-			return nil, err
-		}
-		defer clear(der)
-		ct, err := k.keyset.Encrypt(der, aad)
-		if err != nil {
-			return nil, err
-		}
-		return priv, writeFileAtomic(path, ct, 0o600)
+func readCACert(path string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read CA certificate: %w", err)
 	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate", path)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cert, nil
+}
+
+// newSealedECKey creates a P-256 private key and stores it sealed by the
+// keyset.
+func (k *keys) newSealedECKey(path string) (crypto.Signer, error) {
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
-
-	der, err := k.keyset.Decrypt(sealed, aad)
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
 	if err != nil {
-		return nil, fmt.Errorf("unseal %s: %w", path, err)
+		return nil, err
+	}
+	defer clear(der)
+	return priv, k.writeSealed(path, der)
+}
+
+// openSealedKey unseals a PKCS#8 private key.
+func (k *keys) openSealedKey(path string) (crypto.Signer, error) {
+	der, err := k.readSealed(path)
+	if err != nil {
+		return nil, err
 	}
 	defer clear(der)
 	priv, err := x509.ParsePKCS8PrivateKey(der)
@@ -168,29 +193,27 @@ func (k *keys) sealedECKey(path string) (crypto.Signer, error) {
 	return signer, nil
 }
 
-// sealedRandom loads n secret bytes sealed by the keyset, or creates them.
-func (k *keys) sealedRandom(path string, n int) ([]byte, error) {
-	aad := []byte(filepath.Base(path))
-	sealed, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		b := make([]byte, n)
-		if _, err := rand.Read(b); err != nil {
-			return nil, err
-		}
-		ct, err := k.keyset.Encrypt(b, aad)
-		if err != nil {
-			return nil, err
-		}
-		return b, writeFileAtomic(path, ct, 0o600)
+// writeSealed encrypts plaintext with the keyset and writes it atomically.
+// The file name is the associated data, so a sealed file renamed or copied
+// over another does not open.
+func (k *keys) writeSealed(path string, plaintext []byte) error {
+	ct, err := k.keyset.Encrypt(plaintext, []byte(filepath.Base(path)))
+	if err != nil {
+		return err
 	}
+	return writeFileAtomic(path, ct, 0o600)
+}
+
+func (k *keys) readSealed(path string) ([]byte, error) {
+	sealed, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	b, err := k.keyset.Decrypt(sealed, aad)
+	plaintext, err := k.keyset.Decrypt(sealed, []byte(filepath.Base(path)))
 	if err != nil {
 		return nil, fmt.Errorf("unseal %s: %w", path, err)
 	}
-	return b, nil
+	return plaintext, nil
 }
 
 // adminToken reads the admin bearer token, or creates one. The file is the

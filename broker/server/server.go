@@ -24,6 +24,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -52,6 +53,7 @@ const (
 // Server is one ward API server. It is safe for concurrent use.
 type Server struct {
 	cfg    config.Config
+	lock   *os.File // held for the server's lifetime
 	log    *slog.Logger
 	now    func() time.Time
 	store  *store.Store
@@ -74,23 +76,25 @@ type Server struct {
 
 // Open prepares a server from cfg: it creates or opens the data directory,
 // unseals the keys, opens the store and loads the policy.
-func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
+func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	cfg.FillDataDirPaths()
 	now := time.Now
+	s := &Server{cfg: cfg, log: log, now: now, adminID: AdminID(cfg.TrustDomain), met: newMetrics()}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.TrustDomain, now())
 	if err != nil {
 		return nil, err
 	}
-
-	s := &Server{
-		cfg:         cfg,
-		log:         log,
-		now:         now,
-		caPEM:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw}),
-		adminID:     AdminID(cfg.TrustDomain),
-		adminDigest: sha256.Sum256(k.admin),
-		met:         newMetrics(),
-	}
+	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
+	s.adminDigest = sha256.Sum256(k.admin)
 	if s.ca, err = ca.New(k.caCert, k.caSigner); err != nil {
 		return nil, err
 	}
@@ -98,8 +102,12 @@ func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 
-	if _, _, err := authz.WriteDefaults(cfg.DataDir, cfg.TrustDomain, s.adminID, cfg.Environment); err != nil {
-		return nil, fmt.Errorf("write default policy: %w", err)
+	// The default policy is written only where the configuration expects
+	// it, inside the data directory; a configured policy file must exist.
+	if cfg.Policy.File == filepath.Join(cfg.DataDir, "policy.csv") && cfg.Policy.Model == filepath.Join(cfg.DataDir, "model.conf") {
+		if _, _, err := authz.WriteDefaults(cfg.DataDir, cfg.TrustDomain, s.adminID, cfg.Environment); err != nil {
+			return nil, fmt.Errorf("write default policy: %w", err)
+		}
 	}
 	if s.authz, err = authz.New(cfg.Policy.Model, cfg.Policy.File, authz.WithLogger(log)); err != nil {
 		return nil, err
@@ -108,22 +116,18 @@ func Open(cfg config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if s.store, err = store.Open(cfg.Store.Path); err != nil {
-		s.audit.Close()
 		return nil, err
 	}
 
 	s.leases = lease.New(s.store, log, now)
 	s.leases.OnEnd(s.leaseEnded)
 	if err := s.loadRevoked(context.Background()); err != nil {
-		s.Close()
 		return nil, err
 	}
 	if err := s.loadQuarantines(context.Background()); err != nil {
-		s.Close()
 		return nil, err
 	}
 	if err := s.openDatabases(cfg.Databases); err != nil {
-		s.Close()
 		return nil, err
 	}
 	s.met.register(s.store)
@@ -142,16 +146,23 @@ func (s *Server) Authz() *authz.Enforcer { return s.authz }
 // Config returns the effective configuration.
 func (s *Server) Config() config.Config { return s.cfg }
 
-// Close releases the store and the audit file.
+// Close releases the database connections, the store, the audit file and
+// the data directory lock. It is safe on a partly opened server.
 func (s *Server) Close() error {
+	var errs []error
 	if s.pg != nil {
 		s.pg.Close()
 	}
-	err := s.store.Close()
-	if aerr := s.audit.Close(); err == nil {
-		err = aerr
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
 	}
-	return err
+	if s.audit != nil {
+		errs = append(errs, s.audit.Close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (s *Server) loadRevoked(ctx context.Context) error {
