@@ -3,10 +3,10 @@
 // policy version to the broker, the masking proxy and the mesh.
 //
 // The model is role-based access control with domains (Casbin's RBAC with
-// domains): a request is (subject, domain, object, action), where the subject
-// is a SPIFFE ID, the domain is an environment such as prod or dev, the object
-// is a resource path such as x509/spiffe://example.org/ns/shop/sa/web or
-// db/orders-readonly, and the action is a verb such as issue or unmask.
+// domains). A request is (subject, domain, object, action). The subject is a
+// SPIFFE ID and the domain an environment such as prod or dev. The object is
+// a resource path such as x509/spiffe://example.org/ns/shop/sa/web or
+// db/orders-readonly, and the action a verb such as issue or unmask.
 //
 // Security contract:
 //   - Deny by default: a request that no policy line allows is denied, and an
@@ -19,7 +19,11 @@
 //   - Decisions are made by Casbin's own enforcer, matcher, role manager and
 //     effect. The index in front of it only chooses which lines Casbin
 //     evaluates, and a differential test holds it equal to a plain Casbin
-//     enforcer over the whole policy.
+//     enforcer over the whole policy. A model with another matcher gets no
+//     index: Casbin evaluates every line.
+//   - Decisions are cached per policy version, so a reload never serves a
+//     decision of the previous policy. The quarantine overlay is checked
+//     before the cache.
 //   - The package logs policy loads (version, file, line counts), quarantine
 //     changes, and the request of a decision Casbin failed to make. Policy
 //     lines and requests name identities and resources, never secrets.

@@ -20,12 +20,14 @@ type Finding struct {
 const maxRoleDepth = 10
 
 // Lint checks the model and policy files and returns every finding, sorted
-// by file and line; an empty result means the files are clean. Besides what
-// makes New or Reload reject the files, it reports lines that load but are
-// likely mistakes: unknown action verbs, duplicate lines, a deny made
-// redundant by a broader deny, an allow that a deny always overrides, lines
-// for roles that no identity holds, cycles in role inheritance, and role
-// chains deeper than Casbin follows.
+// by file and line. An empty result means the files are clean. Besides the
+// problems that make New and Reload reject the files, Lint reports lines
+// that load but are likely mistakes:
+//   - unknown action verbs and duplicate lines,
+//   - a deny made redundant by a broader deny,
+//   - an allow that a deny always overrides,
+//   - lines for roles that no identity holds,
+//   - cycles in role inheritance and role chains deeper than Casbin follows.
 func Lint(modelPath, policyPath string) []Finding {
 	var findings []Finding
 	addErr := func(err error) {
