@@ -120,7 +120,7 @@ func TestBadInputRejected(t *testing.T) {
 	}
 }
 
-// opensslCACSR returns a CSR made by openssl req that asks for
+// opensslCACSR returns a CSR made by openssl req that requests
 // basicConstraints CA:TRUE.
 func opensslCACSR(t *testing.T, id string) string {
 	t.Helper()

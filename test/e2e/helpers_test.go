@@ -9,7 +9,9 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,7 +189,8 @@ type auditRecord struct {
 	HMACs    map[string]string `json:"hmac"`
 }
 
-// auditRecords reads the audit log; every line must be a JSON object.
+// auditRecords reads the audit log. A line that is not a JSON object fails
+// the test.
 func auditRecords(t *testing.T, s *wardtest.Server) []auditRecord {
 	t.Helper()
 	f, err := os.Open(s.AuditPath())
@@ -281,4 +284,28 @@ func curlStatus(t *testing.T, out string) (body string, status int) {
 		t.Fatalf("curl output %q: invalid status: %v", out, err)
 	}
 	return out[:i], status
+}
+
+// postJSON sends body as JSON with an optional bearer token. Unlike
+// wardtest's Do it returns transport errors, so goroutines can call it.
+func postJSON(client *http.Client, url, token string, body any) (status int, respBody []byte, err error) {
+	raw, err := json.Marshal(body)
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(raw))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	respBody, err = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, respBody, err
 }

@@ -202,6 +202,13 @@ func TestRevokedClientCertificate(t *testing.T) {
 	if code == 0 || !strings.Contains(stdout+stderr, "certificate revoked") {
 		t.Errorf("openssl verify -crl_check: exit %d, output %q; want failure with \"certificate revoked\"", code, stdout+stderr)
 	}
+
+	// The revocation survives a restart.
+	s.Restart()
+	body, status = leasesWithCert()
+	if status != 401 {
+		t.Errorf("curl GET /v1/leases with the revoked certificate after a restart = %d %s, want 401", status, body)
+	}
 }
 
 func crlLists(crl *x509.RevocationList, serial *big.Int) bool {

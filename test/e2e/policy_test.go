@@ -152,7 +152,8 @@ func appendPolicy(t *testing.T, path, line string) {
 	writeFileAtomic(t, path, append(data, line+"\n"...))
 }
 
-// decision asks the server whether id may issue its own certificate.
+// decision returns the server's decision (allow or deny) on id issuing its
+// own certificate.
 func decision(t *testing.T, s *wardtest.Server, id string) string {
 	t.Helper()
 	stdout, stderr, code := s.Run(t, "policy", "check", id, "dev", "x509/"+id, "issue")
@@ -177,16 +178,6 @@ func expectDecision(t *testing.T, s *wardtest.Server, id, want string) {
 // its key as a secret.
 func newCSR(t *testing.T, id string) []byte {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addKeySecret("Go CSR key for "+id, der)
-
 	tmpl := &x509.CertificateRequest{}
 	if id != "" {
 		u, err := url.Parse(id)
@@ -195,6 +186,28 @@ func newCSR(t *testing.T, id string) []byte {
 		}
 		tmpl.URIs = []*url.URL{u}
 	}
+	return signCSR(t, tmpl)
+}
+
+// newCSRWithDNS makes a P-256 CSR without a URI SAN that requests a DNS
+// SAN.
+func newCSRWithDNS(t *testing.T, dnsName string) []byte {
+	t.Helper()
+	return signCSR(t, &x509.CertificateRequest{DNSNames: []string{dnsName}})
+}
+
+func signCSR(t *testing.T, tmpl *x509.CertificateRequest) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addKeySecret("Go CSR key", der)
+
 	csr, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,8 @@ type leaseView struct {
 	State  string `json:"state"`
 }
 
-// listLeases returns the leases under prefix by id, as the admin sees them.
+// listLeases returns the leases under prefix, keyed by lease id, as listed
+// for the admin.
 func listLeases(t *testing.T, s *wardtest.Server, prefix string) map[string]leaseView {
 	t.Helper()
 	status, body := s.Do(t, http.MethodGet, "/v1/leases?limit=10000&prefix="+prefix, nil)

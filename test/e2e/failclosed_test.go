@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ward.dev/ward/test/wardtest"
+)
+
+// TestAuditFailureRefusesRequests starts ward with its audit log on
+// /dev/full, where every write fails with ENOSPC: every audited request
+// must get 503 and no credential.
+func TestAuditFailureRefusesRequests(t *testing.T) {
+	s := startDev(t, wardtest.WithConfig("audit:\n  path: /dev/full\n"))
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+
+	if status, _ := s.DoWith(t, s.HTTPClient(), "", http.MethodGet, "/v1/health", nil); status != http.StatusOK {
+		t.Fatalf("GET /v1/health = %d, want 200 (it writes no audit record)", status)
+	}
+
+	status, body := s.Do(t, http.MethodPost, "/v1/issue/x509", map[string]string{"csr": string(newCSR(t, id)), "spiffe_id": id})
+	if status != http.StatusServiceUnavailable || !strings.Contains(wardtest.ErrorMessage(body), "audit log unavailable") {
+		t.Errorf("POST /v1/issue/x509 with a failing audit log = %d %s, want 503 \"audit log unavailable\"", status, body)
+	}
+	if strings.Contains(string(body), "CERTIFICATE") {
+		t.Errorf("POST /v1/issue/x509 with a failing audit log returned a certificate: %s", body)
+	}
+
+	_, stderr, code := s.Run(t, "token", "create", "--spiffe-id", id)
+	if code != 1 || !strings.Contains(stderr, "audit log unavailable") {
+		t.Errorf("ward token create with a failing audit log: exit %d, stderr %q; want 1 and \"audit log unavailable\"", code, stderr)
+	}
+	if strings.Contains(stderr, "wardjoin.") {
+		t.Errorf("ward token create with a failing audit log printed a token: %q", stderr)
+	}
+}
+
+// TestDataDirModes checks that everything secret in the data directory is
+// readable by its owner only.
+func TestDataDirModes(t *testing.T) {
+	s := startDev(t)
+	issueJoined(t, s, "spiffe://ward.test/ns/shop/sa/web", outDir(t, "svid"))
+
+	info, err := os.Stat(s.DataDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := info.Mode().Perm(); mode != 0o700 {
+		t.Errorf("data directory mode = %o, want 700", mode)
+	}
+	secret := []string{"kek.key", "keyset.sealed", "ca-key.sealed", "jwt-key.sealed", "audit-key.sealed", "admin.token", "ward.db", "audit.log"}
+	for _, name := range secret {
+		info, err := os.Stat(filepath.Join(s.DataDir(), name))
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if mode := info.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s mode = %o, want 600", name, mode)
+		}
+	}
+	err = filepath.WalkDir(s.DataDir(), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o022 != 0 {
+			t.Errorf("%s mode = %o, writable by group or others", path, info.Mode().Perm())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDamagedKeysStopStart shows that ward refuses to start, naming the
+// file, when a sealed key or the KEK does not match.
+func TestDamagedKeysStopStart(t *testing.T) {
+	s := startDev(t)
+	s.Stop()
+	dataDir := s.DataDir()
+	serve := []string{"serve", "--dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}
+
+	// Flip one byte of the sealed CA key: the AEAD tag no longer verifies.
+	caKey := filepath.Join(dataDir, "ca-key.sealed")
+	orig, err := os.ReadFile(caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := append([]byte(nil), orig...)
+	damaged[len(damaged)/2] ^= 0x01
+	if err := os.WriteFile(caKey, damaged, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := s.RunEnv(t, workloadEnv(s), serve...)
+	if code != 1 || !strings.Contains(stderr, "ca-key.sealed") {
+		t.Errorf("ward serve with a damaged ca-key.sealed: exit %d, stderr %q; want 1 naming ca-key.sealed", code, stderr)
+	}
+	if err := os.WriteFile(caKey, orig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another KEK: the keyset does not unseal.
+	kekPath := filepath.Join(dataDir, "kek.key")
+	origKEK, err := os.ReadFile(kekPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKEK := make([]byte, len(origKEK))
+	if _, err := rand.Read(otherKEK); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kekPath, otherKEK, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code = s.RunEnv(t, workloadEnv(s), serve...)
+	if code != 1 || !strings.Contains(stderr, "kek.key") {
+		t.Errorf("ward serve with another KEK: exit %d, stderr %q; want 1 naming kek.key", code, stderr)
+	}
+	if err := os.WriteFile(kekPath, origKEK, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// With the files restored, the server starts again.
+	s.Restart()
+}
