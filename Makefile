@@ -20,11 +20,16 @@ run: build
 test-deps:
 	@bash test/scripts/install-deps.sh
 
+# Packages whose tests exercise shared state from many goroutines; they run
+# a second time under the race detector.
+RACE_PKGS := ./authz/... ./broker/lease/... ./broker/server/... ./internal/store/... ./crypto/keyset/...
+
 # Every test, unit and end to end. The end-to-end tests in test/ build the
 # binary themselves and start real servers in temporary directories.
 test: test-deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
 
 bench: test-deps build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./...
