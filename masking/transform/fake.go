@@ -113,7 +113,14 @@ func sortedCopy(s []string) []string {
 
 func (t *fakeT) Transform(value, _ string) (string, error) {
 	a, b := t.mac.uint64s(t.name, value)
-	out := t.kind.make(gofakeit.NewFaker(rand.NewPCG(a, b), false))
+	faker := gofakeit.NewFaker(rand.NewPCG(a, b), false)
+	out := t.kind.make(faker)
+
+	// A short list such as cities can give back the input itself, so the
+	// same generator draws again; the result stays deterministic.
+	for i := 0; i < 8 && strings.EqualFold(out, value); i++ {
+		out = t.kind.make(faker)
+	}
 	if !t.unique {
 		return out, nil
 	}

@@ -1,0 +1,490 @@
+package static
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"ward.dev/ward/masking/rules"
+	"ward.dev/ward/masking/transform"
+)
+
+// ErrTargetNotEmpty means the target database already has a table that the
+// copy would create.
+var ErrTargetNotEmpty = errors.New("target database is not empty")
+
+// DBOptions configures CopyDatabase.
+type DBOptions struct {
+	// Source and Target are PostgreSQL connection strings (URL or
+	// key=value). The target database must exist and must not contain the
+	// source's tables.
+	Source, Target string
+	// BinDir holds pg_dump and psql; empty means they are found on PATH.
+	BinDir string
+	// Jobs is the number of tables copied at once; 0 means 2.
+	Jobs int
+	// Logger receives one line per phase and per table; nil discards.
+	Logger *slog.Logger
+	// Progress, when set, is called with a table's row count every
+	// progressEvery rows and once when the table is done. It is called
+	// from several goroutines at once.
+	Progress func(table string, rows int64, done bool)
+}
+
+const progressEvery = 10000
+
+// CopyDatabase makes a masked copy of the source database in the target:
+// the schema with pg_dump --schema-only (pre-data before the rows, post-data
+// with indexes and constraints after), every table streamed with COPY TO,
+// masked, and loaded with COPY FROM, several tables at once, from one
+// consistent snapshot of the source, and sequences set to their source
+// values.
+//
+// Each worker loads its tables in one transaction, and the transactions
+// commit only after every table is loaded. On any failure, the objects the
+// copy created are dropped again, so the target has no partial tables; the
+// error names the table and row.
+func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, opts DBOptions) (stats *Stats, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	jobs := opts.Jobs
+	if jobs <= 0 {
+		jobs = 2
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	src, err := pgx.Connect(ctx, opts.Source)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to source: %w", err)
+	}
+	defer src.Close(context.Background())
+	tgt, err := pgx.Connect(ctx, opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to target: %w", err)
+	}
+	defer tgt.Close(context.Background())
+
+	// The coordinator's transaction exports the snapshot that every worker
+	// reads, so all tables come from the same moment of the source.
+	if _, err := src.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return nil, err
+	}
+	var snapshot string
+	if err := src.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&snapshot); err != nil {
+		return nil, fmt.Errorf("exporting source snapshot: %w", err)
+	}
+	catalog, err := ReadCatalog(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := rules.Compile(rs, catalog, keys)
+	if err != nil {
+		return nil, err
+	}
+	tables := sortedTables(catalog)
+	if err := checkEmpty(ctx, tgt, tables); err != nil {
+		return nil, err
+	}
+
+	// Build every table's masker before touching the target, so a rule
+	// naming a missing column fails with nothing created.
+	maskers := map[string]*rules.Table{}
+	for _, name := range tables {
+		schema, table := splitTable(name)
+		if maskers[name], err = plan.Table(schema, table, columnNames(catalog, name)); err != nil {
+			return nil, err
+		}
+	}
+
+	pre, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data")
+	if err != nil {
+		return nil, err
+	}
+	drops, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data", "--clean", "--if-exists")
+	if err != nil {
+		return nil, err
+	}
+	log.Info("creating schema", "phase", "pre-data")
+	if err := runPSQL(ctx, opts, pre); err != nil {
+		return nil, fmt.Errorf("creating schema in target: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			log.Info("dropping what the copy created", "error", err)
+			if cerr := runPSQL(context.Background(), opts, dropStatements(drops)); cerr != nil {
+				err = fmt.Errorf("%w (and dropping the partial copy failed: %v)", err, cerr)
+			}
+		}
+	}()
+
+	stats = &Stats{}
+	if err := copyTables(ctx, opts, snapshot, tables, maskers, jobs, log, stats); err != nil {
+		return nil, err
+	}
+	if err := copySequences(ctx, src, tgt); err != nil {
+		return nil, err
+	}
+	log.Info("creating indexes and constraints", "phase", "post-data")
+	post, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=post-data")
+	if err != nil {
+		return nil, err
+	}
+	if err := runPSQL(ctx, opts, post); err != nil {
+		return nil, fmt.Errorf("creating indexes and constraints in target (a masked column may break a UNIQUE or foreign key constraint): %w", err)
+	}
+	_, _ = src.Exec(ctx, "COMMIT")
+	return stats, nil
+}
+
+func sortedTables(c *rules.Catalog) []string {
+	var out []string
+	for name := range c.Tables {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func columnNames(c *rules.Catalog, table string) []string {
+	var out []string
+	for _, ci := range c.Tables[table] {
+		out = append(out, ci.Column.Name)
+	}
+	return out
+}
+
+func checkEmpty(ctx context.Context, tgt *pgx.Conn, tables []string) error {
+	for _, name := range tables {
+		schema, table := splitTable(name)
+		var exists bool
+		err := tgt.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", pgx.Identifier{schema, table}.Sanitize()).Scan(&exists)
+		if err != nil {
+			return fmt.Errorf("checking target: %w", err)
+		}
+		if exists {
+			return fmt.Errorf("%w: table %s exists; copy into a new, empty database", ErrTargetNotEmpty, name)
+		}
+	}
+	return nil
+}
+
+func tool(opts DBOptions, name string) string {
+	if opts.BinDir == "" {
+		return name
+	}
+	return filepath.Join(opts.BinDir, name)
+}
+
+// runDump runs pg_dump --schema-only on the source with extra flags.
+func runDump(ctx context.Context, opts DBOptions, flags ...string) ([]byte, error) {
+	args := append([]string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", opts.Source}, flags...)
+	cmd := exec.CommandContext(ctx, tool(opts, "pg_dump"), args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("pg_dump %s: %w: %s", strings.Join(flags, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return out, nil
+}
+
+// runPSQL runs script on the target in one transaction, stopping at the
+// first error.
+func runPSQL(ctx context.Context, opts DBOptions, script []byte) error {
+	cmd := exec.CommandContext(ctx, tool(opts, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", opts.Target, "-f", "-")
+	cmd.Stdin = bytes.NewReader(script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("psql: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// dropStatements keeps the DROP statements of a pg_dump --clean script
+// (and the psql settings before them), so running it removes what the
+// matching pre-data script created.
+func dropStatements(script []byte) []byte {
+	var out bytes.Buffer
+	for _, line := range strings.Split(string(script), "\n") {
+		if strings.HasPrefix(line, "DROP ") || strings.HasPrefix(line, "ALTER TABLE IF EXISTS ") || strings.HasPrefix(line, "SET ") ||
+			strings.HasPrefix(line, `\restrict`) || strings.HasPrefix(line, `\unrestrict`) || strings.HasPrefix(line, "SELECT pg_catalog.set_config") {
+			out.WriteString(line)
+			out.WriteByte('\n')
+		}
+	}
+	return out.Bytes()
+}
+
+func copySequences(ctx context.Context, src, tgt *pgx.Conn) error {
+	rows, err := src.Query(ctx, "SELECT schemaname, sequencename, last_value FROM pg_sequences WHERE last_value IS NOT NULL")
+	if err != nil {
+		return fmt.Errorf("reading sequences: %w", err)
+	}
+	type seq struct {
+		schema, name string
+		last         int64
+	}
+	var seqs []seq
+	for rows.Next() {
+		var s seq
+		if err := rows.Scan(&s.schema, &s.name, &s.last); err != nil {
+			return err
+		}
+		seqs = append(seqs, s)
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, s := range seqs {
+		if _, err := tgt.Exec(ctx, "SELECT setval($1::regclass, $2, true)", pgx.Identifier{s.schema, s.name}.Sanitize(), s.last); err != nil {
+			return fmt.Errorf("setting sequence %s.%s: %w", s.schema, s.name, err)
+		}
+	}
+	return nil
+}
+
+// worker copies tables over its own source and target connections; its
+// target transaction stays open until every worker is done.
+type worker struct {
+	src, tgt *pgx.Conn
+}
+
+func copyTables(ctx context.Context, opts DBOptions, snapshot string, tables []string, maskers map[string]*rules.Table, jobs int, log *slog.Logger, stats *Stats) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	queue := make(chan string, len(tables))
+	for _, t := range tables {
+		queue <- t
+	}
+	close(queue)
+
+	var (
+		mu       sync.Mutex
+		firstErr error
+		workers  []*worker
+		wg       sync.WaitGroup
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel()
+		}
+	}
+	defer func() {
+		for _, w := range workers {
+			w.src.Close(context.Background())
+			w.tgt.Close(context.Background())
+		}
+	}()
+
+	// All connections open before any copy starts, so a copy failure that
+	// cancels ctx cannot masquerade as a connection error.
+	for range min(jobs, max(1, len(tables))) {
+		w, err := openWorker(ctx, opts, snapshot)
+		if err != nil {
+			return err
+		}
+		workers = append(workers, w)
+	}
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range queue {
+				if ctx.Err() != nil {
+					return
+				}
+				n, err := copyTable(ctx, w, name, maskers[name], opts.Progress)
+				if err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				stats.add(name, n)
+				mu.Unlock()
+				log.Info("table copied", "table", name, "rows", n)
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+
+	for _, w := range workers {
+		if _, err := w.tgt.Exec(ctx, "COMMIT"); err != nil {
+			return fmt.Errorf("committing loaded tables: %w", err)
+		}
+	}
+	return nil
+}
+
+func openWorker(ctx context.Context, opts DBOptions, snapshot string) (*worker, error) {
+	src, err := pgx.Connect(ctx, opts.Source)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to source: %w", err)
+	}
+	tgt, err := pgx.Connect(ctx, opts.Target)
+	if err != nil {
+		src.Close(ctx)
+		return nil, fmt.Errorf("connecting to target: %w", err)
+	}
+	w := &worker{src: src, tgt: tgt}
+	for _, q := range []struct {
+		conn *pgx.Conn
+		sql  string
+	}{
+		{src, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"},
+		{src, "SET TRANSACTION SNAPSHOT " + quoteLiteral(snapshot)},
+		{tgt, "BEGIN"},
+	} {
+		if _, err := q.conn.Exec(ctx, q.sql); err != nil {
+			src.Close(ctx)
+			tgt.Close(ctx)
+			return nil, fmt.Errorf("starting copy transaction: %w", err)
+		}
+	}
+	return w, nil
+}
+
+var copyLineRe = regexp.MustCompile(`COPY [^,]+, line (\d+)`)
+
+// copyTable streams one table from source to target through the masker.
+func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, progress func(string, int64, bool)) (int64, error) {
+	cols := make([]string, len(tbl.Columns()))
+	for i, c := range tbl.Columns() {
+		cols[i] = pgx.Identifier{c}.Sanitize()
+	}
+	schema, table := splitTable(name)
+	ident := pgx.Identifier{schema, table}.Sanitize()
+	list := strings.Join(cols, ", ")
+
+	pr, pw := io.Pipe()
+	mw := &maskWriter{table: tbl, out: pw, progress: progress}
+	done := make(chan error, 1)
+	go func() {
+		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+" ("+list+") TO STDOUT")
+		if err == nil {
+			err = mw.finish()
+		}
+		pw.CloseWithError(err)
+		done <- err
+	}()
+
+	_, loadErr := w.tgt.PgConn().CopyFrom(ctx, pr, "COPY "+ident+" ("+list+") FROM STDIN")
+	pr.CloseWithError(errors.New("target stopped reading"))
+	readErr := <-done
+
+	// A masking failure is the cause when both sides fail.
+	var rowErr *RowError
+	if errors.As(readErr, &rowErr) {
+		return 0, rowErr
+	}
+	if loadErr != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(loadErr, &pgErr) {
+			row := int64(0)
+			if m := copyLineRe.FindStringSubmatch(pgErr.Where); m != nil {
+				row, _ = strconv.ParseInt(m[1], 10, 64)
+			}
+			return 0, &RowError{Table: name, Row: row, Err: fmt.Errorf("target rejected the row: %s (SQLSTATE %s)", pgErr.Message, pgErr.Code)}
+		}
+		return 0, fmt.Errorf("table %s: loading into target: %w", name, loadErr)
+	}
+	if readErr != nil {
+		return 0, fmt.Errorf("table %s: reading from source: %w", name, readErr)
+	}
+	if progress != nil {
+		progress(name, mw.rows, true)
+	}
+	return mw.rows, nil
+}
+
+// maskWriter receives COPY text data from the source, masks it row by row
+// and writes it to out. Data messages may split or join lines, so it keeps
+// an incomplete line until the rest arrives.
+type maskWriter struct {
+	table    *rules.Table
+	out      io.Writer
+	progress func(string, int64, bool)
+	partial  []byte
+	row      []rules.Field
+	buf      []byte
+	rows     int64
+}
+
+func (m *maskWriter) Write(p []byte) (int, error) {
+	data := p
+	if len(m.partial) > 0 {
+		m.partial = append(m.partial, p...)
+		data = m.partial
+	}
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		if err := m.line(data[:i]); err != nil {
+			return 0, err
+		}
+		data = data[i+1:]
+	}
+	m.partial = append(m.partial[:0], data...)
+	if len(m.partial) > MaxLine {
+		return 0, &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: row longer than %d bytes", ErrFormat, MaxLine)}
+	}
+	return len(p), nil
+}
+
+func (m *maskWriter) line(line []byte) error {
+	m.rows++
+	if m.progress != nil && m.rows%progressEvery == 0 {
+		m.progress(m.table.Name(), m.rows, false)
+	}
+	if !m.table.Masks() {
+		m.buf = append(append(m.buf[:0], line...), '\n')
+		_, err := m.out.Write(m.buf)
+		return err
+	}
+	row, err := decodeCopyRow(string(line), m.row)
+	if err == nil && len(row) != len(m.table.Columns()) {
+		err = fmt.Errorf("%w: COPY row has %d fields, want %d", ErrFormat, len(row), len(m.table.Columns()))
+	}
+	if err == nil {
+		err = m.table.MaskRow(row)
+	}
+	if err != nil {
+		return &RowError{Table: m.table.Name(), Row: m.rows, Err: err}
+	}
+	m.row = row
+	m.buf = appendCopyRow(m.buf[:0], row)
+	_, err = m.out.Write(m.buf)
+	return err
+}
+
+func (m *maskWriter) finish() error {
+	if len(m.partial) > 0 {
+		return &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: COPY data ends inside a row", ErrFormat)}
+	}
+	return nil
+}
