@@ -1,0 +1,444 @@
+package vault_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"ward.dev/ward/broker/vault"
+	"ward.dev/ward/broker/vault/vaulttest"
+)
+
+func TestKVReadRecordsVersion(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		tg.putKV(t, "kvtest", "shop/db", map[string]any{"password": "first"})
+		want := tg.putKV(t, "kvtest", "shop/db", map[string]any{"password": "second", "port": 5432})
+		iss := vault.NewIssuer(tg.newClient(t, vault.Options{}))
+
+		cred, meta, err := iss.Issue(ctx, "kv/kvtest/shop/db", "spiffe://ward.test/shop", time.Time{})
+		if err != nil {
+			t.Fatalf("Issue(kv) = %v, want nil", err)
+		}
+		if got := string(cred.Data["password"].Reveal()); got != "second" {
+			t.Errorf("Data[password] = %q, want the latest version's second", got)
+		}
+		if got := string(cred.Data["port"].Reveal()); got != "5432" {
+			t.Errorf("Data[port] = %q, want JSON 5432", got)
+		}
+		if cred.Version != want || meta[vault.MetaVersion] != fmt.Sprint(want) {
+			t.Errorf("Version = %d, meta version %q; want %d", cred.Version, meta[vault.MetaVersion], want)
+		}
+		if err := iss.Renew(ctx, meta, time.Now().Add(time.Hour)); err != nil {
+			t.Errorf("Renew(kv) = %v, want nil", err)
+		}
+		if err := iss.Revoke(ctx, meta); err != nil {
+			t.Errorf("Revoke(kv) = %v, want nil", err)
+		}
+
+		_, _, err = iss.Issue(ctx, "kv/kvtest/shop/missing", "spiffe://ward.test/shop", time.Time{})
+		if !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("Issue(missing kv) = %v, want ErrNotFound", err)
+		}
+	})
+}
+
+func TestDatabaseCredsLifecycle(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		path := tg.databaseRole(t, "readonly", 10*time.Minute, 2*time.Hour)
+		iss := vault.NewIssuer(tg.newClient(t, vault.Options{}))
+
+		cred, meta, err := iss.Issue(ctx, path, "spiffe://ward.test/shop", time.Now().Add(30*time.Minute))
+		if err != nil {
+			t.Fatalf("Issue(%s) = %v, want nil", path, err)
+		}
+		if cred.Username == "" || cred.Password.Len() == 0 || meta[vault.MetaLeaseID] == "" {
+			t.Fatalf("Issue(%s) = username %q, %d password bytes, meta %v; want all set", path, cred.Username, cred.Password.Len(), meta)
+		}
+		if d := time.Until(cred.ExpiresAt); d < 29*time.Minute || d > 31*time.Minute {
+			t.Errorf("ExpiresAt in %v, want the requested 30m (Vault's default 10m renewed)", d)
+		}
+
+		if err := iss.Renew(ctx, meta, time.Now().Add(time.Hour)); err != nil {
+			t.Errorf("Renew(+1h) = %v, want nil", err)
+		}
+		err = iss.Renew(ctx, meta, time.Now().Add(5*time.Hour))
+		var short *vault.ShortRenewalError
+		if !errors.Is(err, vault.ErrBeyondMaxTTL) || !errors.As(err, &short) {
+			t.Errorf("Renew(+5h) past max_ttl = %v, want *ShortRenewalError", err)
+		} else if d := time.Until(short.Granted); d > 2*time.Hour+time.Second {
+			t.Errorf("ShortRenewalError.Granted in %v, want at most the 2h max_ttl", d)
+		}
+
+		if err := iss.Revoke(ctx, meta); err != nil {
+			t.Fatalf("Revoke = %v, want nil", err)
+		}
+		if tg.stand != nil && tg.stand.LeaseActive(meta[vault.MetaLeaseID]) {
+			t.Error("lease still active in Vault after Revoke")
+		}
+		if err := iss.Revoke(ctx, meta); err != nil {
+			t.Errorf("second Revoke = %v, want nil for a lease Vault no longer knows", err)
+		}
+		if err := iss.Renew(ctx, meta, time.Now().Add(time.Hour)); !errors.Is(err, vault.ErrGone) {
+			t.Errorf("Renew after Revoke = %v, want ErrGone", err)
+		}
+	})
+}
+
+func TestRevokeManyEndsEveryLease(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		path := tg.databaseRole(t, "many", 10*time.Minute, time.Hour)
+		iss := vault.NewIssuer(tg.newClient(t, vault.Options{}))
+		iss.RevokeConcurrency = 3
+
+		var metas []map[string]string
+		for range 12 {
+			_, meta, err := iss.Issue(ctx, path, "spiffe://ward.test/shop", time.Time{})
+			if err != nil {
+				t.Fatalf("Issue = %v", err)
+			}
+			metas = append(metas, meta)
+		}
+		for i, err := range iss.RevokeMany(ctx, metas) {
+			if err != nil {
+				t.Errorf("RevokeMany[%d] = %v, want nil", i, err)
+			}
+		}
+		if tg.stand == nil {
+			return
+		}
+		for _, meta := range metas {
+			if tg.stand.LeaseActive(meta[vault.MetaLeaseID]) {
+				t.Errorf("lease %s active after RevokeMany", meta[vault.MetaLeaseID])
+			}
+		}
+	})
+}
+
+func TestBadTokenDenied(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		_, err := vault.New(context.Background(), vault.Config{
+			Address: tg.addr,
+			Auth:    vault.Auth{Method: "token", Token: tokenFile(t, "hvs.not-a-token")},
+		}, vault.Options{})
+		if !errors.Is(err, vault.ErrDenied) {
+			t.Errorf("New with an unknown token = %v, want ErrDenied", err)
+		}
+	})
+}
+
+func TestRevokedTokenDenied(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		tok := tg.stand.NewToken(vaulttest.TokenOptions{})
+		c := tg.newClientWith(t, vault.Auth{Method: "token", Token: tokenFile(t, tok)}, vault.Options{})
+		tg.putKV(t, "kvtest", "denied", map[string]any{"k": "v"})
+
+		tg.stand.RevokeToken(tok)
+		_, _, err := vault.NewIssuer(c).Issue(context.Background(), "kv/kvtest/denied", "s", time.Time{})
+		if !errors.Is(err, vault.ErrDenied) {
+			t.Errorf("Issue with a revoked token = %v, want ErrDenied", err)
+		}
+	})
+}
+
+func TestAppRoleRenewsItsToken(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		roleID, secretID := tg.appRole(t, 2*time.Second)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{})
+
+		first, ok := c.TokenExpiry()
+		if !ok || first.IsZero() {
+			t.Fatalf("TokenExpiry() = %v, %v; want a logged-in token with a TTL", first, ok)
+		}
+		waitFor(t, 10*time.Second, "a renew-self request", func() bool {
+			return tg.stand.Requests("PUT", "/v1/auth/token/renew-self") > 0
+		})
+		waitFor(t, 2*time.Second, "a later token expiry", func() bool {
+			exp, _ := c.TokenExpiry()
+			return exp.After(first)
+		})
+		if n := tg.stand.Requests("POST", "/v1/auth/approle/login") + tg.stand.Requests("PUT", "/v1/auth/approle/login"); n != 1 {
+			t.Errorf("AppRole logins = %d, want 1 while renewal works", n)
+		}
+	})
+}
+
+func TestReauthWhenRenewalRefused(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		roleID, secretID := tg.appRole(t, 2*time.Second)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{})
+		tg.putKV(t, "kvtest", "reauth", map[string]any{"k": "v"})
+
+		tg.stand.RefuseTokenRenewal(true)
+		logins := func() int {
+			return tg.stand.Requests("POST", "/v1/auth/approle/login") + tg.stand.Requests("PUT", "/v1/auth/approle/login")
+		}
+		waitFor(t, 10*time.Second, "a second AppRole login", func() bool { return logins() >= 2 })
+		waitFor(t, 2*time.Second, "the new token in use", func() bool {
+			_, ok := c.TokenExpiry()
+			return ok
+		})
+
+		if _, _, err := vault.NewIssuer(c).Issue(context.Background(), "kv/kvtest/reauth", "s", time.Time{}); err != nil {
+			t.Errorf("Issue after re-authentication = %v, want nil", err)
+		}
+	})
+}
+
+func TestKubernetesLogin(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		jwtFile := t.TempDir() + "/token"
+		if err := os.WriteFile(jwtFile, []byte("eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tg.stand.AddKubernetesRole("ward", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln")
+		c := tg.newClientWith(t, vault.Auth{Method: "kubernetes", Role: "ward", JWTFile: jwtFile}, vault.Options{})
+		if _, ok := c.TokenExpiry(); !ok {
+			t.Error("TokenExpiry() reports not logged in after Kubernetes login")
+		}
+
+		tg.stand.AddKubernetesRole("other", "different-jwt")
+		_, err := vault.New(context.Background(), vault.Config{Address: tg.addr, Auth: vault.Auth{Method: "kubernetes", Role: "other", JWTFile: jwtFile}}, vault.Options{})
+		if !errors.Is(err, vault.ErrDenied) {
+			t.Errorf("Kubernetes login with a wrong JWT = %v, want ErrDenied", err)
+		}
+	})
+}
+
+func TestSealedVaultUnavailable(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		ctx := context.Background()
+		path := tg.databaseRole(t, "sealed", 10*time.Minute, time.Hour)
+		iss := vault.NewIssuer(tg.newClient(t, vault.Options{}))
+		_, meta, err := iss.Issue(ctx, path, "s", time.Time{})
+		if err != nil {
+			t.Fatalf("Issue before sealing = %v", err)
+		}
+
+		tg.stand.Seal()
+		_, _, err = iss.Issue(ctx, path, "s", time.Time{})
+		var unavailable *vault.UnavailableError
+		if !errors.As(err, &unavailable) || !errors.Is(err, vault.ErrUnavailable) {
+			t.Fatalf("Issue while sealed = %v, want *UnavailableError", err)
+		}
+		if !strings.Contains(unavailable.BackendName(), tg.addr) || unavailable.RetryAfter() <= 0 {
+			t.Errorf("UnavailableError names %q, retry after %v; want %s and a positive delay", unavailable.BackendName(), unavailable.RetryAfter(), tg.addr)
+		}
+		if err := iss.Renew(ctx, meta, time.Now().Add(time.Hour)); !errors.Is(err, vault.ErrUnavailable) {
+			t.Errorf("Renew while sealed = %v, want ErrUnavailable", err)
+		}
+
+		tg.stand.Unseal()
+		if _, _, err := iss.Issue(ctx, path, "s", time.Time{}); err != nil {
+			t.Errorf("Issue after unsealing = %v, want nil", err)
+		}
+		if err := iss.Revoke(ctx, meta); err != nil {
+			t.Errorf("Revoke after unsealing = %v, want nil", err)
+		}
+	})
+}
+
+func TestLoginRecoversAfterOutage(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		roleID, secretID := tg.appRole(t, time.Hour)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		tg.putKV(t, "kvtest", "outage", map[string]any{"k": "v"})
+
+		tg.stand.Seal()
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{})
+		iss := vault.NewIssuer(c)
+		if _, _, err := iss.Issue(context.Background(), "kv/kvtest/outage", "s", time.Time{}); !errors.Is(err, vault.ErrUnavailable) {
+			t.Errorf("Issue before the first login = %v, want ErrUnavailable", err)
+		}
+
+		tg.stand.Unseal()
+		waitFor(t, 5*time.Second, "the background login", func() bool {
+			_, ok := c.TokenExpiry()
+			return ok
+		})
+		if _, _, err := iss.Issue(context.Background(), "kv/kvtest/outage", "s", time.Time{}); err != nil {
+			t.Errorf("Issue after recovery = %v, want nil", err)
+		}
+	})
+}
+
+func TestUnreachableVaultUnavailable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "http://" + l.Addr().String()
+	l.Close()
+
+	c, err := vault.New(context.Background(), vault.Config{Address: addr, Auth: vault.Auth{Method: "token", Token: tokenFile(t, "hvs.x")}}, vault.Options{RetryMin: time.Hour})
+	if err != nil {
+		t.Fatalf("New with Vault down = %v, want a client that retries", err)
+	}
+	defer c.Close()
+	_, _, err = vault.NewIssuer(c).Issue(context.Background(), "kv/secret/x", "s", time.Time{})
+	if !errors.Is(err, vault.ErrUnavailable) {
+		t.Errorf("Issue with Vault down = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestTokenEndingBeforeLeaseWarns(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		var logs logBuffer
+		tok := tg.stand.NewToken(vaulttest.TokenOptions{TTL: time.Minute, Renewable: false})
+		c := tg.newClientWith(t, vault.Auth{Method: "token", Token: tokenFile(t, tok)}, vault.Options{Logger: logs.logger()})
+		path := tg.databaseRole(t, "long", time.Hour, 2*time.Hour)
+
+		if _, _, err := vault.NewIssuer(c).Issue(context.Background(), path, "s", time.Time{}); err != nil {
+			t.Fatalf("Issue = %v", err)
+		}
+		if !strings.Contains(logs.String(), "vault token expires before a lease it holds") {
+			t.Errorf("log lacks the token-expiry warning:\n%s", logs.String())
+		}
+	})
+}
+
+func TestSignCSR(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		role := tg.pkiRole(t)
+		c := tg.newClient(t, vault.Options{})
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spiffeID, _ := url.Parse("spiffe://ward.test/ns/shop/sa/web")
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "web"}, URIs: []*url.URL{spiffeID}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		got, err := c.SignCSR(context.Background(), vault.SignRequest{
+			Role: role, CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+			CommonName: "web", URISANs: []string{spiffeID.String()}, TTL: 30 * time.Minute,
+		})
+		if err != nil {
+			t.Fatalf("SignCSR = %v, want nil", err)
+		}
+		block, _ := pem.Decode(got.CertificatePEM)
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatalf("parsing the signed certificate: %v", err)
+		}
+		if len(cert.URIs) != 1 || cert.URIs[0].String() != spiffeID.String() {
+			t.Errorf("certificate URIs = %v, want [%s]", cert.URIs, spiffeID)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(got.ChainPEM) {
+			t.Fatalf("ChainPEM holds no certificate: %q", got.ChainPEM)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Errorf("certificate does not verify against ChainPEM: %v", err)
+		}
+		if got.Serial == "" || got.NotAfter.IsZero() {
+			t.Errorf("Serial %q, NotAfter %v; want both set", got.Serial, got.NotAfter)
+		}
+	})
+}
+
+func TestTransitRoundTrip(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		mount := tg.transitMount(t)
+		c := tg.newClient(t, vault.Options{})
+
+		ct, err := c.Encrypt(ctx, mount, "ward-test", []byte("data key"))
+		if err != nil {
+			t.Fatalf("Encrypt = %v", err)
+		}
+		pt, err := c.Decrypt(ctx, mount, "ward-test", ct)
+		if err != nil || !pt.Equal([]byte("data key")) {
+			t.Errorf("Decrypt(Encrypt(x)) = %v, %v; want x", pt, err)
+		}
+
+		tampered := ct[:len(ct)-4] + "AAA="
+		if _, err := c.Decrypt(ctx, mount, "ward-test", tampered); err == nil {
+			t.Error("Decrypt of a tampered ciphertext = nil error, want failure")
+		}
+	})
+}
+
+func TestLogsHoldNoSecrets(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		ctx := context.Background()
+		var logs logBuffer
+		path := tg.databaseRole(t, "logged", 10*time.Minute, time.Hour)
+		tg.putKV(t, "kvtest", "logged", map[string]any{"api_key": "kv-secret-value-7781"})
+		iss := vault.NewIssuer(tg.newClient(t, vault.Options{Logger: logs.logger()}))
+
+		cred, meta, err := iss.Issue(ctx, path, "s", time.Now().Add(20*time.Minute))
+		if err != nil {
+			t.Fatalf("Issue = %v", err)
+		}
+		if err := iss.Renew(ctx, meta, time.Now().Add(30*time.Minute)); err != nil {
+			t.Fatalf("Renew = %v", err)
+		}
+		if err := iss.Revoke(ctx, meta); err != nil {
+			t.Fatalf("Revoke = %v", err)
+		}
+		if _, _, err := iss.Issue(ctx, "kv/kvtest/logged", "s", time.Time{}); err != nil {
+			t.Fatalf("Issue(kv) = %v", err)
+		}
+
+		out := logs.String()
+		if !strings.Contains(out, "vault lease revoked") {
+			t.Fatalf("captured log lacks the revocation line, so the capture is broken:\n%s", out)
+		}
+		for _, s := range []string{string(cred.Password.Reveal()), "kv-secret-value-7781", tg.root} {
+			if strings.Contains(out, s) {
+				t.Errorf("log contains secret %q:\n%s", s, out)
+			}
+		}
+	})
+}
+
+func TestConfigValidation(t *testing.T) {
+	token := vault.SecretRef{Env: "X"}
+	tests := []struct {
+		name string
+		cfg  vault.Config
+		want string
+	}{
+		{"plain http remote", vault.Config{Address: "http://vault.example:8200", Auth: vault.Auth{Method: "token", Token: token}}, "plain http"},
+		{"bad scheme", vault.Config{Address: "ftp://127.0.0.1", Auth: vault.Auth{Method: "token", Token: token}}, "scheme"},
+		{"no address", vault.Config{Auth: vault.Auth{Method: "token", Token: token}}, "invalid"},
+		{"unknown method", vault.Config{Address: "https://v:8200", Auth: vault.Auth{Method: "ldap"}}, "auth method"},
+		{"approle without secret", vault.Config{Address: "https://v:8200", Auth: vault.Auth{Method: "approle", RoleID: "r"}}, "secret_id"},
+		{"token without ref", vault.Config{Address: "https://v:8200", Auth: vault.Auth{Method: "token"}}, "token.env"},
+		{"kubernetes without role", vault.Config{Address: "https://v:8200", Auth: vault.Auth{Method: "kubernetes"}}, "role"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := vault.New(context.Background(), tt.cfg, vault.Options{})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("New() = %v, want error containing %q", err, tt.want)
+			}
+		})
+	}
+}
