@@ -1,0 +1,157 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// relation is what the proxy knows about one table, view or other relation.
+type relation struct {
+	OID    uint32
+	Schema string
+	Name   string
+	// Kind is pg_class.relkind: r table, p partitioned table, v view,
+	// m materialized view, f foreign table, and so on.
+	Kind byte
+	// Columns are the names of the live columns in attnum order; Attnums
+	// holds their numbers, which skip dropped columns.
+	Columns []string
+	Attnums []int16
+	// Definition is the SELECT of a view or materialized view.
+	Definition string
+}
+
+// columnIndex returns the position in Columns of attnum, or -1.
+func (r *relation) columnIndex(attnum int16) int {
+	for i, a := range r.Attnums {
+		if a == attnum {
+			return i
+		}
+	}
+	return -1
+}
+
+// catalogSource resolves names and OIDs to relations. Implementations are
+// safe for concurrent use.
+type catalogSource interface {
+	// relationByName returns the relation, or nil when none has the name.
+	// An empty schema means the upstream search_path.
+	relationByName(ctx context.Context, schema, name string) (*relation, error)
+	relationByOID(ctx context.Context, oid uint32) (*relation, error)
+	// userFunction reports whether a function of this name exists outside
+	// pg_catalog, so a call to it might read any table.
+	userFunction(ctx context.Context, name string) (bool, error)
+}
+
+// pgCatalog reads the upstream catalog over its own small pool of
+// connections and caches the answers.
+//
+// NOTE: the cache lives as long as the Server, so DDL that renames or
+// replaces relations upstream is seen only after a restart. Renames keep OIDs,
+// so masking by OID stays correct; a view redefined with new columns is
+// resolved by its old definition until then.
+type pgCatalog struct {
+	pool *pgxpool.Pool
+
+	mu     sync.Mutex
+	byOID  map[uint32]*relation
+	byName map[string]*relation
+	funcs  map[string]bool
+}
+
+var _ catalogSource = (*pgCatalog)(nil)
+
+func newPGCatalog(pool *pgxpool.Pool) *pgCatalog {
+	return &pgCatalog{pool: pool, byOID: map[uint32]*relation{}, byName: map[string]*relation{}, funcs: map[string]bool{}}
+}
+
+const relationQuery = `
+SELECT c.oid, n.nspname, c.relname, c.relkind::text,
+       coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+       coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) ELSE '' END
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.oid = $1
+GROUP BY c.oid, n.nspname, c.relname, c.relkind`
+
+func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, error) {
+	c.mu.Lock()
+	r, ok := c.byOID[oid]
+	c.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+
+	r = &relation{}
+	var kind string
+	err := c.pool.QueryRow(ctx, relationQuery, oid).Scan(&r.OID, &r.Schema, &r.Name, &kind, &r.Columns, &r.Attnums, &r.Definition)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading catalog for relation %d: %w", oid, err)
+	}
+	if kind != "" {
+		r.Kind = kind[0]
+	}
+	c.mu.Lock()
+	c.byOID[oid] = r
+	c.mu.Unlock()
+	return r, nil
+}
+
+func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*relation, error) {
+	key := schema + "." + name
+	c.mu.Lock()
+	r, ok := c.byName[key]
+	c.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+
+	qualified := pgx.Identifier{name}.Sanitize()
+	if schema != "" {
+		qualified = pgx.Identifier{schema, name}.Sanitize()
+	}
+	var oid *uint32
+	if err := c.pool.QueryRow(ctx, `SELECT to_regclass($1)::oid`, qualified).Scan(&oid); err != nil {
+		return nil, fmt.Errorf("resolving relation %s: %w", qualified, err)
+	}
+	if oid == nil {
+		return nil, nil
+	}
+	r, err := c.relationByOID(ctx, *oid)
+	if err != nil || r == nil {
+		return r, err
+	}
+	c.mu.Lock()
+	c.byName[key] = r
+	c.mu.Unlock()
+	return r, nil
+}
+
+func (c *pgCatalog) userFunction(ctx context.Context, name string) (bool, error) {
+	c.mu.Lock()
+	found, ok := c.funcs[name]
+	c.mu.Unlock()
+	if ok {
+		return found, nil
+	}
+	err := c.pool.QueryRow(ctx,
+		`SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = $1 AND pronamespace <> 'pg_catalog'::regnamespace)`,
+		name).Scan(&found)
+	if err != nil {
+		return false, fmt.Errorf("looking up function %q: %w", name, err)
+	}
+	c.mu.Lock()
+	c.funcs[name] = found
+	c.mu.Unlock()
+	return found, nil
+}

@@ -1,0 +1,618 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"ward.dev/ward/masking/rules"
+)
+
+// errLineage means the source columns of a statement's outputs cannot be
+// established, so every output without a RowDescription origin is unknown.
+var errLineage = errors.New("lineage unknown")
+
+// maxViewDepth bounds how deep views over views are followed.
+const maxViewDepth = 8
+
+// sources is the set of columns an output value is derived from. Unknown
+// marks a value that may also depend on something the proxy cannot see,
+// such as a user-defined function body.
+type sources struct {
+	cols    map[rules.Column]struct{}
+	unknown bool
+}
+
+func (s *sources) add(c rules.Column) {
+	if s.cols == nil {
+		s.cols = map[rules.Column]struct{}{}
+	}
+	s.cols[c] = struct{}{}
+}
+
+func (s *sources) union(o sources) {
+	for c := range o.cols {
+		s.add(c)
+	}
+	s.unknown = s.unknown || o.unknown
+}
+
+// list returns the columns sorted by name.
+func (s sources) list() []rules.Column {
+	out := make([]rules.Column, 0, len(s.cols))
+	for c := range s.cols {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b rules.Column) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
+// outputColumn is one column of a result: its name and lineage.
+type outputColumn struct {
+	name string
+	src  sources
+}
+
+// rangeEntry is one item of a FROM list as the expressions see it.
+type rangeEntry struct {
+	name string
+	cols []outputColumn
+	// opaque, when set, is the lineage of every column of an entry whose
+	// columns are not known one by one (a function in FROM).
+	opaque *sources
+}
+
+type scope struct {
+	parent  *scope
+	entries []*rangeEntry
+	ctes    map[string]*rangeEntry
+	// noStar is set when "*" cannot be expanded column by column, as for
+	// JOIN ... USING, which merges columns.
+	noStar bool
+}
+
+func (sc *scope) cte(name string) *rangeEntry {
+	for s := sc; s != nil; s = s.parent {
+		if e, ok := s.ctes[name]; ok {
+			return e
+		}
+	}
+	return nil
+}
+
+// resolver traces statement outputs to source columns. It is used by one
+// goroutine at a time.
+type resolver struct {
+	ctx   context.Context
+	cat   catalogSource
+	depth int
+	// filters collects columns read in WHERE, JOIN ON, GROUP BY, HAVING,
+	// ORDER BY and DISTINCT, for strict mode.
+	filters sources
+	// statsViews lists catalog relations that expose column values.
+	statsViews []string
+}
+
+// valueExposingCatalogs are catalog relations whose columns hold samples of
+// table data; strict mode rejects statements that read them.
+var valueExposingCatalogs = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
+
+// dataReadingBuiltins are built-in functions that run SQL text or read
+// relations named in their arguments, so their output may carry any column.
+var dataReadingBuiltins = []string{
+	"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
+	"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+	"cursor_to_xml", "cursor_to_xmlschema", "schema_to_xml", "schema_to_xmlschema",
+	"schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
+	"database_to_xml_and_xmlschema", "lo_get", "lo_export", "loread", "pg_read_file",
+	"pg_read_binary_file", "dblink", "dblink_exec", "current_setting",
+}
+
+func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]outputColumn, error) {
+	if sel == nil {
+		return nil, errLineage
+	}
+	sc := &scope{parent: parent}
+	if sel.WithClause != nil {
+		if err := r.withClause(sel.WithClause, sc); err != nil {
+			return nil, err
+		}
+	}
+
+	if sel.Op != pg_query.SetOperation_SETOP_NONE {
+		left, err := r.selectStmt(sel.Larg, sc)
+		if err != nil {
+			return nil, err
+		}
+		right, err := r.selectStmt(sel.Rarg, sc)
+		if err != nil {
+			return nil, err
+		}
+		if len(left) != len(right) {
+			return nil, errLineage
+		}
+		for i := range left {
+			left[i].src.union(right[i].src)
+		}
+		r.filterExprs(sc, sel.SortClause)
+		return left, nil
+	}
+
+	if len(sel.ValuesLists) > 0 {
+		var out []outputColumn
+		for _, row := range sel.ValuesLists {
+			items := row.GetList().GetItems()
+			if out == nil {
+				out = make([]outputColumn, len(items))
+				for i := range out {
+					out[i].name = fmt.Sprintf("column%d", i+1)
+				}
+			}
+			if len(items) != len(out) {
+				return nil, errLineage
+			}
+			for i, item := range items {
+				out[i].src.union(r.expr(item, sc))
+			}
+		}
+		return out, nil
+	}
+
+	for _, item := range sel.FromClause {
+		e, err := r.fromItem(item, sc)
+		if err != nil {
+			return nil, err
+		}
+		sc.entries = append(sc.entries, e...)
+	}
+
+	var out []outputColumn
+	for _, t := range sel.TargetList {
+		cols, err := r.target(t.GetResTarget(), sc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cols...)
+	}
+
+	r.filterExprs(sc, []*pg_query.Node{sel.WhereClause, sel.HavingClause})
+	r.filterExprs(sc, sel.GroupClause)
+	r.filterExprs(sc, sel.SortClause)
+	r.filterExprs(sc, sel.DistinctClause)
+	return out, nil
+}
+
+func (r *resolver) filterExprs(sc *scope, nodes []*pg_query.Node) {
+	for _, n := range nodes {
+		if n != nil {
+			r.filters.union(r.expr(n, sc))
+		}
+	}
+}
+
+func (r *resolver) withClause(w *pg_query.WithClause, sc *scope) error {
+	sc.ctes = map[string]*rangeEntry{}
+	for _, n := range w.Ctes {
+		cte := n.GetCommonTableExpr()
+		if cte == nil {
+			return errLineage
+		}
+		if w.Recursive {
+			// A recursive reference reads rows this CTE produced, whose
+			// lineage is not known yet, so it counts as unknown.
+			sc.ctes[cte.Ctename] = &rangeEntry{name: cte.Ctename, opaque: &sources{unknown: true}}
+		}
+		cols, err := r.statementOutputs(cte.Ctequery, sc)
+		if err != nil {
+			return err
+		}
+		renameColumns(cols, cte.Aliascolnames)
+		sc.ctes[cte.Ctename] = &rangeEntry{name: cte.Ctename, cols: cols}
+	}
+	return nil
+}
+
+func renameColumns(cols []outputColumn, names []*pg_query.Node) {
+	for i, n := range names {
+		if i < len(cols) {
+			cols[i].name = n.GetString_().GetSval()
+		}
+	}
+}
+
+// statementOutputs resolves a statement that returns rows: a SELECT or a
+// data-modifying statement with RETURNING.
+func (r *resolver) statementOutputs(n *pg_query.Node, sc *scope) ([]outputColumn, error) {
+	switch {
+	case n.GetSelectStmt() != nil:
+		return r.selectStmt(n.GetSelectStmt(), sc)
+	case n.GetInsertStmt() != nil:
+		s := n.GetInsertStmt()
+		return r.returning(s.Relation, nil, s.ReturningList, sc)
+	case n.GetUpdateStmt() != nil:
+		s := n.GetUpdateStmt()
+		return r.returning(s.Relation, s.FromClause, s.ReturningList, sc)
+	case n.GetDeleteStmt() != nil:
+		s := n.GetDeleteStmt()
+		return r.returning(s.Relation, s.UsingClause, s.ReturningList, sc)
+	}
+	return nil, errLineage
+}
+
+func (r *resolver) returning(rel *pg_query.RangeVar, from, list []*pg_query.Node, parent *scope) ([]outputColumn, error) {
+	sc := &scope{parent: parent}
+	e, err := r.rangeVar(rel, sc)
+	if err != nil {
+		return nil, err
+	}
+	sc.entries = append(sc.entries, e)
+	for _, item := range from {
+		es, err := r.fromItem(item, sc)
+		if err != nil {
+			return nil, err
+		}
+		sc.entries = append(sc.entries, es...)
+	}
+	var out []outputColumn
+	for _, t := range list {
+		cols, err := r.target(t.GetResTarget(), sc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, cols...)
+	}
+	return out, nil
+}
+
+func (r *resolver) fromItem(n *pg_query.Node, sc *scope) ([]*rangeEntry, error) {
+	switch {
+	case n.GetRangeVar() != nil:
+		e, err := r.rangeVar(n.GetRangeVar(), sc)
+		return []*rangeEntry{e}, err
+
+	case n.GetRangeSubselect() != nil:
+		sub := n.GetRangeSubselect()
+		outer := sc.parent
+		if sub.Lateral {
+			outer = sc
+		}
+		cols, err := r.statementOutputs(sub.Subquery, outer)
+		if err != nil {
+			return nil, err
+		}
+		e := &rangeEntry{cols: cols}
+		if sub.Alias != nil {
+			e.name = sub.Alias.Aliasname
+			renameColumns(cols, sub.Alias.Colnames)
+		}
+		return []*rangeEntry{e}, nil
+
+	case n.GetJoinExpr() != nil:
+		j := n.GetJoinExpr()
+		left, err := r.fromItem(j.Larg, sc)
+		if err != nil {
+			return nil, err
+		}
+		right, err := r.fromItem(j.Rarg, sc)
+		if err != nil {
+			return nil, err
+		}
+		entries := append(left, right...)
+		if j.IsNatural || len(j.UsingClause) > 0 || j.Alias != nil {
+			sc.noStar = true
+		}
+		joined := &scope{parent: sc.parent, entries: entries}
+		r.filterExprs(joined, []*pg_query.Node{j.Quals})
+		return entries, nil
+
+	case n.GetRangeTableSample() != nil:
+		return r.fromItem(n.GetRangeTableSample().Relation, sc)
+	}
+
+	// Functions in FROM, XMLTABLE and JSON_TABLE: their columns derive from
+	// their arguments, which are walked as one expression.
+	src := r.expr(n, sc)
+	name := ""
+	if f := n.GetRangeFunction(); f != nil && f.Alias != nil {
+		name = f.Alias.Aliasname
+	}
+	return []*rangeEntry{{name: name, opaque: &src}}, nil
+}
+
+func (r *resolver) rangeVar(rv *pg_query.RangeVar, sc *scope) (*rangeEntry, error) {
+	if rv == nil {
+		return nil, errLineage
+	}
+	alias := rv.Relname
+	if rv.Alias != nil {
+		alias = rv.Alias.Aliasname
+	}
+	if rv.Schemaname == "" {
+		if cte := sc.cte(rv.Relname); cte != nil {
+			e := *cte
+			e.name = alias
+			e.cols = slices.Clone(cte.cols)
+			if rv.Alias != nil {
+				renameColumns(e.cols, rv.Alias.Colnames)
+			}
+			return &e, nil
+		}
+	}
+
+	rel, err := r.cat.relationByName(r.ctx, rv.Schemaname, rv.Relname)
+	if err != nil {
+		return nil, err
+	}
+	if rel == nil {
+		return nil, fmt.Errorf("%w: relation %q not found", errLineage, rv.Relname)
+	}
+	cols, err := r.relationColumns(rel)
+	if err != nil {
+		return nil, err
+	}
+	if rv.Alias != nil {
+		renameColumns(cols, rv.Alias.Colnames)
+	}
+	return &rangeEntry{name: alias, cols: cols}, nil
+}
+
+// relationColumns returns the lineage of each column of rel: itself for a
+// table, the traced definition for a view or materialized view.
+func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
+	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) {
+		r.statsViews = append(r.statsViews, rel.Schema+"."+rel.Name)
+	}
+	if rel.Kind != 'v' && rel.Kind != 'm' {
+		cols := make([]outputColumn, len(rel.Columns))
+		for i, c := range rel.Columns {
+			cols[i] = outputColumn{name: c}
+			cols[i].src.add(rules.Column{Schema: rel.Schema, Table: rel.Name, Name: c})
+		}
+		return cols, nil
+	}
+
+	if r.depth >= maxViewDepth {
+		return nil, fmt.Errorf("%w: views nested deeper than %d", errLineage, maxViewDepth)
+	}
+	tree, err := pg_query.Parse(rel.Definition)
+	if err != nil || len(tree.Stmts) != 1 {
+		return nil, fmt.Errorf("%w: definition of %s.%s", errLineage, rel.Schema, rel.Name)
+	}
+	inner := &resolver{ctx: r.ctx, cat: r.cat, depth: r.depth + 1}
+	cols, err := inner.statementOutputs(tree.Stmts[0].Stmt, nil)
+	r.statsViews = append(r.statsViews, inner.statsViews...)
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) != len(rel.Columns) {
+		return nil, fmt.Errorf("%w: view %s.%s has %d columns, definition %d", errLineage, rel.Schema, rel.Name, len(rel.Columns), len(cols))
+	}
+	for i := range cols {
+		cols[i].name = rel.Columns[i]
+	}
+	return cols, nil
+}
+
+func (r *resolver) target(t *pg_query.ResTarget, sc *scope) ([]outputColumn, error) {
+	if t == nil {
+		return nil, errLineage
+	}
+	if ref := t.Val.GetColumnRef(); ref != nil && isStar(ref) {
+		return r.expandStar(ref, sc)
+	}
+	name := t.Name
+	if name == "" {
+		name = outputName(t.Val)
+	}
+	return []outputColumn{{name: name, src: r.expr(t.Val, sc)}}, nil
+}
+
+func isStar(ref *pg_query.ColumnRef) bool {
+	return len(ref.Fields) > 0 && ref.Fields[len(ref.Fields)-1].GetAStar() != nil
+}
+
+func (r *resolver) expandStar(ref *pg_query.ColumnRef, sc *scope) ([]outputColumn, error) {
+	entries := sc.entries
+	if len(ref.Fields) > 1 {
+		name := ref.Fields[len(ref.Fields)-2].GetString_().GetSval()
+		entries = nil
+		for _, e := range sc.entries {
+			if e.name == name {
+				entries = append(entries, e)
+			}
+		}
+		if len(entries) != 1 {
+			return nil, errLineage
+		}
+	} else if sc.noStar {
+		return nil, fmt.Errorf("%w: * over a join that merges columns", errLineage)
+	}
+	var out []outputColumn
+	for _, e := range entries {
+		if e.opaque != nil {
+			return nil, fmt.Errorf("%w: * over a function", errLineage)
+		}
+		out = append(out, slices.Clone(e.cols)...)
+	}
+	return out, nil
+}
+
+func outputName(n *pg_query.Node) string {
+	switch {
+	case n.GetColumnRef() != nil:
+		f := n.GetColumnRef().Fields
+		return f[len(f)-1].GetString_().GetSval()
+	case n.GetFuncCall() != nil:
+		f := n.GetFuncCall().Funcname
+		return f[len(f)-1].GetString_().GetSval()
+	case n.GetTypeCast() != nil:
+		return outputName(n.GetTypeCast().Arg)
+	}
+	return "?column?"
+}
+
+// expr returns the lineage of an expression: every column it reads, through
+// operators, casts, CASE, function calls, row constructors and subqueries.
+func (r *resolver) expr(n *pg_query.Node, sc *scope) sources {
+	var out sources
+	r.walk(n.ProtoReflect(), sc, &out)
+	return out
+}
+
+func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
+	switch v := m.Interface().(type) {
+	case *pg_query.ColumnRef:
+		out.union(r.columnRef(v, sc))
+		return
+	case *pg_query.SubLink:
+		if v.Testexpr != nil {
+			r.walk(v.Testexpr.ProtoReflect(), sc, out)
+		}
+		cols, err := r.statementOutputs(v.Subselect, sc)
+		if err != nil {
+			out.unknown = true
+			return
+		}
+		for _, c := range cols {
+			out.union(c.src)
+		}
+		return
+	case *pg_query.FuncCall:
+		if r.opaqueFunction(v.Funcname) {
+			out.unknown = true
+		}
+	case *pg_query.RangeSubselect, *pg_query.SelectStmt:
+		// A query nested in an expression without a SubLink (a function in
+		// FROM taking a subquery) is traced as a statement.
+		out.unknown = true
+		return
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				r.walk(l.Get(i).Message(), sc, out)
+			}
+		case fd.Kind() == protoreflect.MessageKind && !fd.IsMap():
+			r.walk(v.Message(), sc, out)
+		}
+		return true
+	})
+}
+
+// opaqueFunction reports whether a call may read data the arguments do not
+// show: a function outside pg_catalog or a built-in that runs SQL text.
+func (r *resolver) opaqueFunction(name []*pg_query.Node) bool {
+	parts := make([]string, len(name))
+	for i, n := range name {
+		parts[i] = n.GetString_().GetSval()
+	}
+	if len(parts) == 0 {
+		return true
+	}
+	fn := parts[len(parts)-1]
+	if len(parts) > 1 && parts[len(parts)-2] != "pg_catalog" {
+		return true
+	}
+	if slices.Contains(dataReadingBuiltins, fn) {
+		return true
+	}
+	user, err := r.cat.userFunction(r.ctx, fn)
+	return err != nil || user
+}
+
+func (r *resolver) columnRef(ref *pg_query.ColumnRef, sc *scope) sources {
+	names := make([]string, 0, len(ref.Fields))
+	star := false
+	for _, f := range ref.Fields {
+		if f.GetAStar() != nil {
+			star = true
+			continue
+		}
+		names = append(names, f.GetString_().GetSval())
+	}
+
+	for s := sc; s != nil; s = s.parent {
+		if src, ok := lookupIn(s, names, star); ok {
+			return src
+		}
+	}
+	return sources{unknown: true}
+}
+
+// lookupIn resolves a column reference in one scope level. A bare name
+// that matches no column but a FROM item is a whole-row reference.
+func lookupIn(sc *scope, names []string, star bool) (sources, bool) {
+	var out sources
+	found := false
+	whole := func(e *rangeEntry) {
+		found = true
+		if e.opaque != nil {
+			out.union(*e.opaque)
+			return
+		}
+		for _, c := range e.cols {
+			out.union(c.src)
+		}
+	}
+
+	switch {
+	case star && len(names) == 0:
+		for _, e := range sc.entries {
+			whole(e)
+		}
+	case star:
+		for _, e := range sc.entries {
+			if e.name == names[len(names)-1] {
+				whole(e)
+			}
+		}
+	case len(names) == 1:
+		for _, e := range sc.entries {
+			if e.opaque != nil {
+				// A function's columns are unknown by name, so any bare
+				// name might be one of them.
+				out.union(*e.opaque)
+				found = true
+				continue
+			}
+			for _, c := range e.cols {
+				if c.name == names[0] {
+					out.union(c.src)
+					found = true
+				}
+			}
+		}
+		if !found {
+			for _, e := range sc.entries {
+				if e.name == names[0] {
+					whole(e)
+				}
+			}
+		}
+	default:
+		rel, col := names[len(names)-2], names[len(names)-1]
+		for _, e := range sc.entries {
+			if e.name != rel {
+				continue
+			}
+			if e.opaque != nil {
+				whole(e)
+				continue
+			}
+			for _, c := range e.cols {
+				if c.name == col {
+					out.union(c.src)
+					found = true
+				}
+			}
+		}
+	}
+	return out, found
+}

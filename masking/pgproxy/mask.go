@@ -1,0 +1,247 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"ward.dev/ward/masking/rules"
+)
+
+// ErrRefused means the proxy rejected a statement; the client gets an
+// ErrorResponse with SQLSTATE 42501 (insufficient_privilege).
+var ErrRefused = errors.New("statement rejected by ward")
+
+// redactedText replaces a redacted value of a text type.
+const redactedText = "REDACTED"
+
+// actionKind is what happens to the values of one result column.
+type actionKind uint8
+
+const (
+	actionKeep actionKind = iota
+	actionMask
+	actionRedact
+)
+
+// columnAction is the treatment of one result column for one caller.
+type columnAction struct {
+	kind   actionKind
+	masker *columnMasker
+	oid    uint32
+	format int16
+}
+
+// resultPlan is the treatment of every column of one result set.
+type resultPlan struct {
+	cols []columnAction
+	// masks is false when every column is kept, so rows pass unparsed.
+	masks bool
+}
+
+// columnMasker masks values of one column with its rules. It opens the
+// rules for the column's whole table, because rules.Table masks rows.
+type columnMasker struct {
+	col   rules.Column
+	spec  string // transformer and parameters, to tell rules apart
+	table *rules.Table
+	index int
+	width int
+}
+
+// mask returns the masked text of value; null reports a NULL result.
+func (m *columnMasker) mask(value string) (out string, null bool, err error) {
+	row := make([]rules.Field, m.width)
+	for i := range row {
+		row[i].Null = true
+	}
+	row[m.index] = rules.Field{Text: value}
+	if err := m.table.MaskRow(row); err != nil {
+		return "", false, err
+	}
+	return row[m.index].Text, row[m.index].Null, nil
+}
+
+// maskers finds and caches the masker of each column. It is safe for
+// concurrent use.
+type maskers struct {
+	plan *rules.Plan
+	cat  catalogSource
+
+	mu     sync.Mutex
+	byCol  map[rules.Column]*columnMasker // nil value: the rules keep it
+	tables map[string]*rules.Table
+}
+
+// forColumn returns the column's masker, or nil when its rules keep it.
+func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMasker, error) {
+	ms.mu.Lock()
+	m, ok := ms.byCol[col]
+	ms.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+
+	keep, spec := ms.keeps(col)
+	if keep {
+		ms.store(col, nil)
+		return nil, nil
+	}
+	rel, err := ms.cat.relationByName(ctx, col.Schema, col.Table)
+	if err != nil {
+		return nil, err
+	}
+	if rel == nil {
+		return nil, fmt.Errorf("relation %s not found", col.TableName())
+	}
+	ms.mu.Lock()
+	t, ok := ms.tables[col.TableName()]
+	ms.mu.Unlock()
+	if !ok {
+		t, err = ms.plan.Table(col.Schema, col.Table, rel.Columns)
+		if err != nil {
+			return nil, err
+		}
+		ms.mu.Lock()
+		ms.tables[col.TableName()] = t
+		ms.mu.Unlock()
+	}
+	index := -1
+	for i, c := range rel.Columns {
+		if c == col.Name {
+			index = i
+		}
+	}
+	if index < 0 {
+		return nil, fmt.Errorf("column %s not found", col)
+	}
+	m = &columnMasker{col: col, spec: spec, table: t, index: index, width: len(rel.Columns)}
+	ms.store(col, m)
+	return m, nil
+}
+
+func (ms *maskers) store(col rules.Column, m *columnMasker) {
+	ms.mu.Lock()
+	ms.byCol[col] = m
+	ms.mu.Unlock()
+}
+
+// keeps reports whether the rules leave col as it is, and otherwise returns
+// a text that is equal for equal rules.
+func (ms *maskers) keeps(col rules.Column) (bool, string) {
+	rs := ms.plan.Rules(col)
+	if len(rs) == 0 {
+		d := ms.plan.Ruleset().Default
+		return d == rules.DefaultKeep, "default " + string(d)
+	}
+	var b strings.Builder
+	keep := true
+	for _, r := range rs {
+		if r.Transformer != rules.KeepTransformer {
+			keep = false
+		}
+		fmt.Fprintf(&b, "%s|%s|%v|%s|%v;", r.Transformer, r.JSONPath, r.Elements, r.Entity, r.Params)
+	}
+	return keep, b.String()
+}
+
+// textOIDs are types whose binary format is their text.
+var textOIDs = map[uint32]bool{
+	pgtype.TextOID: true, pgtype.VarcharOID: true, pgtype.BPCharOID: true, pgtype.NameOID: true, 705: true,
+}
+
+// maskRow masks the values of a DataRow in place according to plan.
+func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow) {
+	if !plan.masks {
+		return
+	}
+	if len(row.Values) != len(plan.cols) {
+		// A row that does not match its description is redacted whole.
+		for i := range row.Values {
+			row.Values[i] = nil
+		}
+		return
+	}
+	for i, a := range plan.cols {
+		if a.kind == actionKeep || row.Values[i] == nil {
+			continue
+		}
+		row.Values[i] = maskValue(a, types, row.Values[i])
+	}
+}
+
+// maskValue returns the masked form of one value, or nil (SQL NULL) when
+// the value cannot be masked in its type.
+func maskValue(a columnAction, types *pgtype.Map, v []byte) []byte {
+	if a.kind == actionRedact {
+		return redactedValue(a)
+	}
+
+	binary := a.format == pgtype.BinaryFormatCode && !textOIDs[a.oid]
+	text := string(v)
+	if binary {
+		var ok bool
+		text, ok = binaryToText(types, a.oid, v)
+		if !ok {
+			return nil
+		}
+	}
+	out, null, err := a.masker.mask(text)
+	if err != nil || null {
+		// A transformer that cannot mask this value (a derived output of
+		// another type, for example) redacts it rather than pass it.
+		return redactedValue(a)
+	}
+	if binary {
+		b, ok := textToBinary(types, a.oid, out)
+		if !ok {
+			return nil
+		}
+		return b
+	}
+	return []byte(out)
+}
+
+func redactedValue(a columnAction) []byte {
+	if textOIDs[a.oid] {
+		return []byte(redactedText)
+	}
+	return nil
+}
+
+func binaryToText(types *pgtype.Map, oid uint32, v []byte) (string, bool) {
+	t, ok := types.TypeForOID(oid)
+	if !ok {
+		return "", false
+	}
+	val, err := t.Codec.DecodeValue(types, oid, pgtype.BinaryFormatCode, v)
+	if err != nil {
+		return "", false
+	}
+	b, err := types.Encode(oid, pgtype.TextFormatCode, val, nil)
+	if err != nil || b == nil {
+		return "", false
+	}
+	return string(b), true
+}
+
+func textToBinary(types *pgtype.Map, oid uint32, s string) ([]byte, bool) {
+	t, ok := types.TypeForOID(oid)
+	if !ok {
+		return nil, false
+	}
+	val, err := t.Codec.DecodeValue(types, oid, pgtype.TextFormatCode, []byte(s))
+	if err != nil {
+		return nil, false
+	}
+	b, err := types.Encode(oid, pgtype.BinaryFormatCode, val, nil)
+	if err != nil || b == nil {
+		return nil, false
+	}
+	return b, true
+}

@@ -1,0 +1,80 @@
+package pgproxy
+
+import (
+	"regexp"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Error and notice scrubbing. PostgreSQL quotes row values in several
+// fields: a unique violation's DETAIL is "Key (email)=(a@b.c) already
+// exists.", a check violation's is "Failing row contains (...)", a data
+// exception's MESSAGE quotes the input that failed to convert, and WHERE
+// and internal queries show PL/pgSQL context. The proxy cannot tell which
+// of these values came from a masked column, so it removes values from
+// every error and notice it relays, and keeps names and codes.
+var (
+	keyValueRe   = regexp.MustCompile(`(Key \([^)]*\))=\(.*?\)( already exists| is not present| is still referenced| conflicts with|\.|$)`)
+	failingRowRe = regexp.MustCompile(`(Failing row contains) \(.*\)`)
+)
+
+const redactedDetail = "(detail removed by ward)"
+
+// scrubError removes values from an ErrorResponse or NoticeResponse.
+func scrubError(e *pgproto3.ErrorResponse) {
+	class := ""
+	if len(e.Code) >= 2 {
+		class = e.Code[:2]
+	}
+
+	switch class {
+	case "22", "P0", "XX", "38", "39", "2F":
+		// Data exceptions quote the value that failed; functions raise
+		// messages built from anything they read.
+		e.Message = messagePrefix(e.Message)
+	case "00", "01":
+		// RAISE NOTICE and warnings from functions carry arbitrary text.
+		if e.Code == "00000" || e.Code == "01000" {
+			e.Message = "message removed by ward"
+		}
+	}
+
+	if e.Detail != "" {
+		d := keyValueRe.ReplaceAllString(e.Detail, "$1=("+redactedText+")$2")
+		d = failingRowRe.ReplaceAllString(d, "$1 ("+redactedText+")")
+		if d == e.Detail && class != "42" && class != "08" && class != "53" && class != "57" {
+			d = redactedDetail
+		}
+		e.Detail = d
+	}
+	if class != "42" {
+		e.Hint = ""
+	}
+	e.Where = ""
+	e.InternalQuery = ""
+	e.InternalPosition = 0
+	e.UnknownFields = nil
+}
+
+// messagePrefix keeps the text before the first ": " or quote, which names
+// the kind of failure, and drops the rest.
+func messagePrefix(msg string) string {
+	cut := len(msg)
+	if i := strings.Index(msg, ": "); i >= 0 {
+		cut = i
+	}
+	if i := strings.IndexAny(msg, `"'`); i >= 0 && i < cut {
+		cut = i
+	}
+	prefix := strings.TrimSpace(msg[:cut])
+	if prefix == "" {
+		return "value removed by ward"
+	}
+	return prefix + ": value removed by ward"
+}
+
+func scrubNotice(n *pgproto3.NoticeResponse) {
+	e := (*pgproto3.ErrorResponse)(n)
+	scrubError(e)
+}

@@ -1,0 +1,494 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"ward.dev/ward/masking/rules"
+)
+
+// prepared is a statement the client prepared with Parse.
+type prepared struct {
+	sql string
+	st  *statement // nil when the text has no or several statements
+	// fields is the statement's row description from a Describe, or nil.
+	fields []pgproto3.FieldDescription
+}
+
+// portal is a statement bound with Bind.
+type portal struct {
+	stmt    *prepared
+	formats []int16
+	plan    *resultPlan
+}
+
+type expectKind uint8
+
+const (
+	expParse expectKind = iota
+	expBind
+	expDescribeStatement
+	expDescribePortal
+	expExecute
+	expClose
+	expSync
+	expQuery
+	expLocal
+)
+
+// expectation is one response the proxy awaits from upstream, in order.
+type expectation struct {
+	kind     expectKind
+	injected bool // sent by the proxy: the response is not relayed
+	stmt     *prepared
+	portal   *portal
+	// A simple query's statements and the current one's plan.
+	stmts []*statement
+	idx   int
+	plan  *resultPlan
+	copy  *resultPlan
+	// local holds messages the proxy answers itself, in order.
+	local []pgproto3.BackendMessage
+}
+
+// session relays one client connection. Two goroutines use it: run reads
+// from the client, relayUpstream reads from upstream; mu guards the
+// fields they share, and wmu serializes writes to the client.
+type session struct {
+	srv     *Server
+	ctx     context.Context
+	client  net.Conn
+	be      *pgproto3.Backend
+	up      net.Conn
+	fe      *pgproto3.Frontend
+	subject string
+	user    string
+	log     *slog.Logger
+	types   *pgtype.Map // used only by relayUpstream
+
+	upPID     uint32
+	upKey     []byte
+	cancelKey uint32
+
+	mu       sync.Mutex
+	pending  []*expectation
+	stmts    map[string]*prepared
+	portals  map[string]*portal
+	cursors  map[string]*statement
+	txStatus byte
+	// skipping is set after the proxy rejected an extended-protocol
+	// message: the client's messages up to Sync are dropped.
+	skipping bool
+
+	wmu sync.Mutex
+}
+
+// run relays until either side closes.
+func (s *session) run() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.relayUpstream(); err != nil && !isClosed(err) {
+			s.log.Warn("pgproxy upstream relay ended", "err", err)
+			s.sendFatal("08006", "ward pgproxy lost the connection to the database")
+		}
+		s.client.Close()
+	}()
+	if err := s.relayClient(); err != nil && !isClosed(err) {
+		s.log.Info("pgproxy client relay ended", "err", err)
+		var tooBig *pgproto3.ExceededMaxBodyLenErr
+		if errors.As(err, &tooBig) {
+			s.sendFatal("54000", fmt.Sprintf("message of %d bytes exceeds the proxy's limit of %d bytes", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
+		}
+	}
+	s.up.Close()
+	<-done
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+func (s *session) sendFatal(code, msg string) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	_ = s.be.Flush()
+}
+
+func (s *session) push(e *expectation) {
+	s.mu.Lock()
+	s.pending = append(s.pending, e)
+	s.mu.Unlock()
+}
+
+// head returns the oldest awaited response, or nil.
+func (s *session) head() *expectation {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) == 0 {
+		return nil
+	}
+	return s.pending[0]
+}
+
+func (s *session) pop() {
+	s.mu.Lock()
+	if len(s.pending) > 0 {
+		s.pending = s.pending[1:]
+	}
+	s.mu.Unlock()
+}
+
+// flushLocal sends the answers the proxy made itself once every earlier
+// response has been relayed.
+func (s *session) flushLocal() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sent := false
+	for len(s.pending) > 0 && s.pending[0].kind == expLocal {
+		e := s.pending[0]
+		s.pending = s.pending[1:]
+		s.wmu.Lock()
+		for _, m := range e.local {
+			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
+				rfq.TxStatus = s.txStatus
+			}
+			s.be.Send(m)
+		}
+		s.wmu.Unlock()
+		sent = true
+	}
+	if !sent {
+		return nil
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.be.Flush()
+}
+
+// refusal returns an ErrorResponse for a rejected statement.
+func refusal(format string, args ...any) *pgproto3.ErrorResponse {
+	return &pgproto3.ErrorResponse{
+		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
+		Message: fmt.Sprintf(format, args...),
+	}
+}
+
+// relayClient forwards client messages upstream, recording what responses
+// to expect and rejecting what policy forbids.
+func (s *session) relayClient() error {
+	for {
+		msg, err := s.be.Receive()
+		if err != nil {
+			return err
+		}
+
+		s.mu.Lock()
+		skipping := s.skipping
+		s.mu.Unlock()
+		if skipping {
+			if _, ok := msg.(*pgproto3.Sync); !ok {
+				continue
+			}
+			s.mu.Lock()
+			s.skipping = false
+			s.mu.Unlock()
+		}
+
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			stmts, perr := parseStatements(s.ctx, s.srv.catalog, m.String)
+			if perr == nil {
+				if rej := s.check(stmts); rej != nil {
+					s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
+					if err := s.flushLocal(); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			s.push(&expectation{kind: expQuery, stmts: stmts})
+			s.fe.Send(m)
+
+		case *pgproto3.Parse:
+			p := &prepared{sql: m.Query}
+			stmts, perr := parseStatements(s.ctx, s.srv.catalog, m.Query)
+			if perr == nil && len(stmts) == 1 {
+				p.st = stmts[0]
+			}
+			if perr == nil {
+				if rej := s.check(stmts); rej != nil {
+					if err := s.rejectExtended(rej); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			s.mu.Lock()
+			s.stmts[m.Name] = p
+			s.mu.Unlock()
+			s.push(&expectation{kind: expParse, stmt: p})
+			s.fe.Send(m)
+
+		case *pgproto3.Bind:
+			s.mu.Lock()
+			p := s.stmts[m.PreparedStatement]
+			s.mu.Unlock()
+			if p == nil {
+				p = &prepared{}
+			}
+			pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
+			if p.fields != nil {
+				pt.plan, err = s.plan(p.st, withFormats(p.fields, pt.formats))
+				if err != nil {
+					if err := s.rejectExtended(refusal("%v", err)); err != nil {
+						return err
+					}
+					continue
+				}
+			}
+			s.mu.Lock()
+			s.portals[m.DestinationPortal] = pt
+			s.mu.Unlock()
+			s.push(&expectation{kind: expBind, portal: pt})
+			s.fe.Send(m)
+
+		case *pgproto3.Describe:
+			e := &expectation{kind: expDescribePortal}
+			s.mu.Lock()
+			if m.ObjectType == 'S' {
+				e.kind, e.stmt = expDescribeStatement, s.stmts[m.Name]
+			} else {
+				e.portal = s.portals[m.Name]
+			}
+			s.mu.Unlock()
+			s.push(e)
+			s.fe.Send(m)
+
+		case *pgproto3.Execute:
+			s.mu.Lock()
+			pt := s.portals[m.Portal]
+			s.mu.Unlock()
+			if pt == nil {
+				pt = &portal{stmt: &prepared{}}
+			}
+			if pt.plan == nil {
+				// The rows need a plan; ask upstream to describe the portal
+				// and keep the answer to ourselves.
+				s.push(&expectation{kind: expDescribePortal, portal: pt, injected: true})
+				s.fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal})
+			}
+			s.push(&expectation{kind: expExecute, portal: pt})
+			s.fe.Send(m)
+
+		case *pgproto3.Close:
+			s.mu.Lock()
+			if m.ObjectType == 'S' {
+				delete(s.stmts, m.Name)
+			} else {
+				delete(s.portals, m.Name)
+			}
+			s.mu.Unlock()
+			s.push(&expectation{kind: expClose})
+			s.fe.Send(m)
+
+		case *pgproto3.Sync:
+			s.push(&expectation{kind: expSync})
+			s.fe.Send(m)
+
+		case *pgproto3.FunctionCall:
+			// The fast-path function call returns values without a row
+			// description, so nothing could trace or mask them.
+			s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{
+				refusal("ward pgproxy does not allow the fast-path function call protocol"), &pgproto3.ReadyForQuery{}}})
+			if err := s.flushLocal(); err != nil {
+				return err
+			}
+			continue
+
+		case *pgproto3.Terminate:
+			s.fe.Send(m)
+			_ = s.fe.Flush()
+			return nil
+
+		default:
+			// Flush, CopyData, CopyDone, CopyFail.
+			s.fe.Send(m)
+		}
+		if err := s.fe.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+// rejectExtended answers an extended-protocol message with an error and
+// drops the client's messages up to Sync, as PostgreSQL does after an error.
+func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
+	s.mu.Lock()
+	s.skipping = true
+	s.mu.Unlock()
+	s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej}})
+	return s.flushLocal()
+}
+
+// check returns the error to answer statements with, or nil to let them
+// through.
+func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
+	for _, st := range stmts {
+		if st.write && s.srv.cfg.Writes == WritesReadOnly {
+			return refusal("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
+		}
+		if !s.srv.cfg.Strict {
+			continue
+		}
+		if len(st.statsViews) > 0 {
+			return refusal("ward pgproxy strict mode: %s exposes column values and is not allowed", st.statsViews[0])
+		}
+		for _, c := range st.filters.list() {
+			if !s.unmasked(c) {
+				return refusal("ward pgproxy strict mode: column %s is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or DISTINCT", c)
+			}
+		}
+		if st.filters.unknown {
+			return refusal("ward pgproxy strict mode: the columns a condition reads cannot be established")
+		}
+	}
+	for _, st := range stmts {
+		if st.declares != "" {
+			s.mu.Lock()
+			s.cursors[st.declares] = st
+			s.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+func (s *session) unmasked(c rules.Column) bool {
+	return s.srv.authz.Decide(s.subject, s.srv.cfg.Environment, c.Object(), "unmask").Allowed
+}
+
+// withFormats applies Bind's result format codes to a statement's fields.
+func withFormats(fields []pgproto3.FieldDescription, formats []int16) []pgproto3.FieldDescription {
+	out := slices.Clone(fields)
+	for i := range out {
+		switch len(formats) {
+		case 0:
+			out[i].Format = 0
+		case 1:
+			out[i].Format = formats[0]
+		default:
+			if i < len(formats) {
+				out[i].Format = formats[i]
+			}
+		}
+	}
+	return out
+}
+
+// plan decides the treatment of each column of a result set for this
+// caller. st may be nil when the statement text was not traced.
+func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resultPlan, error) {
+	if st != nil && st.fetches != "" {
+		s.mu.Lock()
+		st = s.cursors[st.fetches]
+		s.mu.Unlock()
+	}
+	p := &resultPlan{cols: make([]columnAction, len(fields))}
+	for i, f := range fields {
+		var src sources
+		known := false
+		if st != nil && st.outputs != nil && len(st.outputs) == len(fields) {
+			src.union(st.outputs[i].src)
+			known = true
+		}
+		if f.TableOID != 0 {
+			origin, ok := s.origin(f.TableOID, f.TableAttributeNumber)
+			if ok {
+				if !known {
+					src = origin
+				} else {
+					src.union(origin)
+				}
+				known = true
+			}
+		}
+		if !known {
+			src.unknown = true
+		}
+		a, err := s.action(src, f)
+		if err != nil {
+			return nil, err
+		}
+		p.cols[i] = a
+		p.masks = p.masks || a.kind != actionKeep
+	}
+	return p, nil
+}
+
+// origin returns the lineage of a RowDescription origin column.
+func (s *session) origin(oid uint32, attnum uint16) (sources, bool) {
+	rel, err := s.srv.catalog.relationByOID(s.ctx, oid)
+	if err != nil || rel == nil {
+		return sources{}, false
+	}
+	i := rel.columnIndex(int16(attnum))
+	if i < 0 {
+		return sources{}, false
+	}
+	r := &resolver{ctx: s.ctx, cat: s.srv.catalog}
+	cols, err := r.relationColumns(rel)
+	if err != nil || i >= len(cols) {
+		return sources{}, false
+	}
+	return cols[i].src, true
+}
+
+// action decides one column: kept when the caller may unmask every source,
+// masked by the one rule of the masked sources, or redacted.
+func (s *session) action(src sources, f pgproto3.FieldDescription) (columnAction, error) {
+	a := columnAction{oid: f.DataTypeOID, format: f.Format}
+	if src.unknown {
+		if s.srv.cfg.UnknownLineage == UnknownRefuse {
+			return a, fmt.Errorf("%w: the source columns of result column %q cannot be established", ErrRefused, f.Name)
+		}
+		a.kind = actionRedact
+		return a, nil
+	}
+
+	var chosen *columnMasker
+	for _, c := range src.list() {
+		if s.unmasked(c) {
+			continue
+		}
+		m, err := s.srv.maskers.forColumn(s.ctx, c)
+		if err != nil {
+			s.log.Warn("pgproxy masking rule unavailable, redacting", "column", c.String(), "err", err)
+			a.kind = actionRedact
+			return a, nil
+		}
+		if m == nil {
+			continue
+		}
+		if chosen != nil && chosen.spec != m.spec {
+			a.kind = actionRedact
+			return a, nil
+		}
+		if chosen == nil {
+			chosen = m
+		}
+	}
+	if chosen != nil {
+		a.kind, a.masker = actionMask, chosen
+	}
+	return a, nil
+}

@@ -1,0 +1,209 @@
+package pgproxy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// statement is what the proxy learned from parsing one SQL statement.
+type statement struct {
+	// outputs is the lineage of each result column, or nil with
+	// lineageErr set when it could not be traced.
+	outputs    []outputColumn
+	lineageErr error
+	filters    sources
+	statsViews []string
+	// write is set for statements that change data or session settings
+	// that read-only mode protects; writeWhat names the statement.
+	write     bool
+	writeWhat string
+	// declares and fetches name a cursor; a FETCH has the lineage of its
+	// cursor's query.
+	declares string
+	fetches  string
+	// copyOptions is set for a COPY with options (format, delimiter, null
+	// string), whose output the proxy does not parse.
+	copyOptions bool
+}
+
+// parseStatements splits and analyzes sql. A parse error is returned as is;
+// PostgreSQL will reject the text too.
+func parseStatements(ctx context.Context, cat catalogSource, sql string) ([]*statement, error) {
+	tree, err := pg_query.Parse(sql)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*statement, 0, len(tree.Stmts))
+	for _, raw := range tree.Stmts {
+		out = append(out, analyzeStatement(ctx, cat, raw.Stmt))
+	}
+	return out, nil
+}
+
+func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) *statement {
+	st := &statement{}
+	r := &resolver{ctx: ctx, cat: cat}
+	trace := func(q *pg_query.Node) {
+		st.outputs, st.lineageErr = r.statementOutputs(q, nil)
+		if st.lineageErr != nil {
+			st.outputs = nil
+		}
+	}
+
+	switch {
+	case n.GetSelectStmt() != nil:
+		sel := n.GetSelectStmt()
+		trace(n)
+		if sel.IntoClause != nil {
+			st.setWrite("SELECT INTO")
+		}
+		if w := modifyingCTE(sel.WithClause); w != "" {
+			st.setWrite(w)
+		}
+	case n.GetInsertStmt() != nil, n.GetUpdateStmt() != nil, n.GetDeleteStmt() != nil:
+		trace(n)
+		st.setWrite(statementName(n))
+	case n.GetCopyStmt() != nil:
+		c := n.GetCopyStmt()
+		if c.IsFrom || c.IsProgram || c.Filename != "" {
+			st.setWrite("COPY FROM or COPY to a file or program")
+		}
+		st.outputs, st.lineageErr = copyOutputs(r, c)
+		st.copyOptions = len(c.Options) > 0
+	case n.GetDeclareCursorStmt() != nil:
+		d := n.GetDeclareCursorStmt()
+		trace(d.Query)
+		st.declares = d.Portalname
+		if w := modifyingCTE(d.Query.GetSelectStmt().GetWithClause()); w != "" {
+			st.setWrite(w)
+		}
+	case n.GetFetchStmt() != nil:
+		st.fetches = n.GetFetchStmt().Portalname
+		st.lineageErr = errLineage
+	case n.GetExplainStmt() != nil:
+		// EXPLAIN prints plans, not values; EXPLAIN ANALYZE runs the
+		// statement, so it is as much a write as the statement.
+		inner := analyzeStatement(ctx, cat, n.GetExplainStmt().Query)
+		if explainAnalyzes(n.GetExplainStmt()) && inner.write {
+			st.setWrite("EXPLAIN ANALYZE of " + inner.writeWhat)
+		}
+		st.outputs = []outputColumn{{name: "QUERY PLAN"}}
+		st.statsViews = inner.statsViews
+	case n.GetVariableShowStmt() != nil:
+		st.outputs = []outputColumn{{name: "setting"}}
+	case n.GetVariableSetStmt() != nil:
+		name := strings.ToLower(n.GetVariableSetStmt().Name)
+		if protectedSettings[name] || setsReadWrite(n.GetVariableSetStmt().Args) {
+			st.setWrite("SET " + name)
+		}
+		st.lineageErr = errLineage
+	case n.GetTransactionStmt() != nil:
+		if setsReadWrite(n.GetTransactionStmt().Options) {
+			st.setWrite("a READ WRITE transaction")
+		}
+		st.lineageErr = errLineage
+	case n.GetClosePortalStmt() != nil, n.GetDiscardStmt() != nil, n.GetListenStmt() != nil,
+		n.GetUnlistenStmt() != nil, n.GetDeallocateStmt() != nil, n.GetNotifyStmt() != nil:
+		st.lineageErr = errLineage
+	default:
+		st.setWrite(statementName(n))
+		st.lineageErr = errLineage
+	}
+	st.filters = r.filters
+	st.statsViews = append(st.statsViews, r.statsViews...)
+	return st
+}
+
+func (st *statement) setWrite(what string) {
+	if !st.write {
+		st.write, st.writeWhat = true, what
+	}
+}
+
+// protectedSettings are settings that read-only mode keeps as the proxy set
+// them, because changing them would let writes through or change identity.
+var protectedSettings = map[string]bool{
+	"default_transaction_read_only": true, "transaction_read_only": true,
+	"session_authorization": true, "role": true,
+}
+
+func setsReadWrite(args []*pg_query.Node) bool {
+	for _, a := range args {
+		if d := a.GetDefElem(); d != nil && d.Defname == "transaction_read_only" {
+			if c := d.Arg.GetAConst(); c != nil && c.GetIval().GetIval() == 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func explainAnalyzes(e *pg_query.ExplainStmt) bool {
+	for _, o := range e.Options {
+		if d := o.GetDefElem(); d != nil && d.Defname == "analyze" {
+			if d.Arg == nil {
+				return true
+			}
+			c := d.Arg.GetAConst()
+			if c == nil || c.GetBoolval().GetBoolval() || c.GetSval().GetSval() != "false" && c.GetSval().GetSval() != "off" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func modifyingCTE(w *pg_query.WithClause) string {
+	if w == nil {
+		return ""
+	}
+	for _, n := range w.Ctes {
+		q := n.GetCommonTableExpr().GetCtequery()
+		if q != nil && q.GetSelectStmt() == nil {
+			return "a data-modifying WITH"
+		}
+	}
+	return ""
+}
+
+func copyOutputs(r *resolver, c *pg_query.CopyStmt) ([]outputColumn, error) {
+	if c.Query != nil {
+		out, err := r.statementOutputs(c.Query, nil)
+		if err != nil {
+			return nil, err
+		}
+		return out, nil
+	}
+	e, err := r.rangeVar(c.Relation, &scope{})
+	if err != nil {
+		return nil, err
+	}
+	if len(c.Attlist) == 0 {
+		return e.cols, nil
+	}
+	var out []outputColumn
+	for _, a := range c.Attlist {
+		name := a.GetString_().GetSval()
+		found := false
+		for _, col := range e.cols {
+			if col.name == name {
+				out = append(out, col)
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%w: COPY column %q", errLineage, name)
+		}
+	}
+	return out, nil
+}
+
+// statementName returns a name such as "UpdateStmt" for messages.
+func statementName(n *pg_query.Node) string {
+	name := fmt.Sprintf("%T", n.GetNode())
+	name = strings.TrimPrefix(name, "*pg_query.Node_")
+	return name
+}

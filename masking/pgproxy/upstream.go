@@ -1,0 +1,233 @@
+package pgproxy
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// relayUpstream forwards upstream messages to the client, masking rows,
+// COPY data, errors and notices on the way.
+func (s *session) relayUpstream() error {
+	// suppress drops upstream messages up to ReadyForQuery after the proxy
+	// replaced a result with an error.
+	suppress := false
+	for {
+		msg, err := s.fe.Receive()
+		if err != nil {
+			return err
+		}
+		head := s.head()
+		relay := !suppress
+		popped := false
+		pop := func() {
+			s.pop()
+			popped = true
+		}
+
+		switch m := msg.(type) {
+		case *pgproto3.ParseComplete, *pgproto3.BindComplete, *pgproto3.CloseComplete:
+			if head != nil && (head.kind == expParse || head.kind == expBind || head.kind == expClose) {
+				pop()
+			}
+
+		case *pgproto3.ParameterDescription:
+			if head != nil && head.injected {
+				relay = false
+			}
+
+		case *pgproto3.RowDescription:
+			fields := m.Fields
+			switch {
+			case head == nil:
+				relay = false
+			case head.kind == expDescribeStatement:
+				if head.stmt != nil {
+					head.stmt.fields = cloneFields(fields)
+				}
+				pop()
+			case head.kind == expDescribePortal:
+				if head.injected {
+					relay = false
+				}
+				if head.portal != nil {
+					head.portal.plan, err = s.plan(head.portal.stmt.st, fields)
+					if err != nil {
+						s.replaceWithError(err)
+						suppress, relay = true, false
+					}
+				}
+				pop()
+			case head.kind == expQuery:
+				head.plan, err = s.plan(head.current(), fields)
+				if err != nil {
+					s.replaceWithError(err)
+					suppress, relay = true, false
+				}
+			}
+
+		case *pgproto3.NoData:
+			if head != nil && (head.kind == expDescribeStatement || head.kind == expDescribePortal) {
+				if head.injected {
+					relay = false
+				}
+				if head.portal != nil {
+					head.portal.plan = &resultPlan{}
+				}
+				pop()
+			}
+
+		case *pgproto3.DataRow:
+			plan := s.currentPlan(head)
+			if plan == nil {
+				// Rows without a known description are never relayed.
+				relay = false
+				break
+			}
+			maskRow(plan, s.types, m)
+
+		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
+			if head != nil && head.kind == expQuery {
+				head.idx++
+				head.plan, head.copy = nil, nil
+			} else if head != nil && head.kind == expExecute {
+				pop()
+			}
+
+		case *pgproto3.CopyOutResponse:
+			if head != nil && head.kind == expQuery {
+				head.copy, err = s.copyPlan(head.current(), m)
+				if err != nil {
+					s.replaceWithError(err)
+					suppress, relay = true, false
+				}
+			} else {
+				s.replaceWithError(fmt.Errorf("%w: COPY TO STDOUT is allowed only in a simple query", ErrRefused))
+				suppress, relay = true, false
+			}
+
+		case *pgproto3.CopyData:
+			if head == nil || head.copy == nil {
+				// CopyBoth or an untraced COPY: nothing leaves unmasked.
+				relay = false
+				break
+			}
+			line, ok := maskCopyLine(head.copy, s.types, m.Data)
+			if !ok {
+				relay = false
+				break
+			}
+			m.Data = line
+
+		case *pgproto3.ErrorResponse:
+			scrubError(m)
+			if head != nil && head.kind != expQuery {
+				// Upstream skips to Sync after an error; so do the
+				// expectations.
+				s.mu.Lock()
+				for len(s.pending) > 0 && s.pending[0].kind != expSync && s.pending[0].kind != expLocal {
+					s.pending = s.pending[1:]
+				}
+				s.mu.Unlock()
+				popped = true
+			}
+
+		case *pgproto3.NoticeResponse:
+			scrubNotice(m)
+
+		case *pgproto3.NotificationResponse:
+			// A payload is whatever a trigger or client put there, which
+			// can be a masked value.
+			if m.Payload != "" {
+				m.Payload = redactedText
+			}
+
+		case *pgproto3.ReadyForQuery:
+			s.mu.Lock()
+			s.txStatus = m.TxStatus
+			s.mu.Unlock()
+			if head != nil && (head.kind == expSync || head.kind == expQuery) {
+				pop()
+			}
+			relay, suppress = true, false
+		}
+
+		if relay {
+			s.wmu.Lock()
+			s.be.Send(msg)
+			var err error
+			if s.fe.ReadBufferLen() == 0 {
+				err = s.be.Flush()
+			}
+			s.wmu.Unlock()
+			if err != nil {
+				return err
+			}
+		}
+		if popped {
+			if err := s.flushLocal(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// current returns the statement of a simple query whose results arrive
+// now, or nil.
+func (e *expectation) current() *statement {
+	if e.idx < len(e.stmts) {
+		return e.stmts[e.idx]
+	}
+	return nil
+}
+
+func (s *session) currentPlan(head *expectation) *resultPlan {
+	if head == nil {
+		return nil
+	}
+	switch head.kind {
+	case expQuery:
+		return head.plan
+	case expExecute:
+		if head.portal != nil {
+			return head.portal.plan
+		}
+	}
+	return nil
+}
+
+// replaceWithError sends an error in place of a result the proxy rejects.
+func (s *session) replaceWithError(err error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.be.Send(refusal("%v", err))
+}
+
+// copyPlan returns the plan for COPY TO STDOUT rows. Only the default
+// text format is parsed; a COPY in CSV or binary format, or with its own
+// delimiter, is rejected when any column needs masking.
+func (s *session) copyPlan(st *statement, m *pgproto3.CopyOutResponse) (*resultPlan, error) {
+	fields := make([]pgproto3.FieldDescription, len(m.ColumnFormatCodes))
+	for i := range fields {
+		fields[i].DataTypeOID = 25
+		fields[i].Name = []byte("copy")
+	}
+	plan, err := s.plan(st, fields)
+	if err != nil {
+		return nil, err
+	}
+	if plan.masks && (m.OverallFormat != 0 || st == nil || st.copyOptions) {
+		return nil, fmt.Errorf("%w: COPY TO STDOUT of masked columns works only in the default text format", ErrRefused)
+	}
+	return plan, nil
+}
+
+func cloneFields(f []pgproto3.FieldDescription) []pgproto3.FieldDescription {
+	out := make([]pgproto3.FieldDescription, len(f))
+	for i, fd := range f {
+		out[i] = fd
+		out[i].Name = bytes.Clone(fd.Name)
+	}
+	return out
+}
