@@ -41,6 +41,11 @@ func (w writer) writeAll(files []file) error {
 		}
 	}()
 	for _, f := range files {
+		// A directory or other non-file at the target would make its rename
+		// fail after earlier files were already replaced.
+		if fi, err := os.Lstat(filepath.Join(w.dir, f.name)); err == nil && !fi.Mode().IsRegular() {
+			return fmt.Errorf("write %s: exists and is not a regular file", filepath.Join(w.dir, f.name))
+		}
 		tmp, err := w.stage(f)
 		if err != nil {
 			return fmt.Errorf("write %s: %w", filepath.Join(w.dir, f.name), err)

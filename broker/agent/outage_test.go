@@ -1,0 +1,77 @@
+package agent_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ward.dev/ward/test/wardtest"
+)
+
+// TestAgentSurvivesBrokerOutage stops the broker for longer than the
+// agent's own certificate lives: the agent turns unready but keeps its
+// files, and once the broker is back on the same address it authenticates
+// again with its platform credential (here an existing ward certificate)
+// and turns ready without a restart.
+func TestAgentSurvivesBrokerOutage(t *testing.T) {
+	t.Parallel()
+	listen := freeAddr(t)
+	srv := wardtest.StartDev(t, wardtest.WithArgs("--listen", listen))
+	dir := t.TempDir()
+
+	// The platform credential: a certificate valid for an hour, as a
+	// machine's provisioning would leave it.
+	boot := filepath.Join(dir, "boot")
+	if _, errOut, code := srv.Run(t, "issue", "x509", "--spiffe-id", webID, "--ttl", "1h", "--out", boot); code != 0 {
+		t.Fatalf("ward issue x509 = exit %d: %s", code, errOut)
+	}
+	out := filepath.Join(dir, "secrets")
+	if err := os.Mkdir(out, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	health := freeAddr(t)
+	a, logs := startAgent(t, dir, fmt.Sprintf(`
+broker: {addr: %s, ca_file: %s}
+auth: {method: certificate, cert_file: %s, key_file: %s}
+identity_ttl: 6s
+output_dir: %s
+credentials:
+  - {name: svid, path: x509, ttl: 8s}
+health: {listen: %s}
+`, srv.Addr(), srv.CACertPath(), filepath.Join(boot, "cert.pem"), filepath.Join(boot, "key.pem"), out, health))
+
+	waitFor(t, 20*time.Second, "agent ready", func() bool { return a.Ready() == nil })
+
+	srv.Stop()
+	start := time.Now()
+	waitFor(t, 20*time.Second, "agent unready during the outage", func() bool { return a.Ready() != nil })
+	if code := getStatus(t, "http://"+health+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /readyz during the outage = %d, want 503", code)
+	}
+	if code := getStatus(t, "http://"+health+"/healthz"); code != http.StatusOK {
+		t.Errorf("GET /healthz during the outage = %d, want 200", code)
+	}
+	if _, err := os.Stat(filepath.Join(out, "svid.cert.pem")); err != nil {
+		t.Errorf("certificate file gone during the outage: %v", err)
+	}
+	// Stay down until the agent's own certificate has expired.
+	waitFor(t, 20*time.Second, "agent certificate expiry", func() bool {
+		err := a.Ready()
+		return err != nil && strings.Contains(err.Error(), "agent certificate expired")
+	})
+	t.Logf("broker down for %s", time.Since(start).Round(time.Millisecond))
+
+	srv.Restart()
+	waitFor(t, 30*time.Second, "agent ready after the broker returned", func() bool { return a.Ready() == nil })
+	if code := getStatus(t, "http://"+health+"/readyz"); code != http.StatusOK {
+		t.Errorf("GET /readyz after recovery = %d, want 200", code)
+	}
+	if n := strings.Count(logs.String(), "agent authenticated"); n < 2 {
+		t.Errorf("agent log shows %d authentications, want a second one after the outage", n)
+	}
+	checkNoSecretsLogged(t, logs.String(), out)
+}
