@@ -41,9 +41,22 @@ func TestBadInputRejected(t *testing.T) {
 		method, path string
 		token        string
 		body         any
+		contentType  string // "" sends application/json
 	}
 	issue := func(body any) request {
-		return request{http.MethodPost, "/v1/issue/x509", admin, body}
+		return request{http.MethodPost, "/v1/issue/x509", admin, body, ""}
+	}
+	send := func(t *testing.T, r request) (int, []byte) {
+		if r.contentType == "" {
+			return s.DoWith(t, client, r.token, r.method, r.path, r.body)
+		}
+		req, err := http.NewRequest(r.method, s.Addr()+r.path, strings.NewReader(r.body.(string)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", r.contentType)
+		req.Header.Set("Authorization", "Bearer "+r.token)
+		return wardtest.Send(t, client, req)
 	}
 	cases := []struct {
 		name       string
@@ -71,21 +84,37 @@ func TestBadInputRejected(t *testing.T) {
 			http.StatusBadRequest, "unknown field"},
 		{"10 MB body", issue(huge),
 			http.StatusRequestEntityTooLarge, "request body larger than"},
-		{"no credentials", request{http.MethodPost, "/v1/issue/x509", "", map[string]string{"csr": goodCSR}},
+		{"no credentials", request{http.MethodPost, "/v1/issue/x509", "", map[string]string{"csr": goodCSR}, ""},
 			http.StatusUnauthorized, "authentication required"},
-		{"wrong bearer token", request{http.MethodPost, "/v1/issue/x509", "wardadm.not-the-token", map[string]string{"csr": goodCSR}},
+		{"wrong bearer token", request{http.MethodPost, "/v1/issue/x509", "wardadm.not-the-token", map[string]string{"csr": goodCSR}, ""},
 			http.StatusUnauthorized, "authentication required"},
-		{"leases without credentials", request{http.MethodGet, "/v1/leases", "", nil},
+		{"leases without credentials", request{http.MethodGet, "/v1/leases", "", nil, ""},
 			http.StatusUnauthorized, "authentication required"},
-		{"token create without credentials", request{http.MethodPost, "/v1/tokens/join", "", map[string]string{"spiffe_id": id}},
+		{"token create without credentials", request{http.MethodPost, "/v1/tokens/join", "", map[string]string{"spiffe_id": id}, ""},
 			http.StatusUnauthorized, "authentication required"},
-		{"metrics without credentials", request{http.MethodGet, "/metrics", "", nil},
+		{"metrics without credentials", request{http.MethodGet, "/metrics", "", nil, ""},
 			http.StatusUnauthorized, "authentication required"},
-		{"reused join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": spent.token, "csr": goodCSR}},
+		{"content type not JSON", request{http.MethodPost, "/v1/issue/x509", admin, `{"csr": "x"}`, "text/plain"},
+			http.StatusUnsupportedMediaType, "not supported"},
+		{"unknown endpoint", request{http.MethodGet, "/v1/secrets", admin, nil, ""},
+			http.StatusNotFound, "no such endpoint"},
+		{"lease list invalid state", request{http.MethodGet, "/v1/leases?state=gone", admin, nil, ""},
+			http.StatusBadRequest, "invalid state"},
+		{"lease list limit too high", request{http.MethodGet, "/v1/leases?limit=10001", admin, nil, ""},
+			http.StatusBadRequest, "invalid limit"},
+		{"renew increment above maximum", request{http.MethodPost, "/v1/leases/renew", admin, map[string]string{"lease_id": "x509/none", "increment": "25h"}, ""},
+			http.StatusBadRequest, "exceeds the maximum"},
+		{"revoke prefix too broad", request{http.MethodPost, "/v1/leases/revoke", admin, map[string]string{"prefix": "x509"}, ""},
+			http.StatusBadRequest, "too broad"},
+		{"join token TTL above maximum", request{http.MethodPost, "/v1/tokens/join", admin, map[string]string{"spiffe_id": id, "ttl": "25h"}, ""},
+			http.StatusBadRequest, "exceeds the maximum"},
+		{"JWT without audience", request{http.MethodPost, "/v1/issue/jwt", admin, map[string]any{"audience": []string{}}, ""},
+			http.StatusBadRequest, "missing audience"},
+		{"reused join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": spent.token, "csr": goodCSR}, ""},
 			http.StatusUnauthorized, "already used"},
-		{"unknown join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": "wardjoin.unknown", "csr": goodCSR}},
+		{"unknown join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": "wardjoin.unknown", "csr": goodCSR}, ""},
 			http.StatusUnauthorized, "join token invalid"},
-		{"expired join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": expiring.token, "csr": goodCSR}},
+		{"expired join token", request{http.MethodPost, "/v1/auth/join", "", map[string]string{"join_token": expiring.token, "csr": goodCSR}, ""},
 			http.StatusUnauthorized, "expired"},
 	}
 
@@ -96,7 +125,7 @@ func TestBadInputRejected(t *testing.T) {
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, body := s.DoWith(t, client, tc.req.token, tc.req.method, tc.req.path, tc.req.body)
+			status, body := send(t, tc.req)
 			msg := wardtest.ErrorMessage(body)
 			if status != tc.wantStatus {
 				t.Errorf("%s %s = %d %q, want %d", tc.req.method, tc.req.path, status, msg, tc.wantStatus)

@@ -133,3 +133,37 @@ func TestDamagedKeysStopStart(t *testing.T) {
 	// With the files restored, the server starts again.
 	s.Restart()
 }
+
+// TestMissingKEKStopsStart removes kek.key from a data directory whose
+// keyset it sealed. The start must fail naming kek.key, and must not write
+// a new KEK that can never open the existing keyset.
+func TestMissingKEKStopsStart(t *testing.T) {
+	s := startDev(t)
+	s.Stop()
+	kekPath := filepath.Join(s.DataDir(), "kek.key")
+	if err := os.Remove(kekPath); err != nil {
+		t.Fatal(err)
+	}
+
+	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, "kek.key") {
+		t.Errorf("ward serve without kek.key: exit %d, stderr %q; want 1 naming kek.key", code, stderr)
+	}
+	if _, err := os.Stat(kekPath); err == nil {
+		t.Errorf("ward serve without kek.key created a new %s although keyset.sealed exists; want no new KEK (stderr was %q)", kekPath, stderr)
+	}
+}
+
+// TestSecondServerOnSameDataDir starts a second server on a data directory
+// in use: it must exit instead of sharing the store and keys.
+func TestSecondServerOnSameDataDir(t *testing.T) {
+	s := startDev(t)
+
+	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, "in use") {
+		t.Errorf("second ward serve on %s: exit %d, stderr %q; want 1 and \"in use\"", s.DataDir(), code, stderr)
+	}
+	if status, _ := s.DoWith(t, s.HTTPClient(), "", http.MethodGet, "/v1/health", nil); status != http.StatusOK {
+		t.Errorf("first server GET /v1/health after the second start = %d, want 200", status)
+	}
+}

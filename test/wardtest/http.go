@@ -79,14 +79,22 @@ func (s *Server) DoWith(tb testing.TB, client *http.Client, token, method, path 
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 
+	return Send(tb, client, req)
+}
+
+// Send sends req, built by the caller for full control of headers, and
+// returns the status and body. The test fails if no response arrives.
+func Send(tb testing.TB, client *http.Client, req *http.Request) (status int, respBody []byte) {
+	tb.Helper()
+
 	resp, err := client.Do(req)
 	if err != nil {
-		tb.Fatalf("wardtest: %s %s: %v", method, path, err)
+		tb.Fatalf("wardtest: %s %s: %v", req.Method, req.URL.Path, err)
 	}
 	defer resp.Body.Close()
 	respBody, err = io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
-		tb.Fatalf("wardtest: read response of %s %s: %v", method, path, err)
+		tb.Fatalf("wardtest: read response of %s %s: %v", req.Method, req.URL.Path, err)
 	}
 	return resp.StatusCode, respBody
 }
