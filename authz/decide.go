@@ -35,13 +35,8 @@ func checkRequest(subject, domain, object, action string) string {
 		if len(f.value) > maxFieldBytes {
 			return fmt.Sprintf("%s is longer than %d bytes", f.name, maxFieldBytes)
 		}
-		if !utf8.ValidString(f.value) {
-			return f.name + " is not valid UTF-8"
-		}
-		for _, c := range f.value {
-			if unicode.IsSpace(c) || unicode.IsControl(c) {
-				return f.name + " contains a space or control character"
-			}
+		if problem := checkText(f.value); problem != "" {
+			return f.name + " " + problem
 		}
 	}
 
@@ -65,6 +60,33 @@ func checkRequest(subject, domain, object, action string) string {
 	}
 	if hasDotSegment(object) {
 		return "object has a . or .. path segment"
+	}
+	return ""
+}
+
+// checkText returns what is wrong with s, or "" when it is valid UTF-8
+// without spaces or control characters. Plain ASCII takes the fast path.
+func checkText(s string) string {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			return checkRunes(s)
+		}
+		if c <= ' ' || c == 0x7f {
+			return "contains a space or control character"
+		}
+	}
+	return ""
+}
+
+func checkRunes(s string) string {
+	if !utf8.ValidString(s) {
+		return "is not valid UTF-8"
+	}
+	for _, c := range s {
+		if unicode.IsSpace(c) || unicode.IsControl(c) {
+			return "contains a space or control character"
+		}
 	}
 	return ""
 }
@@ -93,27 +115,24 @@ func (s *snapshot) decide(sub, dom, obj, act string) Decision {
 	return d
 }
 
-// evaluate runs Casbin on the lines that can apply to the request.
+// evaluate runs Casbin's matcher and effect on the lines that can apply to
+// the request, or on all lines when the matcher is custom.
 func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 	if !s.model.indexed {
 		allowed, explain, err := s.enforcer.EnforceEx(sub, dom, obj, act)
 		return s.explain(sub, dom, obj, act, allowed, explain, err)
 	}
 
-	se, err := s.getScratch()
-	if err != nil {
-		return s.failed(sub, dom, obj, act, err)
-	}
-	defer s.putScratch(se)
-
-	se.indexes = s.candidates(se.indexes[:0], sub, dom, obj, act)
-	for _, i := range se.indexes {
-		se.lines = append(se.lines, s.policy.rules[i].fields)
-	}
+	indexes := s.candidates(make([]int32, 0, 16), sub, dom, obj, act)
 
 	// No line can match, so the effect "some allow and no deny" is false.
-	if len(se.lines) == 0 {
+	if len(indexes) == 0 {
 		return s.explain(sub, dom, obj, act, false, nil, nil)
+	}
+
+	lines := make([][]string, len(indexes))
+	for j, i := range indexes {
+		lines[j] = s.policy.rules[i].fields
 	}
 
 	casbinDomain := dom
@@ -121,8 +140,11 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 		casbinDomain = otherDomain
 	}
 
-	se.policy.Policy = se.lines
-	allowed, explain, err := se.enforcer.EnforceEx(sub, casbinDomain, obj, act)
+	allowed, decided, err := s.evaluator.decide(sub, casbinDomain, obj, act, lines)
+	var explain []string
+	if decided >= 0 {
+		explain = lines[decided]
+	}
 	return s.explain(sub, dom, obj, act, allowed, explain, err)
 }
 
@@ -155,9 +177,10 @@ func (s *snapshot) explain(sub, dom, obj, act string, allowed bool, explain []st
 	return Decision{Rule: r.text, Source: r.source, Reason: r.reason}
 }
 
-// ruleIndex returns the index in policy.rules of the line Casbin explained.
-// Casbin returns the very slice it evaluated, so the indexed path finds it
-// by identity; the key lookup serves the custom-matcher path.
+// ruleIndex returns the index in policy.rules of the line that decided.
+// Both paths return the very slice they evaluated, which is found by the
+// address of its first field; the key lookup is a fallback in case Casbin
+// returns a copy.
 func (s *snapshot) ruleIndex(explain []string) (int, bool) {
 	if len(explain) > 0 {
 		if i, ok := s.ruleByField[&explain[0]]; ok {
@@ -193,8 +216,7 @@ func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
 		if b == nil {
 			return
 		}
-		filter(b.exact[objectAction{obj, act}])
-		filter(b.exact[objectAction{obj, wildcard}])
+		filter(b.exact[obj])
 		filter(b.other[act])
 		filter(b.other[wildcard])
 	}

@@ -97,7 +97,7 @@ func TestDecideMatchesPlainCasbin(t *testing.T) {
 }
 
 // TestDecideConcurrent makes the same decisions from several goroutines
-// that share one snapshot, its scratch enforcers and Casbin's role manager;
+// that share one snapshot, its evaluator and Casbin's role manager;
 // run with -race.
 func TestDecideConcurrent(t *testing.T) {
 	gen := newRandomPolicy(3, 1000)

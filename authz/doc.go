@@ -16,11 +16,13 @@
 //     policy already in force stays in force. Malformed requests (empty or
 //     oversized fields, wildcards, role names as subjects) are denied.
 //   - Quarantine is a deny overlay that no policy line can override.
-//   - Decisions are made by Casbin's own enforcer, matcher, role manager and
-//     effect. The index in front of it only chooses which lines Casbin
-//     evaluates, and a differential test holds it equal to a plain Casbin
-//     enforcer over the whole policy. A model with another matcher gets no
-//     index: Casbin evaluates every line.
+//   - Casbin decides: the matcher as Casbin parsed it from the model,
+//     Casbin's role manager and Casbin's effector. For DefaultModel's
+//     matcher an index selects the lines that can apply and a loop like
+//     Casbin's evaluates only those. A differential test holds the result,
+//     including the deciding line, equal to Casbin's Enforce over the whole
+//     policy. A model with another matcher gets no index: Casbin's Enforce
+//     evaluates every line.
 //   - Decisions are cached per policy version, so a reload never serves a
 //     decision of the previous policy. The quarantine overlay is checked
 //     before the cache.

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/casbin/casbin/v2"
-	"github.com/casbin/casbin/v2/model"
 	"github.com/casbin/casbin/v2/rbac"
 	"github.com/casbin/casbin/v2/util"
 )
@@ -29,16 +28,16 @@ const otherDomain = "\x00other"
 const domainAnchor = "\x00ward-domain-anchor"
 
 // snapshot is one accepted model and policy with everything derived from it.
-// It is immutable after load except for its cache and scratch pool, which are
-// safe for concurrent use.
+// It is immutable after load except for its cache, which is safe for
+// concurrent use.
 type snapshot struct {
 	version uint64
 	model   *modelFile
 	policy  *policyFile
 	source  string // policy file name used in Decision.Source
 
-	// enforcer holds the whole policy. Its role manager is shared with the
-	// scratch enforcers, and it decides alone when the matcher is custom.
+	// enforcer holds the whole policy and builds the role manager. It decides
+	// alone when the matcher is custom.
 	enforcer *casbin.Enforcer
 	roles    rbac.RoleManager
 	ruleOf   map[string]int // rule.key() of a p line to its index in policy.rules
@@ -53,48 +52,35 @@ type snapshot struct {
 	domains       map[string]bool    // domains named by any p or g line
 	memberOf      map[string]map[string][]string
 
-	scratch chan *scratchEnforcer
-	cache   *decisionCache
-	logger  *slog.Logger
+	evaluator *lineEvaluator // nil when the matcher is custom
+	cache     *decisionCache
+	logger    *slog.Logger
 }
 
-// bucket holds the p lines of one subject, keyed by object and action so a
-// request looks up only lines that name its object or action (or *).
-// Lines whose object is a pattern, x509/self or jwt/self are keyed by action
-// alone.
+// bucket holds the p lines of one subject. Lines naming an exact object are
+// keyed by that object, and the rest (object patterns, x509/self and
+// jwt/self) by action, so a request looks up only lines that name its object
+// or its action (or *).
 type bucket struct {
-	exact map[objectAction][]int32
+	exact map[string][]int32
 	other map[string][]int32
 }
-
-type objectAction struct{ obj, act string }
 
 func (b *bucket) add(i int32, obj, act string) {
 	if strings.HasSuffix(obj, wildcard) || obj == selfX509 || obj == selfJWT {
 		b.other[act] = append(b.other[act], i)
 		return
 	}
-	k := objectAction{obj, act}
-	b.exact[k] = append(b.exact[k], i)
+	b.exact[obj] = append(b.exact[obj], i)
 }
 
 func bucketFor(m map[string]*bucket, key string) *bucket {
 	b := m[key]
 	if b == nil {
-		b = &bucket{exact: make(map[objectAction][]int32), other: make(map[string][]int32)}
+		b = &bucket{exact: make(map[string][]int32), other: make(map[string][]int32)}
 		m[key] = b
 	}
 	return b
-}
-
-// scratchEnforcer is a Casbin enforcer that shares the snapshot's model and
-// role manager but holds, for one decision at a time, only the lines the
-// index selected.
-type scratchEnforcer struct {
-	enforcer *casbin.Enforcer
-	policy   *model.Assertion
-	lines    [][]string
-	indexes  []int32
 }
 
 // loadSnapshot reads and validates both files and builds a snapshot. Every
@@ -207,9 +193,12 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 
 	if mf.indexed {
 		s.buildIndex()
+		s.evaluator, err = newLineEvaluator(e.GetModel(), s.roles)
+		if err != nil {
+			return nil, invalid(mf.path, mf.matcherLine, "cannot compile the matcher: %v", err)
+		}
 	}
 
-	s.scratch = make(chan *scratchEnforcer, 16)
 	s.cache = newDecisionCache(cacheSize)
 	return s, nil
 }
@@ -301,32 +290,4 @@ func (s *snapshot) closeRoles(dom string) map[string][]string {
 		}
 	}
 	return closure
-}
-
-// getScratch returns a scratch enforcer from the pool or a new one.
-func (s *snapshot) getScratch() (*scratchEnforcer, error) {
-	select {
-	case se := <-s.scratch:
-		return se, nil
-	default:
-	}
-
-	e, err := casbin.NewEnforcer(s.model.model.Copy())
-	if err != nil {
-		return nil, err
-	}
-
-	m := e.GetModel()
-	m["g"]["g"].RM = s.roles
-	return &scratchEnforcer{enforcer: e, policy: m["p"]["p"]}, nil
-}
-
-func (s *snapshot) putScratch(se *scratchEnforcer) {
-	se.policy.Policy = nil
-	clear(se.lines)
-	se.lines = se.lines[:0]
-	select {
-	case s.scratch <- se:
-	default:
-	}
 }
