@@ -78,7 +78,12 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		}
 	}
 	g := decide(services, s.cfg.Authorizer, s.cfg.Domain, quarantined)
+	return s.renderGraph(ctx, services, byID, g, quarantined)
+}
 
+// renderGraph renders and validates every node's resources for a decided
+// connect graph. services must be sorted by name.
+func (s *Server) renderGraph(ctx context.Context, services []Service, byID map[string]*Service, g graph, quarantined map[string]bool) (map[string]nodeSet, error) {
 	bundle := s.cfg.Issuer.TrustBundlePEM()
 	if len(bundle) == 0 {
 		return nil, errors.New("xds: the issuer returned an empty trust bundle")
@@ -97,7 +102,7 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		all = append(all, clients[services[i].SPIFFEID])
 	}
 
-	shared := digests{}
+	shared := factCache{}
 	sets := make(map[string]nodeSet, len(services))
 	for i := range services {
 		svc := &services[i]

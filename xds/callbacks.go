@@ -187,7 +187,8 @@ func cleanMessage(msg string) string {
 		msg = msg[:i] + "[PEM redacted]"
 	}
 	if len(msg) > maxNACKMessage {
-		msg = msg[:maxNACKMessage] + "…"
+		// Cutting may split a rune, so drop the invalid tail.
+		msg = strings.ToValidUTF8(msg[:maxNACKMessage], "") + "…"
 	}
 	return msg
 }

@@ -93,6 +93,9 @@ func validateService(svc Service, trustDomain spiffeid.TrustDomain) error {
 		if err != nil {
 			return fmt.Errorf("endpoints[%d] %q is not ip:port: %w", j, ep, err)
 		}
+		if ap.Addr().Zone() != "" || ap.Addr().IsUnspecified() || ap.Addr().IsMulticast() {
+			return fmt.Errorf("endpoints[%d] %q: want a unicast address without zone that peers can connect to", j, ep)
+		}
 		if ap.Port() == 0 {
 			return fmt.Errorf("endpoints[%d] %q: port 0 is invalid, want 1-65535", j, ep)
 		}
