@@ -2,7 +2,9 @@ package rules
 
 import (
 	"fmt"
+	"math"
 	"sort"
+	"strings"
 
 	"ward.dev/ward/masking/transform"
 )
@@ -82,8 +84,25 @@ func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) 
 		}
 	}
 
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Pos < out[j].Pos })
+	sort.SliceStable(out, func(i, j int) bool { return posLine(out[i].Pos) < posLine(out[j].Pos) })
 	return out
+}
+
+// posLine returns the line number in "file:line ...", or a number past
+// every line for findings that name only the file, so they sort last.
+func posLine(pos string) int {
+	_, rest, ok := strings.Cut(pos, ":")
+	if !ok {
+		return math.MaxInt
+	}
+	n := 0
+	for _, c := range rest {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 func validateRule(r *Rule, ci ColumnInfo, keys *transform.Keys, report func(string, ...any)) {
