@@ -130,9 +130,9 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 		return s.explain(sub, dom, obj, act, false, nil, nil)
 	}
 
-	lines := make([][]string, len(indexes))
+	lines := make([][]any, len(indexes))
 	for j, i := range indexes {
-		lines[j] = s.policy.rules[i].fields
+		lines[j] = s.boxed[i]
 	}
 
 	casbinDomain := dom
@@ -143,7 +143,7 @@ func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 	allowed, decided, err := s.evaluator.decide(sub, casbinDomain, obj, act, lines)
 	var explain []string
 	if decided >= 0 {
-		explain = lines[decided]
+		explain = s.policy.rules[indexes[decided]].fields
 	}
 	return s.explain(sub, dom, obj, act, allowed, explain, err)
 }

@@ -72,16 +72,17 @@ func newLineEvaluator(m model.Model, roles rbac.RoleManager) (*lineEvaluator, er
 }
 
 // decide evaluates the matcher on lines in order and merges their effects
-// as Casbin does. It returns whether the request is allowed and the index in
+// as Casbin does. Each line holds its five fields as strings in interfaces
+// (see boxLine). It returns whether the request is allowed and the index in
 // lines of the line that decided, or -1 when none did.
-func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]string) (bool, int, error) {
+func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]any) (bool, int, error) {
 	w := ev.work.Get().(*evaluation)
 	defer ev.work.Put(w)
 
 	n := len(lines)
 	w.effects = append(w.effects[:0], make([]effector.Effect, n)...)
 	w.matches = append(w.matches[:0], make([]float64, n)...)
-	w.params.request = [4]string{sub, dom, obj, act}
+	w.params.request = [4]any{sub, dom, obj, act}
 
 	effect, explainIndex := effector.Indeterminate, -1
 	for i, line := range lines {
@@ -104,7 +105,7 @@ func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]string) (bo
 			return false, -1, fmt.Errorf("matcher returned %T, want bool or float64", result)
 		}
 
-		switch line[4] {
+		switch line[4].(string) {
 		case effectAllow:
 			w.effects[i] = effector.Allow
 		case effectDeny:
@@ -125,10 +126,20 @@ func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]string) (bo
 }
 
 // matchParameters gives the matcher the request and the line under test,
-// named the way Casbin names them (r_sub for r.sub).
+// named the way Casbin names them (r_sub for r.sub). The values are strings
+// already stored in interfaces, so that reading one does not allocate.
 type matchParameters struct {
-	request [4]string
-	line    []string
+	request [4]any
+	line    []any
+}
+
+// boxLine returns the fields of a p line as interfaces for matchParameters.
+func boxLine(fields []string) []any {
+	boxed := make([]any, len(fields))
+	for i, f := range fields {
+		boxed[i] = f
+	}
+	return boxed
 }
 
 // Get implements govaluate.Parameters.

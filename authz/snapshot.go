@@ -53,6 +53,7 @@ type snapshot struct {
 	memberOf      map[string]map[string][]string
 
 	evaluator *lineEvaluator // nil when the matcher is custom
+	boxed     [][]any        // policy.rules fields for the evaluator
 	cache     *decisionCache
 	logger    *slog.Logger
 }
@@ -196,6 +197,10 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 		s.evaluator, err = newLineEvaluator(e.GetModel(), s.roles)
 		if err != nil {
 			return nil, invalid(mf.path, mf.matcherLine, "cannot compile the matcher: %v", err)
+		}
+		s.boxed = make([][]any, len(pf.rules))
+		for i, r := range pf.rules {
+			s.boxed[i] = boxLine(r.fields)
 		}
 	}
 
