@@ -119,6 +119,8 @@ func (s *snapshot) decide(sub, dom, obj, act string) Decision {
 // the request, or on all lines when the matcher is custom.
 func (s *snapshot) evaluate(sub, dom, obj, act string) Decision {
 	if !s.model.indexed {
+		// NOTE: Enforce keeps the g results of its first call's matcher in a
+		// map that grows with each new subject until the next reload.
 		allowed, explain, err := s.enforcer.EnforceEx(sub, dom, obj, act)
 		return s.explain(sub, dom, obj, act, allowed, explain, err)
 	}

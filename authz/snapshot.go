@@ -50,7 +50,9 @@ type snapshot struct {
 	byPrefix      map[string]*bucket // subject prefix (pattern minus *) to its p lines
 	prefixLengths []int              // distinct lengths of the keys of byPrefix
 	domains       map[string]bool    // domains named by any p or g line
-	memberOf      map[string]map[string][]string
+	// memberOf maps a domain (or otherDomain) and a member to every role
+	// the member holds there.
+	memberOf map[string]map[string][]string
 
 	evaluator *lineEvaluator // nil when the matcher is custom
 	boxed     [][]any        // policy.rules fields for the evaluator
