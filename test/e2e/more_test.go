@@ -181,4 +181,12 @@ func TestLeaseExpires(t *testing.T) {
 	if code != 1 {
 		t.Errorf("ward lease revoke of an expired lease: exit %d, stderr %q; want 1", code, stderr)
 	}
+
+	// The expired certificate no longer passes the API's TLS handshake.
+	_, stderr, code = runTool(t, t.TempDir(), "curl", "-sS", "--tlsv1.3", "--max-time", "10", "--cacert", s.CACertPath(),
+		"--cert", issued.Certificate, "--key", issued.Key, s.Addr()+"/v1/leases")
+	if code == 0 {
+		t.Errorf("curl GET /v1/leases with an expired client certificate: exit 0, want the TLS handshake rejected")
+	}
+	t.Logf("expired client certificate: curl exit %d: %s", code, strings.TrimSpace(stderr))
 }

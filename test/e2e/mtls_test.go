@@ -55,6 +55,16 @@ func TestMTLSWithWardCertificates(t *testing.T) {
 	}
 	t.Logf("foreign client certificate: curl exit %d: %s", code, strings.TrimSpace(stderr))
 
+	// ward's API rejects the foreign certificate in the handshake too.
+	_, stderr, code = runTool(t, foreignDir, "curl", "-sS", "--tlsv1.3", "--max-time", "10", "--cacert", s.CACertPath(),
+		"--cert", "cert.pem", "--key", "key.pem", s.Addr()+"/v1/leases")
+	// An HTTP answer, even 401, would exit 0: a non-zero exit means the
+	// connection failed, by alert or reset depending on timing.
+	if code == 0 {
+		t.Errorf("curl GET /v1/leases with a client certificate from another CA: exit 0, want the TLS handshake rejected")
+	}
+	t.Logf("foreign client certificate at the API: curl exit %d: %s", code, strings.TrimSpace(stderr))
+
 	_, stderr, code = curlTo("localhost", clientDir, false)
 	if code == 0 || !strings.Contains(stderr, "alert") {
 		t.Errorf("curl without a client certificate: exit %d, stderr %q; want a TLS alert", code, stderr)

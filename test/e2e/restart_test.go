@@ -230,6 +230,20 @@ func TestKill9DuringIssuanceBurst(t *testing.T) {
 		}
 	}
 
+	// The audit line is written before the response, so each received
+	// certificate has an allow line with its lease id.
+	audited := make(map[string]bool)
+	for _, r := range auditRecords(t, s) {
+		if r.Decision == "allow" && r.LeaseID != "" {
+			audited[r.LeaseID] = true
+		}
+	}
+	for _, r := range received {
+		if !audited[r.leaseID] {
+			t.Errorf("certificate with lease %s was returned, but the audit log has no allow line for it", r.leaseID)
+		}
+	}
+
 	if status, body := s.Do(t, http.MethodPost, "/v1/issue/x509", map[string]string{
 		"csr": string(newCSR(t, "")), "spiffe_id": "spiffe://ward.test/ns/shop/sa/after-crash",
 	}); status != http.StatusOK {
