@@ -52,7 +52,8 @@ type Config struct {
 	TLS *ServerTLS `yaml:"tls"`
 	// Upstream is the database the proxy connects to.
 	Upstream Upstream `yaml:"upstream"`
-	// Policy names the Casbin model and policy files.
+	// Policy names the Casbin model and policy files. It is required by
+	// "ward pgproxy" and ignored inside "ward serve", which has its own.
 	Policy PolicyFiles `yaml:"policy"`
 	// Rules is the masking rules file; MaskingKeyFile the masking key that
 	// keyed transformers derive their keys from.
@@ -266,8 +267,8 @@ func (c *Config) validate(root *yaml.Node) error {
 		return bad("upstream.password", "set env or file, not both")
 	case c.Upstream.TLS != TLSDisable && c.Upstream.TLS != TLSVerifyFull:
 		return bad("upstream.tls", "%q is invalid, want disable or verify-full", c.Upstream.TLS)
-	case c.Policy.Model == "" || c.Policy.Policy == "":
-		return bad("policy", "model and policy are both required")
+	case (c.Policy.Model == "") != (c.Policy.Policy == ""):
+		return bad("policy", "set both model and policy, or neither when ward serve provides the policy")
 	case c.Rules == "":
 		return bad("rules", "missing: name the masking rules file")
 	case c.UnknownLineage != UnknownRedact && c.UnknownLineage != UnknownRefuse:

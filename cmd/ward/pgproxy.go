@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"ward.dev/ward/authz"
+	"ward.dev/ward/masking/pgproxy"
+)
+
+func init() { subcommands = append(subcommands, newPGProxyCmd) }
+
+func newPGProxyCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "pgproxy",
+		Short: "Run the PostgreSQL masking proxy",
+		Long: `Run the PostgreSQL masking proxy on its own.
+
+Clients connect with ordinary PostgreSQL tools and a login from the
+configuration (or a ward client certificate); the proxy logs in upstream
+with the password named by upstream.password (an environment variable or
+a file) and masks every value the caller may not unmask, as the masking
+rules say.
+
+SIGHUP reloads the policy; SIGINT and SIGTERM stop the proxy.`,
+		Example: "  ward pgproxy --config /etc/ward/pgproxy.yaml",
+		Args:    argsUsage(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" {
+				return usagef("pgproxy needs --config FILE")
+			}
+			cfg, err := pgproxy.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			if cfg.Policy.Model == "" {
+				return errors.New(configPath + ": policy.model and policy.policy are required for ward pgproxy")
+			}
+			return runPGProxy(cfg)
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration `file`")
+	return cmd
+}
+
+func runPGProxy(cfg *pgproxy.Config) error {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	enf, err := authz.New(cfg.Policy.Model, cfg.Policy.Policy, authz.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	opts, err := pgproxy.Load(cfg, enf, log)
+	if err != nil {
+		return err
+	}
+	srv, err := pgproxy.New(opts)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := enf.Reload(); err != nil {
+					log.Error("policy reload failed", "err", err)
+				}
+			}
+		}
+	}()
+	return srv.Serve(ctx, ln)
+}

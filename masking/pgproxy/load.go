@@ -1,0 +1,59 @@
+package pgproxy
+
+import (
+	"crypto/rand"
+	"fmt"
+	"log/slog"
+
+	"ward.dev/ward/masking/rules"
+	"ward.dev/ward/masking/transform"
+)
+
+// Load reads what cfg names (the masking rules, the masking key, the static
+// logins and the upstream password) and returns the Options for New with
+// decider as the authorization source. The password stays in memory as
+// secret.Bytes and is not logged.
+//
+// NOTE: only a plain masking key file is read; a sealed one needs the
+// server's keyset, which "ward serve" would pass in.
+func Load(cfg *Config, decider Decider, logger *slog.Logger) (Options, error) {
+	rs, err := rules.Load(cfg.Rules)
+	if err != nil {
+		return Options{}, err
+	}
+	var keys *transform.Keys
+	if cfg.MaskingKeyFile != "" {
+		if keys, err = transform.LoadKeyFile(cfg.MaskingKeyFile, nil); err != nil {
+			return Options{}, err
+		}
+	}
+	plan, err := rules.Compile(rs, nil, keys)
+	if err != nil {
+		return Options{}, err
+	}
+
+	password, err := cfg.Upstream.Password.Resolve()
+	if err != nil {
+		return Options{}, fmt.Errorf("%w: upstream.password: %v", ErrConfig, err)
+	}
+
+	logins := NewMemoryLogins()
+	for i, l := range cfg.Logins {
+		pw, err := l.Password.Resolve()
+		if err != nil {
+			return Options{}, fmt.Errorf("%w: logins.%d (%s): %v", ErrConfig, i, l.User, err)
+		}
+		raw := pw.Reveal()
+		v, err := NewVerifier(raw, rand.Reader, DefaultSCRAMIterations)
+		clear(raw)
+		if err != nil {
+			return Options{}, err
+		}
+		logins.Put(l.User, Login{SPIFFEID: l.SPIFFEID, Verifier: v})
+	}
+
+	return Options{
+		Config: cfg, Authz: decider, Logins: logins, Rules: plan,
+		UpstreamPassword: password, Logger: logger,
+	}, nil
+}
