@@ -101,6 +101,7 @@ func New(roles []Role, opts Options) (*Issuer, error) {
 
 	type poolKey struct{ dsn, env, file string }
 	pools := map[poolKey]*role{}
+	prefixes := map[string]string{}
 	for _, cfg := range roles {
 		r, err := cfg.validate()
 		if err != nil {
@@ -111,6 +112,14 @@ func New(roles []Role, opts Options) (*Issuer, error) {
 			iss.Close()
 			return nil, fmt.Errorf("pgcred: role %q is configured twice", r.Name)
 		}
+		// Logins finds a role's logins by username prefix, so two roles
+		// must not share one.
+		prefix := usernamePrefix(r.Name)
+		if other, ok := prefixes[prefix]; ok {
+			iss.Close()
+			return nil, fmt.Errorf("pgcred: roles %q and %q both make usernames %s..., rename one", other, r.Name, prefix)
+		}
+		prefixes[prefix] = r.Name
 
 		key := poolKey{r.DSN, r.Password.Env, r.Password.File}
 		if shared := pools[key]; shared != nil {

@@ -523,3 +523,78 @@ func TestConcurrentIssueAndRevokeMany(t *testing.T) {
 		t.Errorf("%d of %d roles left after RevokeMany, want 0", n, len(metas))
 	}
 }
+
+func TestLoginsListsOnlyThisRole(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Shared(t)
+	db := newShop(t, srv)
+	iss := newIssuer(t, pgcred.Options{},
+		adminRole(t, srv, db, "audit", readonlyCreation),
+		adminRole(t, srv, db, "audit-ro", readonlyCreation))
+
+	var want []string
+	for range 3 {
+		cred, meta, err := iss.Issue(ctx, "audit", "spiffe://ward.test/web", time.Time{})
+		if err != nil {
+			t.Fatalf("Issue = %v", err)
+		}
+		defer iss.Revoke(ctx, meta)
+		want = append(want, cred.Username)
+	}
+	_, other, err := iss.Issue(ctx, "audit-ro", "spiffe://ward.test/web", time.Time{})
+	if err != nil {
+		t.Fatalf("Issue(audit-ro) = %v", err)
+	}
+	defer iss.Revoke(ctx, other)
+
+	logins, err := iss.Logins(ctx, "audit")
+	if err != nil {
+		t.Fatalf("Logins = %v", err)
+	}
+	got := map[string]bool{}
+	for _, l := range logins {
+		got[l.Username] = true
+		if l.ValidUntil.IsZero() || time.Until(l.ValidUntil) > time.Hour+time.Minute {
+			t.Errorf("login %s ValidUntil = %v, want about an hour from now", l.Username, l.ValidUntil)
+		}
+	}
+	if len(logins) != len(want) {
+		t.Errorf("Logins(audit) returned %d logins, want %d (none of audit-ro)", len(logins), len(want))
+	}
+	for _, u := range want {
+		if !got[u] {
+			t.Errorf("Logins(audit) lacks %s", u)
+		}
+	}
+}
+
+func TestNewRejectsCollidingPrefixes(t *testing.T) {
+	srv := pgtest.Shared(t)
+	_, err := pgcred.New([]pgcred.Role{
+		adminRole(t, srv, "postgres", "shop-ro", readonlyCreation),
+		adminRole(t, srv, "postgres", "shop_ro", readonlyCreation),
+	}, pgcred.Options{})
+	if err == nil || !strings.Contains(err.Error(), "both make usernames") {
+		t.Errorf("New(shop-ro, shop_ro) = %v, want an error about the shared username prefix", err)
+	}
+}
+
+func TestRevocationTemplate(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Shared(t)
+	db := newShop(t, srv)
+	role := adminRole(t, srv, db, "custom-revoke", readonlyCreation)
+	role.Revocation = "REVOKE ALL ON products FROM {{.Username}}"
+	iss := newIssuer(t, pgcred.Options{}, role)
+
+	cred, meta, err := iss.Issue(ctx, "custom-revoke", "spiffe://ward.test/web", time.Time{})
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	if err := iss.Revoke(ctx, meta); err != nil {
+		t.Fatalf("Revoke with a revocation template = %v, want nil", err)
+	}
+	if roleExists(t, srv, cred.Username) {
+		t.Errorf("role %s exists after Revoke, want dropped", cred.Username)
+	}
+}

@@ -31,26 +31,33 @@ const scramIterations = 4096
 
 var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// newUsername returns "ward_<role>_<random>", at most 63 bytes, with the
-// role part reduced to [a-z0-9_] and shortened as needed.
+// usernameSuffixLen is the length of the random part of a username.
+var usernameSuffixLen = lowerBase32.EncodedLen(usernameRandomBytes)
+
+// newUsername returns usernamePrefix(roleName) followed by 16 random
+// characters of [a-z2-7], at most 63 bytes in all.
 func newUsername(rand io.Reader, roleName string) (string, error) {
 	b := make([]byte, usernameRandomBytes)
 	if _, err := io.ReadFull(rand, b); err != nil {
 		return "", fmt.Errorf("generating username: %w", err)
 	}
-	suffix := lowerBase32.EncodeToString(b)
+	return usernamePrefix(roleName) + lowerBase32.EncodeToString(b), nil
+}
 
+// usernamePrefix returns "ward_<role>_", with the role part reduced to
+// [a-z0-9_] and shortened so that the username fits in 63 bytes.
+func usernamePrefix(roleName string) string {
 	part := strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
 			return r
 		}
 		return '_'
 	}, strings.ToLower(roleName))
-	room := maxIdentifier - len("ward_") - len("_") - len(suffix)
+	room := maxIdentifier - len("ward_") - len("_") - usernameSuffixLen
 	if len(part) > room {
 		part = part[:room]
 	}
-	return "ward_" + part + "_" + suffix, nil
+	return "ward_" + part + "_"
 }
 
 // newPassword returns 32 random bytes in unpadded base64url.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"net/http"
 	"strconv"
@@ -242,31 +243,50 @@ func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
 	return nil
 }
 
-// RevokeMany revokes the leases in metas with at most RevokeConcurrency
-// requests in flight, and returns one error (nil on success) per lease in
-// the same order. Memory grows with len(metas), so callers page through
-// large sets.
+// RevokeMany revokes the leases in metas and returns one error (nil on
+// success) per lease, in the same order. See RevokeEach for the bounds.
 func (iss *Issuer) RevokeMany(ctx context.Context, metas []map[string]string) []error {
 	errs := make([]error, len(metas))
+	iss.RevokeEach(ctx, func(yield func(map[string]string) bool) {
+		for i := range metas {
+			if !yield(metas[i]) {
+				return
+			}
+		}
+	}, func(n int, err error) { errs[n] = err })
+	return errs
+}
+
+// RevokeEach revokes every lease that leases yields, with at most
+// RevokeConcurrency revocations in flight, and calls done with the
+// position of each lease in the sequence and its result. Calls to done do
+// not overlap. Memory stays bounded by the concurrency whatever the length
+// of the sequence, so a sweep can stream thousands of expired leases from
+// storage. When ctx ends, the remaining leases are not pulled from the
+// sequence, and RevokeEach returns after the revocations in flight.
+func (iss *Issuer) RevokeEach(ctx context.Context, leases iter.Seq[map[string]string], done func(n int, err error)) {
 	sem := make(chan struct{}, max(1, iss.RevokeConcurrency))
 	var wg sync.WaitGroup
-	for i, meta := range metas {
+	var doneMu sync.Mutex
+	n := 0
+	for meta := range leases {
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			for j := i; j < len(metas); j++ {
-				errs[j] = ctx.Err()
-			}
 			wg.Wait()
-			return errs
+			return
 		}
+		i := n
+		n++
 		wg.Go(func() {
 			defer func() { <-sem }()
-			errs[i] = iss.Revoke(ctx, meta)
+			err := iss.Revoke(ctx, meta)
+			doneMu.Lock()
+			defer doneMu.Unlock()
+			done(i, err)
 		})
 	}
 	wg.Wait()
-	return errs
 }
 
 // isLeaseNotFound reports Vault's 400 "lease not found", returned for

@@ -129,6 +129,56 @@ func TestRevokeManyEndsEveryLease(t *testing.T) {
 	})
 }
 
+func TestRevokeEachBoundsConcurrency(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		ctx := context.Background()
+		path := tg.databaseRole(t, "sweep", 10*time.Minute, time.Hour)
+		c := tg.newClient(t, vault.Options{})
+
+		// Issue straight through the API, so the sweep's own requests
+		// are the only concurrent ones.
+		const leases = 2000
+		ids := make([]string, leases)
+		for i := range ids {
+			s, err := c.API().Logical().Read(path)
+			if err != nil {
+				t.Fatalf("reading %s: %v", path, err)
+			}
+			ids[i] = s.LeaseID
+		}
+
+		iss := vault.NewIssuer(c)
+		iss.RevokeConcurrency = 4
+		seq := func(yield func(map[string]string) bool) {
+			for _, id := range ids {
+				if !yield(map[string]string{vault.MetaType: "lease", vault.MetaLeaseID: id}) {
+					return
+				}
+			}
+		}
+		revoked := 0
+		iss.RevokeEach(ctx, seq, func(n int, err error) {
+			if err != nil {
+				t.Errorf("lease %d: Revoke = %v", n, err)
+			}
+			revoked++
+		})
+
+		if revoked != leases {
+			t.Errorf("RevokeEach reported %d results, want %d", revoked, leases)
+		}
+		if got := tg.stand.MaxInFlight(); got > 4 || got < 2 {
+			t.Errorf("max concurrent requests = %d, want 2 to 4 (RevokeConcurrency)", got)
+		}
+		for _, id := range ids {
+			if tg.stand.LeaseActive(id) {
+				t.Fatalf("lease %s active after RevokeEach", id)
+			}
+		}
+	})
+}
+
 func TestBadTokenDenied(t *testing.T) {
 	each(t, func(t *testing.T, tg *target) {
 		_, err := vault.New(context.Background(), vault.Config{

@@ -29,6 +29,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -51,6 +52,9 @@ type Server struct {
 	pki      *pkiCA
 	requests map[string]int // "METHOD /v1/path" to count, for assertions
 	noRenew  bool
+
+	inFlight    atomic.Int64
+	maxInFlight atomic.Int64
 }
 
 type token struct {
@@ -137,6 +141,10 @@ func (s *Server) Requests(method, path string) int {
 	return s.requests[method+" "+path]
 }
 
+// MaxInFlight returns the largest number of requests that were in progress
+// at once.
+func (s *Server) MaxInFlight() int { return int(s.maxInFlight.Load()) }
+
 // NewToken creates a token.
 func (s *Server) NewToken(o TokenOptions) string {
 	s.mu.Lock()
@@ -180,6 +188,15 @@ func (s *Server) AddKubernetesRole(role, jwt string) {
 
 // serve checks the seal and the token, then routes the request.
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	for {
+		peak := s.maxInFlight.Load()
+		if n <= peak || s.maxInFlight.CompareAndSwap(peak, n) {
+			break
+		}
+	}
+
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
