@@ -114,6 +114,40 @@ func TestDecide(t *testing.T) {
 	}
 }
 
+// TestDecideInvalidRequest sends malformed requests from the admin, whom the
+// policy otherwise allows everything, and expects each to be rejected as
+// invalid before Casbin evaluates it.
+func TestDecideInvalidRequest(t *testing.T) {
+	e := newEnforcer(t, decidePolicy)
+	const admin = "spiffe://ward.test/admin"
+	tests := []struct {
+		name               string
+		sub, dom, obj, act string
+	}{
+		{"empty subject", "", "prod", "db/x", "issue"},
+		{"empty domain", admin, "", "db/x", "issue"},
+		{"empty object", admin, "prod", "", "issue"},
+		{"wildcard domain", admin, "*", "db/x", "issue"},
+		{"wildcard action", admin, "prod", "db/x", "*"},
+		{"role as subject", "role:admin", "prod", "db/x", "issue"},
+		{"pattern as subject", "spiffe://ward.test/*", "prod", "db/x", "issue"},
+		{"space in object", admin, "prod", "db/x y", "issue"},
+		{"unicode space in object", admin, "prod", "db/x\u00a0", "issue"},
+		{"control character", admin, "prod", "db/x\n", "issue"},
+		{"invalid utf-8", admin, "prod", "db/\xff", "issue"},
+		{"oversized object", admin, "prod", "db/" + strings.Repeat("x", 5000), "issue"},
+		{"dot segment", admin, "prod", "db/a/../b", "issue"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := e.Decide(tt.sub, tt.dom, tt.obj, tt.act)
+			if d.Allowed || !strings.HasPrefix(d.Reason, "invalid request: ") {
+				t.Errorf("Decide(%q, %q, %q, %q) = %+v, want denied as an invalid request", tt.sub, tt.dom, tt.obj, tt.act, d)
+			}
+		})
+	}
+}
+
 func TestDecideReasons(t *testing.T) {
 	e := newEnforcer(t, decidePolicy)
 	d := e.Decide("spiffe://ward.test/admin", "prod", "db/x", "issue")
