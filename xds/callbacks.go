@@ -87,7 +87,7 @@ func (c callbacks) close(id int64) {
 	c.s.broadcastLocked()
 }
 
-// bind checks that the node id is the certificate's SPIFFE ID. The cache
+// bindLocked checks that the node id is the certificate's SPIFFE ID. The cache
 // keys snapshots by node id, so a mismatch closes the stream before any
 // configuration is sent. Guarded by Server.mu.
 func (c callbacks) bindLocked(id int64, node string) (*streamState, error) {

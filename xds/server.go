@@ -166,8 +166,9 @@ func New(cfg Config) (*Server, error) {
 		changed:     make(chan struct{}),
 		svids:       map[string]*issued{},
 	}
-	// The cache runs in non-ADS mode: in ADS mode it stays silent when a
-	// gRPC client asks for a name it lacks, where gRPC needs an answer.
+	// The cache runs in non-ADS mode, because in ADS mode it sends no
+	// response when a gRPC client requests a name it lacks, and gRPC needs
+	// one.
 	s.cache = cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{s.log})
 	s.tls = newTLSSource(cfg.Issuer, cfg.ServerID, td, cfg.ServerCertificate, s.now)
 

@@ -11,12 +11,11 @@ import (
 // NACK can roll the node back to the version it last accepted.
 const historySize = 4
 
-// nodeState is what the server knows about one node id. Guarded by
-// Server.mu.
+// nodeState is the server's record of one node id. Guarded by Server.mu.
 type nodeState struct {
 	kind    Kind
 	desired nodeSet // the latest successful build
-	served  nodeSet // what the cache currently offers
+	served  nodeSet // the configuration the cache offers now
 	// history holds recently served versions per type, newest last.
 	history  map[resource.Type][]typeSet
 	accepted map[resource.Type]string
@@ -58,7 +57,7 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	changed := st.served == nil
 	for typ, set := range st.desired {
 		if n, ok := st.nacks[typ]; ok && n.Version == set.version {
-			set = st.lookup(typ, st.accepted[typ])
+			set = st.rollback(typ, st.accepted[typ], set)
 		}
 		next[typ] = set
 		if st.served == nil || st.served[typ].version != set.version {
@@ -71,22 +70,32 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	}
 
 	st.served = next
-	// Watch channels are buffered and each is answered once, so SetSnapshot
-	// does not block while s.mu is held.
+	// In go-control-plane v0.14 every watch channel has room for the one
+	// response a watch receives, so SetSnapshot does not block while s.mu
+	// is held.
 	if err := s.cache.SetSnapshot(context.Background(), id, next.snapshot()); err != nil {
 		s.log.Error("xds set snapshot failed", "node", id, "error", err)
 	}
 }
 
-// lookup returns the served set of typ with the given version, or an empty
-// set when the node never accepted one.
-func (st *nodeState) lookup(typ resource.Type, version string) typeSet {
+// rollback returns what to offer a node that rejected the rejected set of
+// typ while holding version: the set it accepted, from history.
+//
+// When version is not in history (the node accepted it from an earlier
+// server process), the rejected content is offered under the node's own
+// version string. The cache then sends nothing, since the versions match,
+// and the node keeps what it has. Offering an empty set instead would make
+// the node delete its resources.
+func (st *nodeState) rollback(typ resource.Type, version string, rejected typeSet) typeSet {
+	if version == "" {
+		return typeSet{}
+	}
 	for _, set := range st.history[typ] {
 		if set.version == version {
 			return set
 		}
 	}
-	return typeSet{}
+	return typeSet{version: version, items: rejected.items}
 }
 
 func (st *nodeState) remember(typ resource.Type, set typeSet) {

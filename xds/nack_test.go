@@ -1,0 +1,91 @@
+package xds
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+)
+
+// TestNACKNotResent sends NACKs from a raw ADS client and checks that the
+// server sends nothing more until the configuration changes.
+func TestNACKNotResent(t *testing.T) {
+	tests := []struct {
+		name string
+		held string // version_info of the NACK: what the node still holds
+	}{
+		{name: "first push rejected", held: ""},
+		{name: "version from an earlier server", held: "0123456789abcdef"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ca := newTestCA(t)
+			s, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca})
+			cert := ca.tlsCert(t, testID("a"))
+			cc := dialADS(t, addr, &cert, ca.TrustBundlePEM())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+
+			stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).StreamAggregatedResources(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			responses := make(chan *discoveryv3.DiscoveryResponse, 16)
+			go func() {
+				for {
+					resp, err := stream.Recv()
+					if err != nil {
+						close(responses)
+						return
+					}
+					responses <- resp
+				}
+			}()
+
+			node := &corev3.Node{Id: testID("a")}
+			if err := stream.Send(&discoveryv3.DiscoveryRequest{Node: node, TypeUrl: resource.ClusterType, VersionInfo: tt.held}); err != nil {
+				t.Fatal(err)
+			}
+			first := <-responses
+			if first == nil {
+				t.Fatal("stream closed before the first response")
+			}
+			nack := &discoveryv3.DiscoveryRequest{TypeUrl: resource.ClusterType, VersionInfo: tt.held, ResponseNonce: first.GetNonce(),
+				ErrorDetail: &rpcstatus.Status{Code: 3, Message: "cluster rejected for the test"}}
+			if err := stream.Send(nack); err != nil {
+				t.Fatal(err)
+			}
+
+			select {
+			case resp := <-responses:
+				t.Fatalf("after NACK the server sent version %q, want nothing", resp.GetVersionInfo())
+			case <-time.After(300 * time.Millisecond):
+			}
+			ts := typeStatus(s.Status(), testID("a"), resource.ClusterType)
+			if ts.NACK == nil || ts.NACK.Version != first.GetVersionInfo() {
+				t.Errorf("Status() NACK = %+v, want version %q", ts.NACK, first.GetVersionInfo())
+			}
+			if ts.Served != tt.held {
+				t.Errorf("Status() served = %q after NACK, want the held %q", ts.Served, tt.held)
+			}
+
+			// New content is pushed: a new service adds a cluster.
+			services := append(threeServices(), Service{Name: "d", SPIFFEID: testID("d"), Kind: KindGRPC, Endpoints: []string{"127.0.0.1:7004"}})
+			if err := s.SetServices(ctx, services); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case resp := <-responses:
+				if resp.GetVersionInfo() == first.GetVersionInfo() {
+					t.Errorf("after a change the server resent the rejected version %q", resp.GetVersionInfo())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("no push after the configuration changed")
+			}
+		})
+	}
+}
