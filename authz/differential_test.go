@@ -34,8 +34,8 @@ func TestDecideMatchesPlainCasbin(t *testing.T) {
 		seed            uint64
 		lines, requests int
 	}{
-		{seed: 1, lines: 10000, requests: 1000},
-		{seed: 2, lines: 1000, requests: 3000},
+		{seed: 1, lines: 10000, requests: 2000},
+		{seed: 2, lines: 1000, requests: 2000},
 	}
 	if testing.Short() || raceEnabled {
 		cases = []struct {
