@@ -6,9 +6,9 @@ import (
 	"strings"
 )
 
-// randomPolicy generates a policy of about lines lines over a fixed
-// universe of identities, roles, domains and objects, and requests that
-// exercise it. The same seed gives the same policy and requests.
+// randomPolicy is a generated policy over a fixed universe of identities,
+// roles, domains and objects, with a source of requests that exercise it.
+// The same seed gives the same policy and requests.
 type randomPolicy struct {
 	rng     *rand.Rand
 	ids     []string
@@ -24,6 +24,11 @@ var randomDomains = []string{"prod", "staging", "dev", "test"}
 
 var randomActions = []string{"issue", "renew", "revoke", "detokenize", "unmask", "connect", "read", "list"}
 
+// newRandomPolicy returns a policy of about the given number of lines over
+// 200 identities, 40 roles and 4 domains. One line in twelve is a g line (a
+// tenth of those link role to role, so cycles occur). Of the p lines, 40%
+// name an identity, 35% a role, 23% an identity prefix and 2% everyone; a
+// fifth apply in every domain and one in seven is a deny.
 func newRandomPolicy(seed uint64, lines int) *randomPolicy {
 	g := &randomPolicy{
 		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),

@@ -122,8 +122,8 @@ func TestReloadMissingFile(t *testing.T) {
 }
 
 // TestDecideDuringReload runs decisions while the policy flips between two
-// versions; run with -race. Every decision must come from one version or the
-// other, never a mix or an error.
+// versions; run with -race. No decision may fail, and the admin line, which
+// both versions contain, must allow throughout.
 func TestDecideDuringReload(t *testing.T) {
 	policyA := basePolicy + "p, " + webID + ", dev, db/a, read, allow\n"
 	policyB := basePolicy + "p, " + webID + ", dev, db/b, read, allow\n"
