@@ -64,6 +64,21 @@ func TestIssueX509WithJoinToken(t *testing.T) {
 		t.Errorf("public key of key.pem %q differs from cert.pem's %q", keyPub, certPub)
 	}
 
+	// The audit log carries the token only as an HMAC, the same one in the
+	// create-token and join records, so an auditor can link the two.
+	var created, joined string
+	for _, r := range auditRecords(t, s) {
+		switch {
+		case r.Action == "create-token" && r.Object == "token/"+id:
+			created = r.HMACs["join_token"]
+		case r.Action == "join" && r.Decision == "allow":
+			joined = r.HMACs["join_token"]
+		}
+	}
+	if created == "" || created != joined {
+		t.Errorf("audit HMAC of the join token: create-token %q, join %q; want equal and non-empty", created, joined)
+	}
+
 	// The token is spent: a second exchange is rejected.
 	_, stderr, code := s.RunEnv(t, workloadEnv(s), "issue", "x509", "--join-token", token, "--out", outDir(t, "again"))
 	if code != 1 || !strings.Contains(stderr, "join token invalid, expired or already used") {
@@ -151,4 +166,49 @@ func hasExtKeyUsage(cert *x509.Certificate, usage x509.ExtKeyUsage) bool {
 		}
 	}
 	return false
+}
+
+// TestCSRExtensionsNotCopied sends an openssl CSR that requests CA key
+// usages and a code-signing EKU: ward must issue a plain leaf and ignore
+// what the CSR asked for beyond the key and SANs.
+func TestCSRExtensionsNotCopied(t *testing.T) {
+	s := startDev(t)
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+	dir := outDir(t, "ext")
+
+	mustTool(t, dir, "openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", "key.pem", "-out", "csr.pem", "-subj", "/CN=ward root CA ward.test/O=ward",
+		"-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+		"-addext", "extendedKeyUsage=codeSigning,emailProtection",
+		"-addext", "subjectAltName=URI:"+id)
+	addKeyFileSecret(t, filepath.Join(dir, "key.pem"))
+	csr, err := os.ReadFile(filepath.Join(dir, "csr.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	status, body := s.Do(t, "POST", "/v1/issue/x509", map[string]string{"csr": string(csr), "spiffe_id": id})
+	if status != 200 {
+		// Rejecting such a CSR is as safe as ignoring its extensions.
+		t.Logf("POST /v1/issue/x509 with CA key usages in the CSR = %d %s", status, body)
+		return
+	}
+	var resp struct {
+		Certificate string `json:"certificate"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	cert := parseCertPEM(t, []byte(resp.Certificate))
+	if cert.IsCA || cert.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
+		t.Errorf("certificate IsCA %v, KeyUsage %b; want a leaf without certSign or cRLSign", cert.IsCA, cert.KeyUsage)
+	}
+	for _, u := range cert.ExtKeyUsage {
+		if u != x509.ExtKeyUsageServerAuth && u != x509.ExtKeyUsageClientAuth {
+			t.Errorf("certificate ExtKeyUsage contains %v, want only serverAuth and clientAuth", u)
+		}
+	}
+	if cert.Subject.CommonName == "ward root CA ward.test" {
+		t.Errorf("certificate subject %q copies the CSR's subject, which imitates the CA's", cert.Subject)
+	}
 }
