@@ -270,61 +270,42 @@ func (iss *Issuer) Issue(ctx context.Context, roleName, subject string, expiresA
 	return Credential{Username: username, Password: password, DSN: loginDSN(r.DSN, username)}, meta, nil
 }
 
-// create runs the rendered creation SQL and checks the result in one
-// transaction. BEGIN, the template and the check travel in one simple
-// query message, so issuance costs two round trips with COMMIT.
+// create runs the advisory lock, the rendered creation SQL and a check of
+// the created role as one simple query message. PostgreSQL runs such a
+// message as one implicit transaction, so a failed statement or check
+// rolls back all of it, and issuance costs a single round trip.
+//
+// The check is a PL/pgSQL DO block, so the admin database needs the
+// plpgsql language, which every database has unless someone dropped it.
 func (iss *Issuer) create(ctx context.Context, r *role, username, sql string, expiresAt time.Time) error {
-	conn, err := r.pool.Acquire(ctx)
-	if err != nil {
-		return fmt.Errorf("pgcred: role %q: %w", r.Name, wrapUnavailable(r.backend, err))
-	}
-	// A connection left inside a transaction is destroyed by Release, not
-	// returned to the pool.
-	defer conn.Release()
+	// The dollar-quoted body cannot end early: the username is
+	// [a-z0-9_] and the expiry is digits and punctuation without '$'.
+	check := fmt.Sprintf(`DO $ward$
+DECLARE
+  r record;
+BEGIN
+  SELECT rolcanlogin, rolsuper, rolvaliduntil INTO r FROM pg_catalog.pg_roles WHERE rolname = %[1]s;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'the creation template did not create role {{.Username}}';
+  ELSIF NOT r.rolcanlogin THEN
+    RAISE EXCEPTION 'the created role lacks LOGIN';
+  ELSIF r.rolsuper THEN
+    RAISE EXCEPTION 'the created role is a superuser';
+  ELSIF r.rolvaliduntil IS NULL OR r.rolvaliduntil > %[2]s::timestamptz + interval '1 second' THEN
+    RAISE EXCEPTION 'the created role needs VALID UNTIL {{.Expiration}}';
+  END IF;
+END
+$ward$`, quoteLiteral(username), formatExpiry(expiresAt))
 
-	check := fmt.Sprintf("SELECT rolcanlogin, rolsuper, rolvaliduntil IS NOT NULL AND rolvaliduntil <= %s::timestamptz + interval '1 second' FROM pg_roles WHERE rolname = %s",
-		formatExpiry(expiresAt), quoteLiteral(username))
-	results, err := conn.Conn().PgConn().Exec(ctx, "BEGIN;\n"+lockCatalog+";\n"+sql+";\n"+check).ReadAll()
-	if err != nil {
-		iss.rollback(ctx, conn)
+	message := lockCatalog + ";\n" + sql + ";\n" + check
+	// Exec without arguments uses the simple query protocol, which
+	// allows several statements.
+	if _, err := r.pool.Exec(ctx, message); err != nil {
 		// The statement text holds the verifier, so errors are reported
 		// by SQLSTATE and message only.
 		return fmt.Errorf("pgcred: role %q: creation template: %w", r.Name, sqlError(r.backend, err))
 	}
-
-	last := results[len(results)-1]
-	switch {
-	case len(last.Rows) == 0:
-		iss.rollback(ctx, conn)
-		return fmt.Errorf("pgcred: role %q: %w: the creation template did not create role {{.Username}}", r.Name, ErrTemplate)
-	case string(last.Rows[0][0]) != "t":
-		iss.rollback(ctx, conn)
-		return fmt.Errorf("pgcred: role %q: %w: the created role lacks LOGIN", r.Name, ErrTemplate)
-	case string(last.Rows[0][1]) != "f":
-		iss.rollback(ctx, conn)
-		return fmt.Errorf("pgcred: role %q: %w: the created role is a superuser", r.Name, ErrTemplate)
-	case string(last.Rows[0][2]) != "t":
-		iss.rollback(ctx, conn)
-		return fmt.Errorf("pgcred: role %q: %w: the created role needs VALID UNTIL {{.Expiration}}", r.Name, ErrTemplate)
-	}
-
-	tag, err := conn.Exec(ctx, "COMMIT")
-	if err != nil {
-		return fmt.Errorf("pgcred: role %q: committing: %w", r.Name, wrapUnavailable(r.backend, err))
-	}
-	if tag.String() != "COMMIT" {
-		return fmt.Errorf("pgcred: role %q: commit ended in %s", r.Name, tag.String())
-	}
 	return nil
-}
-
-// rollback ends an open transaction on conn. A failure leaves the
-// connection inside the transaction, and Release then destroys it.
-func (iss *Issuer) rollback(ctx context.Context, conn *pgxpool.Conn) {
-	if conn.Conn().PgConn().TxStatus() == 'I' {
-		return
-	}
-	_, _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK")
 }
 
 // sqlError reduces a statement error to its SQLSTATE and message, because
