@@ -30,7 +30,7 @@ func (s *Server) Rebuild(ctx context.Context) error {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.build = buildStatus{at: s.now(), err: err}
+	s.build = buildStatus{at: s.now(), err: err, count: s.build.count + 1}
 	if err != nil {
 		s.log.Error("xds build failed, keeping the last good configuration", "error", err)
 		return err

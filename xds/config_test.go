@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
@@ -128,5 +129,28 @@ func TestInvalidConfigKeepsPushed(t *testing.T) {
 	}
 	if typeStatus(s.Status(), testID("c"), resource.SecretType).Served == "" {
 		t.Errorf("envoy node c has no SDS secrets served")
+	}
+}
+
+func TestPolicyChangedDebounced(t *testing.T) {
+	s, _ := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: newTestCA(t), Debounce: 50 * time.Millisecond})
+	for start := time.Now(); s.Status().Builds == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("first build did not happen")
+		}
+	}
+	before := s.Status().Builds
+
+	for range 20 {
+		s.PolicyChanged()
+	}
+	for start := time.Now(); s.Status().Builds == before; time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 5*time.Second {
+			t.Fatal("no build after PolicyChanged")
+		}
+	}
+	time.Sleep(150 * time.Millisecond) // room for a second, unwanted build
+	if got := s.Status().Builds - before; got != 1 {
+		t.Errorf("builds after 20 PolicyChanged calls = %d, want 1", got)
 	}
 }

@@ -115,8 +115,9 @@ type Server struct {
 }
 
 type buildStatus struct {
-	at  time.Time
-	err error
+	at    time.Time
+	err   error
+	count uint64
 }
 
 // New validates cfg and returns a Server. It builds nothing until Serve.

@@ -14,6 +14,7 @@ import (
 type Status struct {
 	BuiltAt    time.Time
 	BuildError string // empty when the last build succeeded
+	Builds     uint64 // builds attempted since start
 	Nodes      []NodeStatus
 }
 
@@ -43,7 +44,7 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 
-	out := Status{BuiltAt: s.build.at}
+	out := Status{BuiltAt: s.build.at, Builds: s.build.count}
 	if s.build.err != nil {
 		out.BuildError = s.build.err.Error()
 	}
