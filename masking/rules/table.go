@@ -110,6 +110,24 @@ func (t *Table) Name() string { return t.name }
 // Columns returns the column order the table was opened with.
 func (t *Table) Columns() []string { return t.columns }
 
+// Ordered reports whether the table's output depends on the order rows
+// are masked in, because a transformer remembers earlier outputs (fake on
+// a unique column). Such a table must be masked by one goroutine in input
+// order; others may be masked in parallel.
+func (t *Table) Ordered() bool {
+	for _, cp := range t.plans {
+		if cp.whole != nil && cp.whole.Info().Stateful {
+			return true
+		}
+		for _, s := range cp.steps {
+			if s.t != nil && s.t.Info().Stateful {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Masks reports whether any column of the table changes; a table that
 // keeps every column can be copied through unparsed.
 func (t *Table) Masks() bool { return t.masks }

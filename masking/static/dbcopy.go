@@ -1,6 +1,7 @@
 package static
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -379,13 +380,19 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 	ident := pgx.Identifier{schema, table}.Sanitize()
 	list := strings.Join(cols, ", ")
 
+	// The buffer batches rows into large writes; an unbuffered pipe would
+	// send every row to the target as its own message.
 	pr, pw := io.Pipe()
-	mw := &maskWriter{table: tbl, out: pw, progress: progress}
+	buffered := bufio.NewWriterSize(pw, 256<<10)
+	mw := &maskWriter{table: tbl, out: buffered, progress: progress}
 	done := make(chan error, 1)
 	go func() {
 		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+" ("+list+") TO STDOUT")
+		if ferr := mw.finish(); err == nil {
+			err = ferr
+		}
 		if err == nil {
-			err = mw.finish()
+			err = buffered.Flush()
 		}
 		pw.CloseWithError(err)
 		done <- err
@@ -420,17 +427,22 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 	return mw.rows, nil
 }
 
-// maskWriter receives COPY text data from the source, masks it row by row
-// and writes it to out. Data messages may split or join lines, so it keeps
-// an incomplete line until the rest arrives.
+// maskWriter receives COPY text data from the source and splits it into
+// rows. Data messages may split or join lines, so it keeps an incomplete
+// line until the rest arrives. A table without masked columns is copied
+// through; an ordered table (see rules.Table.Ordered) is masked row by row
+// in order; any other table is masked in batches on several goroutines.
 type maskWriter struct {
 	table    *rules.Table
 	out      io.Writer
 	progress func(string, int64, bool)
 	partial  []byte
-	row      []rules.Field
-	buf      []byte
 	rows     int64
+
+	pipe  *pipeline
+	batch *rowBatch
+	row   []rules.Field
+	buf   []byte
 }
 
 func (m *maskWriter) Write(p []byte) (int, error) {
@@ -444,7 +456,7 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if err := m.line(data[:i]); err != nil {
+		if err := m.line(data[:i+1]); err != nil {
 			return 0, err
 		}
 		data = data[i+1:]
@@ -456,35 +468,61 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// line handles one newline-terminated COPY line.
 func (m *maskWriter) line(line []byte) error {
 	m.rows++
 	if m.progress != nil && m.rows%progressEvery == 0 {
 		m.progress(m.table.Name(), m.rows, false)
 	}
-	if !m.table.Masks() {
-		m.buf = append(append(m.buf[:0], line...), '\n')
-		_, err := m.out.Write(m.buf)
+	switch {
+	case !m.table.Masks():
+		_, err := m.out.Write(line)
+		return err
+	case m.table.Ordered():
+		var err error
+		m.buf, err = maskLines(m.table, line, m.rows, m.row, m.buf[:0])
+		if err != nil {
+			return err
+		}
+		_, err = m.out.Write(m.buf)
 		return err
 	}
-	row, err := decodeCopyRow(string(line), m.row)
-	if err == nil && len(row) != len(m.table.Columns()) {
-		err = fmt.Errorf("%w: COPY row has %d fields, want %d", ErrFormat, len(row), len(m.table.Columns()))
+
+	if m.pipe == nil {
+		m.pipe = newPipeline(m.table, m.out)
 	}
-	if err == nil {
-		err = m.table.MaskRow(row)
+	if m.batch == nil {
+		m.batch = &rowBatch{firstRow: m.rows}
 	}
-	if err != nil {
-		return &RowError{Table: m.table.Name(), Row: m.rows, Err: err}
+	m.batch.in = append(m.batch.in, line...)
+	if m.rows-m.batch.firstRow+1 < batchRows {
+		return nil
 	}
-	m.row = row
-	m.buf = appendCopyRow(m.buf[:0], row)
-	_, err = m.out.Write(m.buf)
+	b := m.batch
+	m.batch = nil
+	return m.pipe.submit(b)
+}
+
+// finish masks what is still queued and reports the first failure. It
+// must be called once, after the last Write, even when the copy failed,
+// so that the pipeline's goroutines end.
+func (m *maskWriter) finish() error {
+	var err error
+	if len(m.partial) > 0 {
+		err = &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: COPY data ends inside a row", ErrFormat)}
+	}
+	if m.pipe == nil {
+		return err
+	}
+	if m.batch != nil && err == nil {
+		err = m.pipe.submit(m.batch)
+	}
+	if perr := m.pipe.close(); perr != nil {
+		return perr
+	}
 	return err
 }
 
-func (m *maskWriter) finish() error {
-	if len(m.partial) > 0 {
-		return &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: COPY data ends inside a row", ErrFormat)}
-	}
-	return nil
+func errFieldCount(got, want int) error {
+	return fmt.Errorf("%w: COPY row has %d fields, want %d", ErrFormat, got, want)
 }

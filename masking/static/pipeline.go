@@ -1,0 +1,132 @@
+package static
+
+import (
+	"io"
+	"runtime"
+	"sync"
+
+	"ward.dev/ward/masking/rules"
+)
+
+// batchRows is the number of COPY rows masked as one unit of work.
+const batchRows = 512
+
+// rowBatch is a run of consecutive COPY text lines and their masked form.
+type rowBatch struct {
+	in       []byte // newline-terminated input lines
+	out      []byte
+	firstRow int64 // 1-based number of the first row
+	err      error
+	done     chan struct{}
+}
+
+// pipeline masks batches of COPY rows on several goroutines and writes the
+// results to out in input order. Memory is bounded by the number of
+// batches in flight.
+type pipeline struct {
+	table *rules.Table
+	out   io.Writer
+	work  chan *rowBatch
+	order chan *rowBatch
+
+	wg      sync.WaitGroup
+	written chan error // the writer's result
+	mu      sync.Mutex
+	failed  error
+}
+
+func newPipeline(table *rules.Table, out io.Writer) *pipeline {
+	workers := runtime.GOMAXPROCS(0)
+	p := &pipeline{
+		table:   table,
+		out:     out,
+		work:    make(chan *rowBatch, workers),
+		order:   make(chan *rowBatch, 2*workers),
+		written: make(chan error, 1),
+	}
+	for range workers {
+		p.wg.Add(1)
+		go p.maskBatches()
+	}
+	go p.writeBatches()
+	return p
+}
+
+func (p *pipeline) maskBatches() {
+	defer p.wg.Done()
+	var row []rules.Field
+	for b := range p.work {
+		b.out, b.err = maskLines(p.table, b.in, b.firstRow, row, b.out[:0])
+		close(b.done)
+	}
+}
+
+// maskLines masks every line of in and appends the COPY text to out.
+func maskLines(table *rules.Table, in []byte, firstRow int64, row []rules.Field, out []byte) ([]byte, error) {
+	n := firstRow
+	for len(in) > 0 {
+		i := 0
+		for in[i] != '\n' {
+			i++
+		}
+		var err error
+		row, err = decodeCopyRow(string(in[:i]), row)
+		if err == nil && len(row) != len(table.Columns()) {
+			err = errFieldCount(len(row), len(table.Columns()))
+		}
+		if err == nil {
+			err = table.MaskRow(row)
+		}
+		if err != nil {
+			return out, &RowError{Table: table.Name(), Row: n, Err: err}
+		}
+		out = appendCopyRow(out, row)
+		in = in[i+1:]
+		n++
+	}
+	return out, nil
+}
+
+func (p *pipeline) writeBatches() {
+	var err error
+	for b := range p.order {
+		<-b.done
+		if err != nil {
+			continue
+		}
+		if b.err != nil {
+			err = b.err
+		} else {
+			_, err = p.out.Write(b.out)
+		}
+		if err != nil {
+			p.mu.Lock()
+			p.failed = err
+			p.mu.Unlock()
+		}
+	}
+	p.written <- err
+}
+
+// submit queues b; it blocks while too many batches are in flight. It
+// returns the first failure so far, so the reader can stop early.
+func (p *pipeline) submit(b *rowBatch) error {
+	p.mu.Lock()
+	err := p.failed
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	b.done = make(chan struct{})
+	p.order <- b
+	p.work <- b
+	return nil
+}
+
+// close waits for every queued batch and returns the first failure.
+func (p *pipeline) close() error {
+	close(p.work)
+	p.wg.Wait()
+	close(p.order)
+	return <-p.written
+}
