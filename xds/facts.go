@@ -6,8 +6,11 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -84,20 +87,55 @@ func (facts *resourceFacts) learnListener(l *listenerv3.Listener) error {
 		}
 		facts.secrets = append(facts.secrets, secrets...)
 
+		guarded := false // a network RBAC filter with rules came earlier
 		for _, filter := range fc.GetFilters() {
 			msg, err := filter.GetTypedConfig().UnmarshalNew()
 			if err != nil {
 				return fmt.Errorf("filter %q: %w", filter.GetName(), err)
 			}
 			switch cfg := msg.(type) {
+			case *netrbacv3.RBAC:
+				guarded = enforcing(cfg.GetRules())
 			case *tcpproxyv3.TcpProxy:
+				if !guarded {
+					return fmt.Errorf("filter chain %q: tcp_proxy without a preceding enforcing RBAC filter", fc.GetName())
+				}
 				facts.clusters = append(facts.clusters, cfg.GetCluster())
 			case *hcmv3.HttpConnectionManager:
+				if err := checkHTTPRBAC(cfg); err != nil {
+					return fmt.Errorf("filter chain %q: %w", fc.GetName(), err)
+				}
 				facts.clusters = append(facts.clusters, routeClusters(cfg.GetRouteConfig())...)
 			}
 		}
 	}
 	return nil
+}
+
+// enforcing reports whether RBAC rules restrict anything. Unset rules, or
+// the LOG action, turn RBAC off in Envoy and gRPC alike, so an inbound
+// listener rendered that way would admit every caller.
+func enforcing(rules *rbacv3.RBAC) bool {
+	return rules != nil && rules.GetAction() != rbacv3.RBAC_LOG
+}
+
+// checkHTTPRBAC requires an inbound HTTP connection manager to start with an
+// enforcing RBAC filter, so no route is reachable around it.
+func checkHTTPRBAC(hcm *hcmv3.HttpConnectionManager) error {
+	filters := hcm.GetHttpFilters()
+	if len(filters) == 0 {
+		return fmt.Errorf("http connection manager has no filters")
+	}
+	rbac := &httprbacv3.RBAC{}
+	if filters[0].GetTypedConfig().MessageIs(rbac) {
+		if err := filters[0].GetTypedConfig().UnmarshalTo(rbac); err != nil {
+			return fmt.Errorf("http filter %q: %w", filters[0].GetName(), err)
+		}
+		if enforcing(rbac.GetRules()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("first http filter %q is not an enforcing RBAC filter", filters[0].GetName())
 }
 
 // routeClusters lists the clusters that rc's routes forward to. Routes with
