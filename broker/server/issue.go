@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -83,34 +85,55 @@ func (s *Server) handleJoin(req *request) (any, *apiError) {
 	req.caller = caller{id: jt.SPIFFEID, method: "join"}
 	req.rec.Caller = jt.SPIFFEID
 
-	// Decide before the token is spent, so a workload the policy does not
-	// allow yet can retry with the same token once the policy changes.
-	if d := s.decide(jt.SPIFFEID, "x509/"+jt.SPIFFEID, "issue"); !d.Allowed {
-		req.rec.Object = "x509/" + jt.SPIFFEID
-		return nil, errorf(http.StatusForbidden, "%s may not issue x509/%s in %s: %s", jt.SPIFFEID, jt.SPIFFEID, s.cfg.Environment, d.Reason)
-	}
-	if _, err := ca.ParseCSR([]byte(body.CSR)); err != nil {
-		return nil, errorf(http.StatusBadRequest, "%v", err)
+	// Validate and authorize the whole request before the token is spent,
+	// so a workload can retry with the same token after a rejection (a bad
+	// CSR, or a policy that does not allow it yet).
+	plan, aerr := s.prepareX509(req, jt.SPIFFEID, body)
+	if aerr != nil {
+		return nil, aerr
 	}
 	if _, err := s.store.ConsumeJoinToken(ctx, digest, s.now()); errors.Is(err, store.ErrTokenInvalid) {
 		return nil, errorf(http.StatusUnauthorized, "join token invalid, expired or already used")
 	} else if err != nil {
 		return nil, internal("join token use", err)
 	}
-	return s.issueX509(req, jt.SPIFFEID, body)
+	return s.signX509(req, plan)
 }
 
+// x509Plan is a validated and authorized certificate request, ready to sign.
+type x509Plan struct {
+	start    time.Time
+	id       *url.URL
+	csr      *x509.CertificateRequest
+	dnsNames []string
+	ips      []net.IP
+	ttl      time.Duration
+}
+
+// issueX509 validates, authorizes and signs a certificate request.
 func (s *Server) issueX509(req *request, target string, body x509Request) (any, *apiError) {
-	start := time.Now()
+	plan, err := s.prepareX509(req, target, body)
+	if err != nil {
+		return nil, err
+	}
+	return s.signX509(req, plan)
+}
+
+// prepareX509 checks everything about a request that can fail before
+// anything is spent or signed: the SPIFFE ID, TTL, CSR, SANs and policy.
+func (s *Server) prepareX509(req *request, target string, body x509Request) (*x509Plan, *apiError) {
+	plan := &x509Plan{start: time.Now()}
 	req.rec.Object = "x509/" + target
 	id, msg := s.parseSPIFFEID(target)
 	if id == nil {
 		return nil, errorf(http.StatusBadRequest, "%s", msg)
 	}
+	plan.id = id
 	ttl, aerr := parseTTL(body.TTL, s.cfg.TTL.Default.Duration, s.cfg.TTL.Max.Duration)
 	if aerr != nil {
 		return nil, aerr
 	}
+	plan.ttl = ttl
 	if strings.TrimSpace(body.CSR) == "" {
 		return nil, errorf(http.StatusBadRequest, "missing csr: send a PEM certificate signing request")
 	}
@@ -121,18 +144,19 @@ func (s *Server) issueX509(req *request, target string, body x509Request) (any, 
 	if len(csr.URIs) == 1 && csr.URIs[0].String() != id.String() {
 		return nil, errorf(http.StatusBadRequest, "invalid CSR: URI SAN %s does not match the SPIFFE ID %s", quote(csr.URIs[0].String()), id)
 	}
+	plan.csr = csr
 
-	dnsNames := append(append([]string(nil), csr.DNSNames...), body.DNSNames...)
-	ips := append([]net.IP(nil), csr.IPAddresses...)
+	plan.dnsNames = append(append([]string(nil), csr.DNSNames...), body.DNSNames...)
+	plan.ips = append([]net.IP(nil), csr.IPAddresses...)
 	for _, raw := range body.IPAddresses {
 		ip := net.ParseIP(raw)
 		if ip == nil {
 			return nil, errorf(http.StatusBadRequest, "invalid IP address %s", quote(raw))
 		}
-		ips = append(ips, ip)
+		plan.ips = append(plan.ips, ip)
 	}
-	if len(dnsNames)+len(ips) > maxSANs {
-		return nil, errorf(http.StatusBadRequest, "%d DNS and IP SANs requested, at most %d allowed", len(dnsNames)+len(ips), maxSANs)
+	if n := len(plan.dnsNames) + len(plan.ips); n > maxSANs {
+		return nil, errorf(http.StatusBadRequest, "%d DNS and IP SANs requested, at most %d allowed", n, maxSANs)
 	}
 
 	// Every name in the certificate is a separate grant: the SPIFFE ID, and
@@ -140,7 +164,7 @@ func (s *Server) issueX509(req *request, target string, body x509Request) (any, 
 	if err := s.require(req, "x509/"+id.String(), "issue"); err != nil {
 		return nil, err
 	}
-	for _, name := range dnsNames {
+	for _, name := range plan.dnsNames {
 		if !validDNSName(name) {
 			return nil, errorf(http.StatusBadRequest, "invalid DNS name %s", quote(name))
 		}
@@ -148,13 +172,18 @@ func (s *Server) issueX509(req *request, target string, body x509Request) (any, 
 			return nil, err
 		}
 	}
-	for _, ip := range ips {
+	for _, ip := range plan.ips {
 		if err := s.require(req, "ip/"+ip.String(), "issue"); err != nil {
 			return nil, err
 		}
 	}
+	return plan, nil
+}
 
-	issued, err := s.ca.Sign(ca.Request{PublicKey: csr.PublicKey, SPIFFEID: id, DNSNames: dnsNames, IPs: ips, TTL: ttl})
+// signX509 signs a prepared request and records its lease.
+func (s *Server) signX509(req *request, plan *x509Plan) (any, *apiError) {
+	id := plan.id
+	issued, err := s.ca.Sign(ca.Request{PublicKey: plan.csr.PublicKey, SPIFFEID: id, DNSNames: plan.dnsNames, IPs: plan.ips, TTL: plan.ttl})
 	if err != nil {
 		return nil, internal("certificate signing", err)
 	}
@@ -171,7 +200,7 @@ func (s *Server) issueX509(req *request, target string, body x509Request) (any, 
 		return nil, err
 	}
 	req.rec.LeaseID = leaseID
-	s.met.issued("x509", time.Since(start))
+	s.met.issued("x509", time.Since(plan.start))
 
 	leafPEM := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: issued.DER}))
 	return x509Response{
