@@ -64,12 +64,13 @@ type Server struct {
 // Start creates a cluster in tb.TempDir(), starts it and stops it when the
 // test and its subtests finish.
 //
-// NOTE: a test binary that is killed (timeout panic, SIGKILL) skips
-// cleanup, so its postmaster keeps running until stopped by hand.
+// A test binary that is killed (timeout panic, SIGKILL) skips cleanup. The
+// next Start or Shared in any test process stops such orphaned clusters.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 
 	binDir := requireBinDir(tb)
+	reapStale(binDir)
 	s, err := newServer(binDir, tb.TempDir())
 	if err != nil {
 		tb.Fatalf("pgtest.Start: %v", err)
@@ -139,6 +140,9 @@ func newServer(binDir, parent string) (*Server, error) {
 	}
 
 	if err := s.prepareDir(parent); err != nil {
+		return nil, err
+	}
+	if err := s.writeOwner(); err != nil {
 		return nil, err
 	}
 	if err := s.initdb(); err != nil {

@@ -2,7 +2,11 @@ package pgtest_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,5 +89,35 @@ func TestStopStartKeepsPortAndData(t *testing.T) {
 	var v int
 	if err := conn.QueryRow(context.Background(), "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
 		t.Errorf("SELECT v FROM kept = %d, %v; want 42, nil", v, err)
+	}
+}
+
+func TestStaleClusterReaped(t *testing.T) {
+	if os.Getenv("PGTEST_REAP_CHILD") != "" {
+		// The child starts a cluster and dies without cleanup.
+		pgtest.Shared(t)
+		os.Exit(0)
+	}
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStaleClusterReaped$")
+	cmd.Env = append(os.Environ(), "PGTEST_REAP_CHILD=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("child test process: %v\n%s", err, out)
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "pgtest-*", "pg", "owner.pid"))
+	var orphan string
+	for _, d := range dirs {
+		b, _ := os.ReadFile(d)
+		if strings.TrimSpace(string(b)) == fmt.Sprint(cmd.Process.Pid) {
+			orphan = filepath.Dir(filepath.Dir(d))
+		}
+	}
+	if orphan == "" {
+		t.Fatal("the child left no cluster directory behind, so there is nothing to reap")
+	}
+
+	pgtest.Start(t)
+	if _, err := os.Stat(orphan); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("orphaned cluster directory %s still exists after Start, err = %v", orphan, err)
 	}
 }

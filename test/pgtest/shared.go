@@ -30,6 +30,7 @@ func Shared(tb testing.TB) *Server {
 	tb.Helper()
 
 	binDir := requireBinDir(tb)
+	reapStale(binDir)
 	shared.once.Do(func() {
 		shared.dir, shared.err = os.MkdirTemp("", "pgtest-")
 		if shared.err != nil {
