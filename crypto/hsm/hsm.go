@@ -334,7 +334,7 @@ func (h *HSM) loginLocked(sh pkcs11.SessionHandle) error {
 		h.loggedIn = true
 		return nil
 	case isPINError(err):
-		h.loginErr = fmt.Errorf("hsm: login to %s failed: %w (%v); check the PIN file or variable, and do not retry blindly, because the token locks after repeated failures", h, ErrPINIncorrect, err)
+		h.loginErr = fmt.Errorf("%w by %s (%v): check the PIN file or variable before trying again, because the token locks after repeated failures", ErrPINIncorrect, h, err)
 		return h.loginErr
 	case isConnectionLost(err):
 		h.connected = false

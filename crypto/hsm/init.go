@@ -56,7 +56,7 @@ func (h *HSM) InitKeys(opts InitOptions) ([]Object, error) {
 				return err
 			}
 			if len(found) > 0 {
-				return fmt.Errorf("hsm: %d objects labeled %q on %s: %w", len(found), label, h, ErrExists)
+				return fmt.Errorf("%w: %d objects labeled %q on %s; choose other labels", ErrExists, len(found), label, h)
 			}
 		}
 

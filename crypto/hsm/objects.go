@@ -75,7 +75,7 @@ func (h *HSM) findOne(sh pkcs11.SessionHandle, ref KeyRef, class uint) (pkcs11.O
 	}
 	switch len(found) {
 	case 0:
-		return 0, fmt.Errorf("hsm: %s on %s: %w", ref, h, ErrKeyNotFound)
+		return 0, fmt.Errorf("%w: %s on %s", ErrKeyNotFound, ref, h)
 	case 1:
 		return found[0], nil
 	}
