@@ -2,8 +2,16 @@ package e2e
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,6 +78,12 @@ func TestBadInputRejected(t *testing.T) {
 			http.StatusBadRequest, "CSR"},
 		{"missing CSR", issue(map[string]string{"spiffe_id": id}),
 			http.StatusBadRequest, "missing csr"},
+		{"CSR with a bad signature", issue(map[string]string{"csr": badSignatureCSR(t, id), "spiffe_id": id}),
+			http.StatusBadRequest, "signature"},
+		{"CSR with a 1024-bit RSA key", issue(map[string]string{"csr": weakCSR(t, id, "rsa1024"), "spiffe_id": id}),
+			http.StatusBadRequest, "at least 2048"},
+		{"CSR with a P-224 key", issue(map[string]string{"csr": weakCSR(t, id, "p224"), "spiffe_id": id}),
+			http.StatusBadRequest, "not allowed"},
 		{"CSR requests a CA", issue(map[string]string{"csr": caCSR, "spiffe_id": id}),
 			http.StatusBadRequest, "requests a CA certificate"},
 		{"TTL above maximum", issue(map[string]string{"csr": goodCSR, "spiffe_id": id, "ttl": "25h"}),
@@ -187,4 +201,42 @@ func createJoinTokenAPI(t *testing.T, s *wardtest.Server, id, ttl string) joinTo
 	}
 	addSecret("join token for "+id, []byte(resp.Token))
 	return joinToken{resp.Token, resp.ExpiresAt}
+}
+
+// badSignatureCSR returns a CSR for id whose signature no longer matches:
+// the last byte of the DER, inside the signature, is flipped.
+func badSignatureCSR(t *testing.T, id string) string {
+	t.Helper()
+	block, _ := pem.Decode(newCSR(t, id))
+	der := append([]byte(nil), block.Bytes...)
+	der[len(der)-1] ^= 0x01
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+}
+
+// weakCSR returns a CSR for id with a key ward does not accept: "rsa1024"
+// or "p224".
+func weakCSR(t *testing.T, id, kind string) string {
+	t.Helper()
+	var key crypto.Signer
+	var err error
+	switch kind {
+	case "rsa1024":
+		key, err = rsa.GenerateKey(rand.Reader, 1024)
+	case "p224":
+		key, err = ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	default:
+		t.Fatalf("weakCSR: unknown kind %q", kind)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 }

@@ -167,3 +167,31 @@ func TestSecondServerOnSameDataDir(t *testing.T) {
 		t.Errorf("first server GET /v1/health after the second start = %d, want 200", status)
 	}
 }
+
+// TestServeRejectsBadConfig starts ward serve with broken configuration
+// files: each start fails with the file and line of the bad value.
+func TestServeRejectsBadConfig(t *testing.T) {
+	s := startDev(t)
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"invalid duration", "ttl:\n  max: banana\n", "ward.yaml:2"},
+		{"unknown key", "environment: dev\nlisten:\n  apii: 127.0.0.1:0\n", "ward.yaml:3"},
+		{"max below default", "ttl:\n  default: 2h\n  max: 1h\n", "ward.yaml:3"},
+		{"unknown store driver", "store:\n  driver: mongo\n", "ward.yaml:2"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "ward.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--config", path,
+				"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0")
+			if code != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("ward serve --config with %s: exit %d, stderr %q; want 1 naming %s", tc.name, code, stderr, tc.want)
+			}
+		})
+	}
+}
