@@ -51,7 +51,7 @@ func (k *keyFlags) openKeyset() (*keyset.Keyset, error) {
 	return keyset.Open(k.keysetFile, l)
 }
 
-// load returns the masking key, or nil when no --key-file was given; rules
+// load returns the masking key, or nil when no --key-file was given. Rules
 // that need a key then fail with a message naming the rule's line.
 func (k *keyFlags) load() (*transform.Keys, error) {
 	if k.keyFile == "" {
@@ -258,7 +258,7 @@ when it finds a problem. It needs no masking key.`,
 				return err
 			}
 			// Validation builds each transformer but masks nothing, so a
-			// throwaway key stands in for the real one.
+			// throwaway key replaces the real one.
 			key, err := secret.Random(rand.Reader, transform.MasterKeyLen)
 			if err != nil {
 				return err

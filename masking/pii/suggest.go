@@ -85,7 +85,7 @@ func candidates(f Finding) []suggestion {
 // Suggest writes a rules file that masks every finding and keeps, and so
 // classifies, every other column of catalog, with strict set. For each
 // finding it takes the first candidate transformer that Validate accepts
-// for the column (type, length, uniqueness, NOT NULL); a finding with none
+// for the column (type, length, uniqueness, NOT NULL). A finding with none
 // is kept, with a comment asking for review.
 func Suggest(findings []Finding, catalog *rules.Catalog, keys *transform.Keys) []byte {
 	byCol := map[rules.Column]Finding{}

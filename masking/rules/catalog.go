@@ -8,7 +8,7 @@ import (
 	"ward.dev/ward/masking/transform"
 )
 
-// ColumnInfo is what the catalog knows about one column.
+// ColumnInfo describes one column of the catalog.
 type ColumnInfo struct {
 	Column Column
 	// Type is the PostgreSQL type as format_type prints it, such as
@@ -26,7 +26,7 @@ type ForeignKey struct {
 }
 
 // Catalog describes the tables rules apply to. Tables keep their column
-// order. The zero Catalog knows no tables, for files without a schema.
+// order. The zero Catalog has no tables, for files without a schema.
 type Catalog struct {
 	Tables      map[string][]ColumnInfo // by schema.table
 	ForeignKeys []ForeignKey

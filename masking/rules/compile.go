@@ -24,7 +24,7 @@ type compiled struct {
 }
 
 // Compile builds the transformers of rs. catalog may be nil for files that
-// carry no schema; then uniqueness and foreign keys are unknown and strict
+// carry no schema. Uniqueness and foreign keys are then unknown, and strict
 // mode checks only the columns the input has, as each table is opened.
 func Compile(rs *Ruleset, catalog *Catalog, keys *transform.Keys) (*Plan, error) {
 	p := &Plan{set: rs, catalog: catalog, byCol: map[Column][]*compiled{}}

@@ -2,7 +2,7 @@
 // database catalog, into per-table maskers.
 //
 // A rules file names, for each schema.table.column, the transformer that
-// masks it, with parameters; rules may also reach inside json/jsonb columns
+// masks it, with parameters. Rules may also reach inside json/jsonb columns
 // (a dotted path) and into the elements of array columns. Columns no rule
 // names get the file's default: keep, mask (redact) or null. With strict,
 // compiling fails while any column of the catalog has no rule.
@@ -42,7 +42,7 @@ var (
 // MaxFileSize bounds a rules file.
 const MaxFileSize = 4 << 20
 
-// Default is what happens to columns that no rule names.
+// Default is the treatment of columns that no rule names.
 type Default string
 
 // Defaults for unnamed columns.
@@ -86,7 +86,7 @@ type Rule struct {
 	Transformer string
 	Params      map[string]string
 	// JSONPath, when set, names a value inside a json or jsonb column as
-	// dotted keys; a key ending in "[]" walks every element of an array.
+	// dotted keys. A key ending in "[]" walks every element of an array.
 	JSONPath string
 	// Elements applies the transformer to each element of an array column.
 	Elements bool

@@ -20,12 +20,12 @@ type Finding struct {
 func (f Finding) String() string { return f.Pos + ": " + f.Column + ": " + f.Problem }
 
 // Validate checks rs against catalog and returns every problem, sorted by
-// position: rules on tables or columns the catalog lacks (schema drift),
-// unknown transformers and bad parameters, transformers that cannot
-// produce the column's type or length, null on NOT NULL columns,
-// non-injective transformers on UNIQUE columns, json and elements rules on
-// columns that are not json or arrays, and, in strict mode or with strict
-// set, columns no rule classifies.
+// line. It reports rules on tables or columns the catalog lacks (schema
+// drift), unknown transformers and bad parameters, and transformers that
+// cannot produce the column's type or length. It also reports null on NOT
+// NULL columns, non-injective transformers on UNIQUE columns, json and
+// elements rules on columns that are not json or arrays, and, with strict
+// in the call or the file, columns no rule classifies.
 func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) []Finding {
 	var out []Finding
 	add := func(pos string, col Column, format string, args ...any) {

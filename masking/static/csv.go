@@ -27,7 +27,7 @@ type CSVOptions struct {
 // column names, and returns the number of data rows.
 //
 // NOTE: encoding/csv does not report whether a field was quoted, so an
-// empty string and NULL cannot be told apart when Null is "": both read as
+// empty string and NULL are indistinguishable when Null is "". Both read as
 // NULL and are written as an empty field.
 func MaskCSV(r io.Reader, w io.Writer, plan *rules.Plan, opts CSVOptions) (int64, error) {
 	cr := csv.NewReader(r)

@@ -47,16 +47,15 @@ type DBOptions struct {
 
 const progressEvery = 10000
 
-// CopyDatabase makes a masked copy of the source database in the target:
-// the schema with pg_dump --schema-only (pre-data before the rows, post-data
-// with indexes and constraints after), every table streamed with COPY TO,
-// masked, and loaded with COPY FROM, several tables at once, from one
-// consistent snapshot of the source, and sequences set to their source
-// values.
+// CopyDatabase makes a masked copy of the source database in the target.
+// The schema comes from pg_dump --schema-only: pre-data before the rows,
+// post-data (indexes and constraints) after them. Every table is streamed
+// with COPY TO, masked, and loaded with COPY FROM, several tables at once,
+// all from one snapshot of the source. Sequences get their source values.
 //
 // Each worker loads its tables in one transaction, and the transactions
 // commit only after every table is loaded. On any failure, the objects the
-// copy created are dropped again, so the target has no partial tables; the
+// copy created are dropped again, so the target has no partial tables. The
 // error names the table and row.
 func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, opts DBOptions) (stats *Stats, err error) {
 	log := opts.Logger
@@ -430,8 +429,8 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 // maskWriter receives COPY text data from the source and splits it into
 // rows. Data messages may split or join lines, so it keeps an incomplete
 // line until the rest arrives. A table without masked columns is copied
-// through; an ordered table (see rules.Table.Ordered) is masked row by row
-// in order; any other table is masked in batches on several goroutines.
+// through. An ordered table (see rules.Table.Ordered) is masked row by row
+// in order, and any other table in batches on several goroutines.
 type maskWriter struct {
 	table    *rules.Table
 	out      io.Writer

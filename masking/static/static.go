@@ -4,11 +4,11 @@
 // constant however large the input is (except for the collision set of
 // fake on unique columns).
 //
-// Nothing is left half-done: a file is written under a temporary name and
-// renamed into place only after the last row, and a database copy loads
-// every table inside one transaction of the target, so a failure leaves
-// neither an output file nor partial tables. Errors name file:line or
-// table and row, never the value.
+// Nothing is left half-done. A file is written under a temporary name and
+// renamed into place only after the last row. A database copy commits its
+// loading transactions only when every table is loaded, and on failure
+// drops the objects it created. Errors name file:line or table and row,
+// never the value.
 //
 // This package logs progress (tables and row counts) through an injected
 // slog.Logger and never logs a value.

@@ -60,8 +60,8 @@ func fakeEmail(f *gofakeit.Faker) string {
 // always gets the same fake.
 //
 // On a unique column the fake gets a suffix of 8 base32 characters of the
-// HMAC (inserted before "@" for e-mail), and a set of the outputs seen so
-// far catches the remaining collisions: the later value then gets a longer
+// HMAC, inserted before "@" for e-mail. A set of the outputs seen so far
+// catches the remaining collisions, and the later value then gets a longer
 // suffix. The set keeps 8 bytes per distinct value.
 type fakeT struct {
 	mac    *keyedMAC

@@ -59,7 +59,8 @@ func (k *Keys) derive(purpose string, n int) []byte {
 	defer clear(m)
 	out, err := hkdf.Key(sha256.New, m, nil, hkdfInfoBase+purpose, n)
 	if err != nil {
-		// hkdf.Key fails only for n > 255*32 bytes, which no caller asks for.
+		// hkdf.Key fails only for n > 255*32 bytes; callers in this
+		// package ask for at most 64.
 		panic("transform: hkdf: " + err.Error())
 	}
 	return out

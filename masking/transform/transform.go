@@ -40,7 +40,7 @@ var (
 )
 
 // Transformer masks single values. Implementations are safe for concurrent
-// use unless their Info says Stateful.
+// use; one whose Info has Stateful set serializes calls internally.
 type Transformer interface {
 	// Transform returns the masked form of value. entity is the value of
 	// the column the rule names as its entity (date-shift uses it so that
@@ -77,7 +77,7 @@ func (k Kind) String() string {
 	return strings.Join(names, "|")
 }
 
-// Info is what rule validation needs to know about a transformer.
+// Info describes a transformer's output for rule validation.
 type Info struct {
 	Name string
 	// Injective is true when distinct inputs always give distinct outputs
