@@ -32,9 +32,14 @@ type Enforcer struct {
 // Option configures an Enforcer.
 type Option func(*Enforcer)
 
-// WithLogger sets the logger for policy loads. The default discards.
+// WithLogger sets the logger for policy loads, quarantine changes and
+// failed decisions. The default, and a nil l, discard.
 func WithLogger(l *slog.Logger) Option {
-	return func(e *Enforcer) { e.logger = l }
+	return func(e *Enforcer) {
+		if l != nil {
+			e.logger = l
+		}
+	}
 }
 
 // WithCacheSize sets how many decisions each policy version caches; 0
@@ -111,7 +116,8 @@ func (e *Enforcer) quarantineReason(subject, object string) (string, bool) {
 
 // Reload re-reads the model and policy files and, if both are valid, makes
 // them the policy in force and increments the version. On any error the
-// previous policy stays in force and the error names file:line.
+// previous policy stays in force. The error names the file, and the line
+// for a problem in its content.
 func (e *Enforcer) Reload() error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
