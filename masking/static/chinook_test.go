@@ -153,6 +153,13 @@ func TestChinookCopy(t *testing.T) {
 		}
 	})
 
+	t.Run("dates of one employee shift alike", func(t *testing.T) {
+		q := "SELECT employee_id, hire_date - birth_date FROM employee ORDER BY 1"
+		if before, after := copyOut(t, src, q, ""), copyOut(t, dst, q, ""); before != after {
+			t.Errorf("hire_date - birth_date differs:\nsource %q\ntarget %q", before, after)
+		}
+	})
+
 	t.Run("invoices join customers", func(t *testing.T) {
 		q := "SELECT c.customer_id, count(*) FROM invoice i JOIN customer c USING (customer_id) GROUP BY 1 ORDER BY 1"
 		if before, after := copyOut(t, src, q, ""), copyOut(t, dst, q, ""); before != after || before == "" {
