@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -186,5 +187,22 @@ func writePolicy(t *testing.T, path, text string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestReloadLogs(t *testing.T) {
+	var buf strings.Builder
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+	modelPath, policyPath := writeFiles(t, basePolicy)
+	e := newEnforcerAt(t, modelPath, policyPath, authz.WithLogger(logger))
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+
+	logged := buf.String()
+	for _, want := range []string{"msg=\"policy loaded\" version=1", "msg=\"policy loaded\" version=2", "policy_file=" + policyPath, "policy_lines=1", "role_lines=1"} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("log = %q, want it to contain %q", logged, want)
+		}
 	}
 }
