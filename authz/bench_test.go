@@ -2,6 +2,8 @@ package authz_test
 
 import (
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,6 +74,30 @@ func BenchmarkDecide(b *testing.B) {
 			l.time(func() { e.Decide(r[0], r[1], r[2], r[3]) })
 		}
 		l.report(b)
+	})
+
+	// Several goroutines share one snapshot and Casbin's role manager, whose
+	// lookups take a mutex.
+	b.Run("lines=10000/ward-cold-parallel", func(b *testing.B) {
+		e, err := authz.New(modelPath, policyPath, authz.WithCacheSize(0))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var mu sync.Mutex
+		var all latencies
+		var next atomic.Uint64
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			var l latencies
+			for pb.Next() {
+				r := requests[next.Add(1)%uint64(len(requests))]
+				l.time(func() { e.Decide(r[0], r[1], r[2], r[3]) })
+			}
+			mu.Lock()
+			all.samples = append(all.samples, l.samples...)
+			mu.Unlock()
+		})
+		all.report(b)
 	})
 
 	b.Run("lines=10000/casbin-plain", func(b *testing.B) {
