@@ -253,7 +253,7 @@ func (iss *Issuer) Issue(ctx context.Context, roleName, subject string, expiresA
 	if err != nil {
 		return Credential{}, nil, fmt.Errorf("pgcred: role %q: creation template: %w", r.Name, err)
 	}
-	fmt.Fprintf(&sql, ";\nCOMMENT ON ROLE %s IS %s", quoteIdentifier(username), quoteLiteral("ward lease for "+subject))
+	fmt.Fprintf(&sql, ";\nCOMMENT ON ROLE %s IS %s", quoteIdentifier(username), quoteLiteral("ward lease for "+commentSafe(subject)))
 
 	if err := iss.create(ctx, r, username, sql.String(), expiresAt); err != nil {
 		return Credential{}, nil, err
@@ -306,6 +306,20 @@ $ward$`, quoteLiteral(username), formatExpiry(expiresAt))
 		return fmt.Errorf("pgcred: role %q: creation template: %w", r.Name, sqlError(r.backend, err))
 	}
 	return nil
+}
+
+// maxComment bounds the subject recorded in a role's comment.
+const maxComment = 512
+
+// commentSafe returns subject as valid UTF-8 of at most maxComment bytes,
+// because the subject comes from the client and an invalid byte sequence
+// would fail the whole issuance.
+func commentSafe(subject string) string {
+	s := strings.ToValidUTF8(subject, "?")
+	if len(s) > maxComment {
+		s = strings.ToValidUTF8(s[:maxComment], "")
+	}
+	return s
 }
 
 // sqlError reduces a statement error to its SQLSTATE and message, because

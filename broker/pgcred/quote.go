@@ -117,8 +117,10 @@ func quoteIdentifier(name string) string {
 // quoteLiteral returns s as a SQL string literal that reads the same
 // whatever standard_conforming_strings is set to, as libpq's
 // PQescapeLiteral does: quotes and backslashes are doubled, and a literal
-// with a backslash gets the E prefix. s must not contain NUL.
+// with a backslash gets the E prefix. NUL bytes, which PostgreSQL rejects
+// in text, are dropped, as pgx.Identifier.Sanitize drops them.
 func quoteLiteral(s string) string {
+	s = strings.ReplaceAll(s, "\x00", "")
 	escaped := strings.ReplaceAll(s, `'`, `''`)
 	if !strings.Contains(s, `\`) {
 		return "'" + escaped + "'"

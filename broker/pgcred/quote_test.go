@@ -159,3 +159,45 @@ func TestLoginDSN(t *testing.T) {
 		}
 	}
 }
+
+// unquoteLiteral parses a literal as PostgreSQL does with
+// standard_conforming_strings on, for the fuzz target.
+func unquoteLiteral(t *testing.T, lit string) string {
+	escape := false
+	if rest, ok := strings.CutPrefix(lit, " E"); ok {
+		lit, escape = rest, true
+	}
+	if len(lit) < 2 || lit[0] != '\'' || lit[len(lit)-1] != '\'' {
+		t.Fatalf("literal %q is not quoted", lit)
+	}
+	body := lit[1 : len(lit)-1]
+	var out strings.Builder
+	for i := 0; i < len(body); i++ {
+		switch {
+		case body[i] == '\'':
+			if i+1 >= len(body) || body[i+1] != '\'' {
+				t.Fatalf("literal %q ends early at byte %d", lit, i)
+			}
+			i++
+		case escape && body[i] == '\\':
+			if i+1 >= len(body) || body[i+1] != '\\' {
+				t.Fatalf("literal %q has a single backslash at byte %d", lit, i)
+			}
+			i++
+		}
+		out.WriteByte(body[i])
+	}
+	return out.String()
+}
+
+func FuzzQuoteLiteral(f *testing.F) {
+	for _, seed := range []string{"", "abc", "it's", `a\b`, `'\`, "x'; DROP ROLE admin; --", "\x00'"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := strings.ReplaceAll(s, "\x00", "")
+		if got := unquoteLiteral(t, quoteLiteral(s)); got != want {
+			t.Errorf("unquote(quoteLiteral(%q)) = %q, want %q", s, got, want)
+		}
+	})
+}
