@@ -152,7 +152,7 @@ var signals = map[string]syscall.Signal{
 	"TERM": syscall.SIGTERM, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
 }
 
-var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$`)
+var namePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$`)
 
 // LoadConfig reads and validates the YAML file at path. Relative paths in
 // it are relative to the file.
@@ -291,7 +291,7 @@ func (c *Config) validate() error {
 		cr := &c.Credentials[i]
 		item := fmt.Sprintf("credential %q", cr.Name)
 		if !namePattern.MatchString(cr.Name) {
-			return fmt.Errorf("%s: credentials[%d]: invalid name %q, want lowercase letters, digits, - and _", at(cr.line), i, cr.Name)
+			return fmt.Errorf("%s: credentials[%d]: invalid name %q, want lowercase letters, digits, ., - and _", at(cr.line), i, cr.Name)
 		}
 		if names[cr.Name] {
 			return fmt.Errorf("%s: %s: the name is used twice", at(cr.line), item)
@@ -323,7 +323,7 @@ func (c *Config) validate() error {
 		t := &c.Templates[i]
 		item := fmt.Sprintf("template %q", t.Name)
 		if !namePattern.MatchString(t.Name) {
-			return fmt.Errorf("%s: templates[%d]: invalid name %q, want lowercase letters, digits, - and _", at(t.line), i, t.Name)
+			return fmt.Errorf("%s: templates[%d]: invalid name %q, want lowercase letters, digits, ., - and _", at(t.line), i, t.Name)
 		}
 		if (t.Source == "") == (t.Inline == "") {
 			return fmt.Errorf("%s: %s: set exactly one of source and inline", at(t.line), item)

@@ -130,3 +130,10 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 	}
 	return l.b.Write(p)
 }
+
+// CheckTemplate parses text as an agent template would be parsed and
+// returns the parse error, if any. It executes nothing.
+func CheckTemplate(name, text string) error {
+	_, err := template.New(name).Option("missingkey=error").Funcs(templateFuncs(&TemplateData{})).Parse(text)
+	return err
+}
