@@ -33,15 +33,21 @@ func Compile(rs *Ruleset, catalog *Catalog, keys *transform.Keys) (*Plan, error)
 		return nil, err
 	}
 
+	// A derived rule shares its origin's transformer, so a fake on a unique
+	// key gives the referencing columns the very same values.
+	built := map[*Rule]transform.Transformer{}
 	for _, r := range rules {
 		c := &compiled{rule: r}
-		if r.Transformer != KeepTransformer {
+		if r.origin != nil {
+			c.t = built[r.origin]
+		} else if r.Transformer != KeepTransformer {
 			info, _ := catalog.Lookup(r.Column)
 			spec := transform.Spec{Name: r.Transformer, Params: r.Params, Unique: info.Unique && r.JSONPath == "" && !r.Elements}
 			c.t, err = transform.New(spec, keys)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", r.Pos(), r.Column, err)
 			}
+			built[r] = c.t
 		}
 		p.byCol[r.Column] = append(p.byCol[r.Column], c)
 	}
@@ -88,6 +94,10 @@ func propagate(rules []*Rule, catalog *Catalog) ([]*Rule, error) {
 			}
 			d := *src
 			d.Column = fk.From
+			d.origin = src
+			for d.origin.origin != nil {
+				d.origin = d.origin.origin
+			}
 			d.Derived = fmt.Sprintf("%s (foreign key to %s)", src.Pos(), fk.To)
 			whole[fk.From] = &d
 			out = append(out, &d)

@@ -98,6 +98,7 @@ type Rule struct {
 	File    string
 	Line    int
 	Derived string
+	origin  *Rule // the rule a derived rule copies
 }
 
 // Pos returns file:line of the rule.

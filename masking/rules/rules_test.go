@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -275,6 +276,33 @@ func TestValidate(t *testing.T) {
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("Validate findings lack %q; got:\n%s", want, all)
+		}
+	}
+}
+
+func TestForeignKeyUniqueFake(t *testing.T) {
+	rs, _ := rules.Parse("r.yaml", []byte("columns:\n  public.customer.code: {transformer: fake, kind: first_name}\n"))
+	plan, err := rules.Compile(rs, chinookLikeCatalog(), testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cust, _ := plan.Table("public", "customer", []string{"customer_id", "email", "code"})
+	inv, _ := plan.Table("public", "invoice", []string{"invoice_id", "customer_code"})
+	if !cust.Ordered() {
+		t.Error("customer.Ordered() = false, want true for fake on a unique column")
+	}
+	for i := range 50 {
+		code := fmt.Sprintf("C%03d", i)
+		a := []rules.Field{{Text: "1"}, {Text: "a@b.c"}, {Text: code}}
+		b := []rules.Field{{Text: "9"}, {Text: code}}
+		if err := cust.MaskRow(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := inv.MaskRow(b); err != nil {
+			t.Fatal(err)
+		}
+		if b[1].Text != a[2].Text {
+			t.Fatalf("code %s: customer %q, invoice %q, want equal", code, a[2].Text, b[1].Text)
 		}
 	}
 }

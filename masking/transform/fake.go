@@ -62,7 +62,7 @@ func fakeEmail(f *gofakeit.Faker) string {
 // On a unique column the fake gets a suffix of 8 base32 characters of the
 // HMAC, inserted before "@" for e-mail. A set of the outputs seen so far
 // catches the remaining collisions, and the later value then gets a longer
-// suffix. The set keeps 8 bytes per distinct value.
+// suffix. The set keeps 16 bytes per distinct value.
 type fakeT struct {
 	mac    *keyedMAC
 	kind   fakeKind
@@ -71,7 +71,7 @@ type fakeT struct {
 
 	mu   sync.Mutex
 	seed maphash.Seed
-	seen map[uint64]struct{}
+	seen map[uint64]uint64 // output hash to the hash of its input
 }
 
 func newFake(p *params, keys *Keys, unique bool) (Transformer, error) {
@@ -94,7 +94,7 @@ func newFake(p *params, keys *Keys, unique bool) (Transformer, error) {
 	t := &fakeT{mac: newKeyedMAC(key), kind: kind, name: kindName, unique: unique}
 	if unique {
 		t.seed = maphash.MakeSeed()
-		t.seen = make(map[uint64]struct{})
+		t.seen = make(map[uint64]uint64)
 	}
 	return t, nil
 }
@@ -127,13 +127,16 @@ func (t *fakeT) Transform(value, _ string) (string, error) {
 
 	var buf [32]byte
 	suffix := lowerBase32.EncodeToString(t.mac.sum(buf[:0], "suffix", t.name, value))
+	in := maphash.String(t.seed, value)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for n := 8; n <= len(suffix); n += 2 {
 		candidate := withSuffix(out, suffix[:n], t.name == "email")
 		h := maphash.String(t.seed, candidate)
-		if _, dup := t.seen[h]; !dup {
-			t.seen[h] = struct{}{}
+		// The same input meeting its own earlier output (a key and the
+		// foreign keys that reference it) gets that output again.
+		if owner, dup := t.seen[h]; !dup || owner == in {
+			t.seen[h] = in
 			return candidate, nil
 		}
 	}

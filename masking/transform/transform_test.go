@@ -344,6 +344,9 @@ func TestFakeUniqueNoCollisions(t *testing.T) {
 			t.Fatalf("Transform(%q) = %q, same as for %q", in, out, prev)
 		}
 		seen[out] = in
+		if again, _ := tr.Transform(in, ""); again != out {
+			t.Fatalf("Transform(%q) = %q, then %q", in, out, again)
+		}
 	}
 }
 
