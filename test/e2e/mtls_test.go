@@ -229,3 +229,41 @@ func crlLists(crl *x509.RevocationList, serial *big.Int) bool {
 	}
 	return false
 }
+
+// TestCRLNumberIncreases revokes certificates one by one and fetches the
+// CRL around each revocation. RFC 5280, section 5.2.3, requires the CRL
+// number to increase with each new CRL, so two CRLs with different entries
+// never share a number.
+func TestCRLNumberIncreases(t *testing.T) {
+	s := startDev(t)
+	fetch := func() *x509.RevocationList {
+		status, body := s.DoWith(t, s.HTTPClient(), "", "GET", "/v1/crl", nil)
+		if status != 200 {
+			t.Fatalf("GET /v1/crl = %d %s, want 200", status, body)
+		}
+		block, _ := pem.Decode(body)
+		if block == nil {
+			t.Fatalf("GET /v1/crl = %q, want PEM", body)
+		}
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crl
+	}
+
+	for _, name := range []string{"a", "b", "c"} {
+		issued := issueAsAdmin(t, s, "spiffe://ward.test/ns/shop/sa/"+name, outDir(t, name))
+		before := fetch()
+		mustWard(t, s, s.Env(), "lease", "revoke", issued.LeaseID)
+		after := fetch()
+
+		if len(after.RevokedCertificateEntries) != len(before.RevokedCertificateEntries)+1 {
+			t.Fatalf("CRL entries %d after revoking %s, want %d", len(after.RevokedCertificateEntries), issued.Serial, len(before.RevokedCertificateEntries)+1)
+		}
+		if after.Number.Cmp(before.Number) <= 0 {
+			t.Errorf("CRL number %v after revoking %s, %v before: a CRL with new entries must have a higher number (thisUpdate %s and %s)",
+				after.Number, issued.Serial, before.Number, before.ThisUpdate.Format(time.RFC3339), after.ThisUpdate.Format(time.RFC3339))
+		}
+	}
+}
