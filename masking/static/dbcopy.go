@@ -219,10 +219,14 @@ func runPSQL(ctx context.Context, opts DBOptions, script []byte) error {
 
 // dropStatements keeps the DROP statements of a pg_dump --clean script
 // (and the psql settings before them), so running it removes what the
-// matching pre-data script created.
+// matching pre-data script created. Extensions are left alone: pre-data
+// creates them with IF NOT EXISTS, so the target may have had them before.
 func dropStatements(script []byte) []byte {
 	var out bytes.Buffer
 	for _, line := range strings.Split(string(script), "\n") {
+		if strings.HasPrefix(line, "DROP EXTENSION ") {
+			continue
+		}
 		if strings.HasPrefix(line, "DROP ") || strings.HasPrefix(line, "ALTER TABLE IF EXISTS ") || strings.HasPrefix(line, "SET ") ||
 			strings.HasPrefix(line, `\restrict`) || strings.HasPrefix(line, `\unrestrict`) || strings.HasPrefix(line, "SELECT pg_catalog.set_config") {
 			out.WriteString(line)
