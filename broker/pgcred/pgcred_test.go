@@ -626,3 +626,13 @@ func TestIssueHostileSubject(t *testing.T) {
 		t.Errorf("role comment = %q, want %q", comment, want)
 	}
 }
+
+// leaseBackend is the shape in which ward's lease manager calls an issuer
+// of one credential kind.
+type leaseBackend[C any] interface {
+	Issue(ctx context.Context, role, subject string, expiresAt time.Time) (C, map[string]string, error)
+	Renew(ctx context.Context, meta map[string]string, newExpiry time.Time) error
+	Revoke(ctx context.Context, meta map[string]string) error
+}
+
+var _ leaseBackend[pgcred.Credential] = (*pgcred.Issuer)(nil)

@@ -48,6 +48,10 @@ type Client struct {
 	mu    sync.Mutex
 	token tokenState
 
+	// denied receives a signal when Vault returns 403 to a request, so
+	// the renewal loop checks whether the token itself was revoked.
+	denied chan struct{}
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -101,6 +105,7 @@ func New(ctx context.Context, cfg Config, opts Options) (*Client, error) {
 		now:     opts.Now,
 		minWait: opts.RetryMin,
 		maxWait: opts.RetryMax,
+		denied:  make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
@@ -300,6 +305,10 @@ func (c *Client) classify(err error) error {
 	if errors.As(err, &respErr) {
 		switch {
 		case respErr.StatusCode == http.StatusForbidden:
+			select {
+			case c.denied <- struct{}{}:
+			default:
+			}
 			return fmt.Errorf("%w: %v", ErrDenied, err)
 		case respErr.StatusCode == http.StatusNotFound:
 			return fmt.Errorf("%w: %v", ErrNotFound, err)

@@ -3,6 +3,8 @@ package vault
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -102,17 +104,14 @@ func (c *Client) keepAlive(state tokenState) (settled bool, err error) {
 	switch {
 	case state.expiresAt.IsZero():
 		// A token without TTL, such as a root token, needs no renewal.
-		<-c.stop
-		return false, errStopped
+		return c.waitWithoutRenewal(nil)
 
 	case !state.renewable:
 		// LifetimeWatcher gives up at once on a non-renewable token when
 		// it reports errors, so wait for the last tenth of the TTL here.
-		remaining := state.expiresAt.Sub(c.now())
-		if !c.sleep(remaining * 9 / 10) {
-			return false, errStopped
-		}
-		return true, nil
+		t := time.NewTimer(state.expiresAt.Sub(c.now()) * 9 / 10)
+		defer t.Stop()
+		return c.waitWithoutRenewal(t.C)
 	}
 
 	w, err := c.api.NewLifetimeWatcher(&api.LifetimeWatcherInput{
@@ -130,6 +129,12 @@ func (c *Client) keepAlive(state tokenState) (settled bool, err error) {
 		select {
 		case <-c.stop:
 			return settled, errStopped
+		case <-c.denied:
+			// A 403 means either a policy without this path, which a new
+			// login would not change, or a revoked token.
+			if err := c.checkToken(); err != nil {
+				return true, err
+			}
 		case err := <-w.DoneCh():
 			return settled, c.classify(err)
 		case out := <-w.RenewCh():
@@ -141,6 +146,36 @@ func (c *Client) keepAlive(state tokenState) (settled bool, err error) {
 			}
 		}
 	}
+}
+
+// waitWithoutRenewal waits for end, Close, or a 403 that turns out to
+// mean the token was revoked. A nil end never fires.
+func (c *Client) waitWithoutRenewal(end <-chan time.Time) (settled bool, err error) {
+	for {
+		select {
+		case <-end:
+			return true, nil
+		case <-c.stop:
+			return false, errStopped
+		case <-c.denied:
+			if err := c.checkToken(); err != nil {
+				return true, err
+			}
+		}
+	}
+}
+
+// checkToken looks up the current token and returns an error when Vault
+// rejects it.
+func (c *Client) checkToken() error {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	_, err := c.api.Auth().Token().LookupSelfWithContext(ctx)
+	var respErr *api.ResponseError
+	if errors.As(err, &respErr) && respErr.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("token rejected by lookup-self: %w", ErrDenied)
+	}
+	return nil
 }
 
 func (c *Client) markLoggedOut() {

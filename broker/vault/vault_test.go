@@ -206,6 +206,26 @@ func TestRevokedTokenDenied(t *testing.T) {
 	})
 }
 
+func TestRevokedTokenTriggersLogin(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		roleID, secretID := tg.appRole(t, time.Hour)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{})
+		tg.putKV(t, "kvtest", "revoked", map[string]any{"k": "v"})
+		iss := vault.NewIssuer(c)
+
+		tg.stand.RevokeToken(c.API().Token())
+		if _, _, err := iss.Issue(context.Background(), "kv/kvtest/revoked", "s", time.Time{}); !errors.Is(err, vault.ErrDenied) {
+			t.Fatalf("Issue with a revoked token = %v, want ErrDenied", err)
+		}
+		waitFor(t, 10*time.Second, "a working token after the 403", func() bool {
+			_, _, err := iss.Issue(context.Background(), "kv/kvtest/revoked", "s", time.Time{})
+			return err == nil
+		})
+	})
+}
+
 func TestAppRoleRenewsItsToken(t *testing.T) {
 	each(t, func(t *testing.T, tg *target) {
 		tg.standinOnly(t)
@@ -492,3 +512,13 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+// leaseBackend is the shape in which ward's lease manager calls an issuer
+// of one credential kind.
+type leaseBackend[C any] interface {
+	Issue(ctx context.Context, role, subject string, expiresAt time.Time) (C, map[string]string, error)
+	Renew(ctx context.Context, meta map[string]string, newExpiry time.Time) error
+	Revoke(ctx context.Context, meta map[string]string) error
+}
+
+var _ leaseBackend[vault.Credential] = (*vault.Issuer)(nil)
