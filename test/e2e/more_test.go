@@ -84,9 +84,13 @@ func TestAPIRefusesTLS12(t *testing.T) {
 func TestRevokeByPrefix(t *testing.T) {
 	s := startDev(t)
 	var serials []string
-	for _, name := range []string{"a", "b", "c"} {
+	var first x509Issued
+	for i, name := range []string{"a", "b", "c"} {
 		issued := issueAsAdmin(t, s, "spiffe://ward.test/ns/shop/sa/"+name, outDir(t, name))
 		serials = append(serials, issued.Serial)
+		if i == 0 {
+			first = issued
+		}
 	}
 	outside := issueAsAdmin(t, s, "spiffe://ward.test/ns/other/sa/outside", outDir(t, "outside"))
 
@@ -112,6 +116,13 @@ func TestRevokeByPrefix(t *testing.T) {
 	}
 	if strings.Contains(compact, outside.Serial) {
 		t.Errorf("CRL lists serial %s outside the revoked prefix", outside.Serial)
+	}
+
+	// A certificate revoked by prefix no longer authenticates.
+	out = mustTool(t, dir, "curl", "-sS", "--tlsv1.3", "--cacert", s.CACertPath(),
+		"--cert", first.Certificate, "--key", first.Key, "-w", "\n%{http_code}", s.Addr()+"/v1/leases")
+	if _, status := curlStatus(t, out); status != http.StatusUnauthorized {
+		t.Errorf("curl GET /v1/leases with a certificate revoked by prefix = %d, want 401", status)
 	}
 
 	leases := listLeases(t, s, "x509/")
