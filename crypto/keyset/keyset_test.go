@@ -17,7 +17,7 @@ import (
 )
 
 // newLocalKEK creates a local KEK in a fresh directory.
-func newLocalKEK(t *testing.T) *kek.Local {
+func newLocalKEK(t testing.TB) *kek.Local {
 	t.Helper()
 	k, err := kek.CreateLocal(filepath.Join(t.TempDir(), "kek"), rand.Reader)
 	if err != nil {
@@ -26,7 +26,7 @@ func newLocalKEK(t *testing.T) *kek.Local {
 	return k
 }
 
-func createKeyset(t *testing.T, k kek.KEK) (*keyset.Keyset, string) {
+func createKeyset(t testing.TB, k kek.KEK) (*keyset.Keyset, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "keyset.bin")
 	ks, err := keyset.Create(path, k)
