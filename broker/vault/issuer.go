@@ -247,13 +247,24 @@ func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
 // success) per lease, in the same order. See RevokeEach for the bounds.
 func (iss *Issuer) RevokeMany(ctx context.Context, metas []map[string]string) []error {
 	errs := make([]error, len(metas))
+	reported := make([]bool, len(metas))
 	iss.RevokeEach(ctx, func(yield func(map[string]string) bool) {
 		for i := range metas {
 			if !yield(metas[i]) {
 				return
 			}
 		}
-	}, func(n int, err error) { errs[n] = err })
+	}, func(n int, err error) {
+		errs[n] = err
+		reported[n] = true
+	})
+
+	// RevokeEach stops pulling leases when ctx ends.
+	for i := range errs {
+		if !reported[i] {
+			errs[i] = fmt.Errorf("revocation not attempted: %w", context.Cause(ctx))
+		}
+	}
 	return errs
 }
 
@@ -270,6 +281,9 @@ func (iss *Issuer) RevokeEach(ctx context.Context, leases iter.Seq[map[string]st
 	var doneMu sync.Mutex
 	n := 0
 	for meta := range leases {
+		if ctx.Err() != nil {
+			break
+		}
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():

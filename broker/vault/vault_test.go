@@ -522,3 +522,15 @@ type leaseBackend[C any] interface {
 }
 
 var _ leaseBackend[vault.Credential] = (*vault.Issuer)(nil)
+
+func TestRevokeManyCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	iss := vault.NewIssuer(nil)
+	metas := []map[string]string{{vault.MetaType: "lease", vault.MetaLeaseID: "a"}, {vault.MetaType: "lease", vault.MetaLeaseID: "b"}}
+	for i, err := range iss.RevokeMany(ctx, metas) {
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("RevokeMany with a canceled context [%d] = %v, want context.Canceled", i, err)
+		}
+	}
+}
