@@ -144,8 +144,8 @@ func (h *HSM) Close() error {
 			h.sem <- struct{}{}
 		}
 
+		h.lib.calls.RLock()
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		h.closed = true
 		if gen, ok := h.lib.state(); ok && gen == h.gen && h.connected {
 			for _, sh := range h.idle {
@@ -153,6 +153,9 @@ func (h *HSM) Close() error {
 			}
 		}
 		h.idle = nil
+		h.mu.Unlock()
+		h.lib.calls.RUnlock()
+
 		h.lib.release()
 	})
 	return nil
@@ -177,21 +180,26 @@ func (h *HSM) do(op func(sh pkcs11.SessionHandle, gen uint64) error) error {
 
 	var lastErr error
 	for range 2 {
-		sh, gen, err := h.acquire()
+		sh, gen, err := h.begin()
 		if err != nil {
 			return err
 		}
 
 		err = op(sh, gen)
 		if isCode(err, pkcs11.CKR_USER_NOT_LOGGED_IN) {
-			if err := h.relogin(sh, gen); err != nil {
+			if lerr := h.relogin(sh, gen); lerr != nil {
 				h.drop(sh, gen)
-				return err
+				h.lib.calls.RUnlock()
+				return lerr
 			}
 			err = op(sh, gen)
 		}
-		if !isConnectionLost(err) || h.sessionAlive(sh, err) {
+		alive := !isConnectionLost(err) || h.sessionAlive(sh, err)
+		if alive {
 			h.release(sh, gen)
+		}
+		h.lib.calls.RUnlock()
+		if alive {
 			return err
 		}
 
@@ -200,6 +208,37 @@ func (h *HSM) do(op func(sh pkcs11.SessionHandle, gen uint64) error) error {
 	}
 	return h.unavailable(lastErr)
 }
+
+// begin takes the library's call lock for reading and a session. When the
+// library must be reset first, it resets it without holding the lock and
+// tries once more. On success the caller must release lib.calls.
+func (h *HSM) begin() (pkcs11.SessionHandle, uint64, error) {
+	for range 2 {
+		h.lib.calls.RLock()
+		sh, gen, err := h.acquire()
+		if err == nil {
+			return sh, gen, nil
+		}
+		h.lib.calls.RUnlock()
+
+		var needed *resetNeeded
+		if !errors.As(err, &needed) {
+			return 0, 0, err
+		}
+		if rerr := h.lib.reset(needed.generation); rerr != nil {
+			return 0, 0, h.unavailable(rerr)
+		}
+	}
+	return 0, 0, h.unavailable(fmt.Errorf("%w: no token labeled %q after initializing the library again", errTokenNotFound, h.cfg.TokenLabel))
+}
+
+// resetNeeded asks begin to reset the library, which must happen outside
+// the call lock.
+type resetNeeded struct {
+	generation uint64
+}
+
+func (e *resetNeeded) Error() string { return "hsm: library reset needed" }
 
 // sessionAlive reports whether a session that failed with the ambiguous
 // CKR_GENERAL_ERROR still works. SoftHSM2 2.6 returns CKR_GENERAL_ERROR for
@@ -256,10 +295,7 @@ func (h *HSM) acquire() (pkcs11.SessionHandle, uint64, error) {
 func (h *HSM) connectLocked() error {
 	gen, initialized := h.lib.state()
 	if !initialized {
-		if err := h.lib.reset(gen); err != nil {
-			return h.unavailable(err)
-		}
-		gen, _ = h.lib.state()
+		return &resetNeeded{generation: gen}
 	}
 	if h.connected && gen == h.gen {
 		return nil
@@ -273,11 +309,7 @@ func (h *HSM) connectLocked() error {
 	if errors.Is(err, errTokenNotFound) && h.lib.resetAllowed() {
 		// Some libraries, SoftHSM2 among them, look for tokens only in
 		// C_Initialize, so a token that came back is found after a reset.
-		if rerr := h.lib.reset(gen); rerr != nil {
-			return h.unavailable(rerr)
-		}
-		gen, _ = h.lib.state()
-		slot, err = h.findSlot()
+		return &resetNeeded{generation: gen}
 	}
 	if err != nil {
 		return err

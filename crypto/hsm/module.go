@@ -43,6 +43,11 @@ var _ module = (*pkcs11.Ctx)(nil)
 type library struct {
 	path string
 
+	// calls is held for reading around every PKCS#11 call on the library's
+	// sessions and for writing around C_Finalize, because PKCS#11 v2.40
+	// leaves C_Finalize undefined while other threads are inside calls.
+	calls sync.RWMutex
+
 	mu          sync.Mutex
 	ctx         *pkcs11.Ctx
 	refs        int
@@ -116,6 +121,8 @@ func (lib *library) state() (generation uint64, initialized bool) {
 // generation seen. When another caller already reset that generation and the
 // library works, reset does nothing, so a burst of failures causes one reset.
 func (lib *library) reset(seen uint64) error {
+	lib.calls.Lock()
+	defer lib.calls.Unlock()
 	lib.mu.Lock()
 	defer lib.mu.Unlock()
 
@@ -137,6 +144,8 @@ func (lib *library) reset(seen uint64) error {
 func (lib *library) release() {
 	librariesMu.Lock()
 	defer librariesMu.Unlock()
+	lib.calls.Lock()
+	defer lib.calls.Unlock()
 	lib.mu.Lock()
 	defer lib.mu.Unlock()
 
