@@ -2,6 +2,7 @@ package keyset
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -232,4 +233,31 @@ func (ks *Keyset) replace(handle *tinkkeyset.Handle, k kek.KEK, newKeyID uint32)
 		ks.ceiling = ks.next
 	}
 	return nil
+}
+
+// AutoRotate applies p at every value received from tick and rotates when a
+// limit is reached, until ctx ends or tick is closed. After each rotation or
+// failed attempt it calls report, which may be nil, with the new key id or
+// the error. ErrChanged means another process rotated or rewrapped the file,
+// so the caller should open the keyset again. Run AutoRotate in its own
+// goroutine, with a ticker such as time.NewTicker(time.Hour).C.
+func (ks *Keyset) AutoRotate(ctx context.Context, p Policy, tick <-chan time.Time, report func(newKeyID uint32, err error)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-tick:
+			if !ok {
+				return
+			}
+		}
+
+		if due, _ := ks.RotationDue(p); !due {
+			continue
+		}
+		id, err := ks.Rotate()
+		if report != nil {
+			report(id, err)
+		}
+	}
 }

@@ -1,6 +1,7 @@
 package keyset_test
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -322,4 +323,52 @@ func TestRewrapUnreachableKEKKeepsFile(t *testing.T) {
 	if _, err := keyset.Open(path, k); err != nil {
 		t.Errorf("Open with the original KEK after a failed Rewrap error: %v", err)
 	}
+}
+
+func TestAutoRotate(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	path := filepath.Join(t.TempDir(), "keyset.bin")
+	ks, err := keyset.Create(path, newLocalKEK(t), keyset.WithClock(clock.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type result struct {
+		id  uint32
+		err error
+	}
+	tick := make(chan time.Time)
+	results := make(chan result, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		ks.AutoRotate(ctx, keyset.Policy{MaxAge: time.Hour}, tick, func(id uint32, err error) { results <- result{id, err} })
+		close(stopped)
+	}()
+
+	// Not due: the tick is consumed without a rotation.
+	tick <- clock.Now()
+	tick <- clock.Now()
+	if n := len(ks.Status().Keys); n != 1 {
+		t.Fatalf("keys after ticks before the limit = %d, want 1", n)
+	}
+
+	clock.Advance(time.Hour)
+	tick <- clock.Now()
+	r := <-results
+	if r.err != nil {
+		t.Fatalf("AutoRotate reported error: %v", r.err)
+	}
+	st := ks.Status()
+	if len(st.Keys) != 2 {
+		t.Fatalf("keys after a due tick = %d, want 2", len(st.Keys))
+	}
+	for _, k := range st.Keys {
+		if k.Primary && k.ID != r.id {
+			t.Errorf("primary key = %d, want reported new key %d", k.ID, r.id)
+		}
+	}
+
+	cancel()
+	<-stopped
 }
