@@ -30,6 +30,13 @@ type streamState struct {
 	sent map[string]string
 }
 
+// streamKey identifies an ADS stream. go-control-plane numbers state of the
+// world and delta streams separately, so an id alone is ambiguous.
+type streamKey struct {
+	delta bool
+	id    int64
+}
+
 // callbacks connects go-control-plane's stream events to the Server: it
 // binds each stream to the SPIFFE ID in its client certificate and records
 // ACKs and NACKs.
@@ -54,7 +61,7 @@ func (c callbacks) open(ctx context.Context, id int64, delta bool) error {
 
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	c.s.streams[id] = &streamState{peer: spiffeID, delta: delta, acked: map[string]string{}, sent: map[string]string{}}
+	c.s.streams[streamKey{delta, id}] = &streamState{peer: spiffeID, delta: delta, acked: map[string]string{}, sent: map[string]string{}}
 	return nil
 }
 
@@ -77,23 +84,25 @@ func peerID(ctx context.Context) (string, error) {
 	return uris[0].String(), nil
 }
 
-func (c callbacks) OnStreamClosed(id int64, _ *corev3.Node)      { c.close(id) }
-func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) { c.close(id) }
+func (c callbacks) OnStreamClosed(id int64, _ *corev3.Node) { c.close(streamKey{false, id}) }
+func (c callbacks) OnDeltaStreamClosed(id int64, _ *corev3.Node) {
+	c.close(streamKey{true, id})
+}
 
-func (c callbacks) close(id int64) {
+func (c callbacks) close(key streamKey) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	delete(c.s.streams, id)
+	delete(c.s.streams, key)
 	c.s.broadcastLocked()
 }
 
 // bindLocked checks that the node id is the certificate's SPIFFE ID. The cache
 // keys snapshots by node id, so a mismatch closes the stream before any
 // configuration is sent. Guarded by Server.mu.
-func (c callbacks) bindLocked(id int64, node string) (*streamState, error) {
-	ss, ok := c.s.streams[id]
+func (c callbacks) bindLocked(key streamKey, node string) (*streamState, error) {
+	ss, ok := c.s.streams[key]
 	if !ok {
-		return nil, status.Errorf(codes.Internal, "stream %d is not open", id)
+		return nil, status.Errorf(codes.Internal, "stream %d is not open", key.id)
 	}
 	if node == "" && ss.node != "" {
 		// Only the first request must carry the node, and go-control-plane's
@@ -101,7 +110,7 @@ func (c callbacks) bindLocked(id int64, node string) (*streamState, error) {
 		return ss, nil
 	}
 	if node != ss.peer {
-		c.s.log.Warn("xds node id does not match certificate", "stream", id, "node", node, "certificate", ss.peer)
+		c.s.log.Warn("xds node id does not match certificate", "stream", key.id, "node", node, "certificate", ss.peer)
 		return nil, status.Errorf(codes.PermissionDenied, "node id %q does not match the certificate's SPIFFE ID %q", node, ss.peer)
 	}
 	ss.node = node
@@ -112,7 +121,7 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 
-	ss, err := c.bindLocked(id, req.GetNode().GetId())
+	ss, err := c.bindLocked(streamKey{false, id}, req.GetNode().GetId())
 	if err != nil {
 		return err
 	}
@@ -135,7 +144,7 @@ func (c callbacks) OnStreamRequest(id int64, req *discoveryv3.DiscoveryRequest) 
 func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	if ss, ok := c.s.streams[id]; ok {
+	if ss, ok := c.s.streams[streamKey{false, id}]; ok {
 		ss.sent[resp.GetTypeUrl()] = resp.GetVersionInfo()
 		c.s.nodeLocked(ss.node).pushes[resource.Type(resp.GetTypeUrl())]++
 	}
@@ -151,7 +160,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscover
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
 
-	ss, err := c.bindLocked(id, req.GetNode().GetId())
+	ss, err := c.bindLocked(streamKey{true, id}, req.GetNode().GetId())
 	if err != nil {
 		return err
 	}
@@ -166,7 +175,7 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscover
 func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	if ss, ok := c.s.streams[id]; ok {
+	if ss, ok := c.s.streams[streamKey{true, id}]; ok {
 		ss.sent[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
 		c.s.nodeLocked(ss.node).pushes[resource.Type(resp.GetTypeUrl())]++
 	}

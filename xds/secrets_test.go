@@ -85,7 +85,7 @@ func TestSDSSecretsNotLogged(t *testing.T) {
 	}
 	for start := time.Now(); typeStatus(s.Status(), testID("c"), resource.SecretType).NACK == nil; time.Sleep(10 * time.Millisecond) {
 		if time.Since(start) > 5*time.Second {
-			t.Fatal("delta NACK not recorded")
+			t.Fatalf("delta NACK not recorded: status %+v", typeStatus(s.Status(), testID("c"), resource.SecretType))
 		}
 	}
 	if msg := typeStatus(s.Status(), testID("c"), resource.SecretType).NACK.Message; strings.Contains(msg, "PRIVATE KEY") {
@@ -99,5 +99,46 @@ func TestSDSSecretsNotLogged(t *testing.T) {
 	}
 	if !strings.Contains(out, "xds node rejected configuration") {
 		t.Errorf("logs lack the NACK line:\n%s", out)
+	}
+}
+
+// TestDeltaAndSotwStreamIDs opens the first state-of-the-world stream and
+// the first delta stream, which go-control-plane both numbers 1, and checks
+// that closing one leaves the other bound.
+func TestDeltaAndSotwStreamIDs(t *testing.T) {
+	ca := newTestCA(t)
+	_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca})
+	cert := ca.tlsCert(t, testID("c"))
+	cc := dialADS(t, addr, &cert, ca.TrustBundlePEM())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	delta, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := &corev3.Node{Id: testID("c")}
+	if err := delta.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := delta.Recv(); err != nil {
+		t.Fatalf("delta Recv() = %v", err)
+	}
+
+	// A state-of-the-world stream opens and closes.
+	if _, err := fetch(ctx, cc, testID("c"), resource.ListenerType); err != nil {
+		t.Fatalf("fetch() = %v", err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the server see the close
+
+	if err := delta.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResourceNamesSubscribe: []string{SecretSVID}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := delta.Recv()
+	if err != nil {
+		t.Fatalf("delta Recv() after a sotw stream closed = %v", err)
+	}
+	if resp.GetTypeUrl() != resource.SecretType {
+		t.Errorf("delta response type = %q, want %q", resp.GetTypeUrl(), resource.SecretType)
 	}
 }

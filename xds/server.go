@@ -104,7 +104,7 @@ type Server struct {
 	services    []Service
 	quarantined map[string]bool
 	nodes       map[string]*nodeState
-	streams     map[int64]*streamState
+	streams     map[streamKey]*streamState
 	build       buildStatus
 	changed     chan struct{} // closed and replaced whenever an ACK, NACK or push happens
 	svids       map[string]*issued
@@ -163,7 +163,7 @@ func New(cfg Config) (*Server, error) {
 		services:    slices.Clone(cfg.Services),
 		quarantined: map[string]bool{},
 		nodes:       map[string]*nodeState{},
-		streams:     map[int64]*streamState{},
+		streams:     map[streamKey]*streamState{},
 		changed:     make(chan struct{}),
 		svids:       map[string]*issued{},
 	}
