@@ -29,9 +29,11 @@ func scrubError(e *pgproto3.ErrorResponse) {
 	}
 
 	switch class {
-	case "22", "P0", "XX", "38", "39", "2F":
-		// Data exceptions quote the value that failed; functions raise
-		// messages built from anything they read.
+	case "P0":
+		// RAISE builds its message from anything the function read.
+		e.Message = "a function raised an error; its message was removed by ward"
+	case "22", "XX", "38", "39", "2F":
+		// Data exceptions quote the value that failed to convert.
 		e.Message = messagePrefix(e.Message)
 	case "00", "01":
 		// RAISE NOTICE and warnings from functions carry arbitrary text.

@@ -1,0 +1,62 @@
+package pgproxy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+const validConfig = `environment: test
+upstream:
+  address: 127.0.0.1:5432
+  database: chinook
+  user: ward
+  password: {env: WARD_UPSTREAM_PASSWORD}
+policy: {model: model.conf, policy: policy.csv}
+rules: rules.yaml
+`
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig("p.yaml", []byte(validConfig))
+	if err != nil {
+		t.Fatalf("ParseConfig: %v", err)
+	}
+	if cfg.Listen != DefaultListen || cfg.Writes != WritesReadOnly || cfg.UnknownLineage != UnknownRedact || cfg.Upstream.TLS != TLSDisable {
+		t.Errorf("defaults = %q %q %q %q", cfg.Listen, cfg.Writes, cfg.UnknownLineage, cfg.Upstream.TLS)
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"unknown key", validConfig + "bogus: 1\n", "p.yaml:9: field bogus not found"},
+		{"bad writes", validConfig + "writes: sometimes\n", `p.yaml:9: writes: "sometimes" is invalid`},
+		{"bad lineage", validConfig + "unknown_lineage: pass\n", `p.yaml:9: unknown_lineage: "pass" is invalid`},
+		{"password inline", strings.Replace(validConfig, "{env: WARD_UPSTREAM_PASSWORD}", "hunter2", 1), "p.yaml:6"},
+		{"no environment", strings.Replace(validConfig, "environment: test\n", "", 1), "environment: missing"},
+		{"bad login", validConfig + "logins:\n  - {user: a, spiffe_id: nope, password: {env: X}}\n", `p.yaml:10: logins.0.spiffe_id: "nope" is not a SPIFFE ID`},
+		{"tiny limit", validConfig + "limits: {max_message_bytes: 10}\n", "p.yaml:9: limits.max_message_bytes"},
+		{"empty", "", "p.yaml: empty file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseConfig("p.yaml", []byte(c.yaml))
+			if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("ParseConfig = %v, want ErrConfig containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestSecretRefResolve(t *testing.T) {
+	t.Setenv("WARD_TEST_SECRET", "s3cret")
+	s, err := SecretRef{Env: "WARD_TEST_SECRET"}.Resolve()
+	if err != nil || !s.Equal([]byte("s3cret")) {
+		t.Errorf("Resolve(env) = %v, %v", s, err)
+	}
+	if got := s.String(); strings.Contains(got, "s3cret") {
+		t.Errorf("secret prints as %q", got)
+	}
+	if _, err := (SecretRef{Env: "WARD_TEST_UNSET_SECRET"}).Resolve(); err == nil {
+		t.Error("Resolve of an unset variable succeeded")
+	}
+}

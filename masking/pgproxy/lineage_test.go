@@ -1,0 +1,161 @@
+package pgproxy
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// fakeCatalog serves a few Chinook-like relations without a database.
+type fakeCatalog struct{ rels map[string]*relation }
+
+func (c fakeCatalog) relationByName(_ context.Context, schema, name string) (*relation, error) {
+	if schema == "" {
+		schema = "public"
+	}
+	return c.rels[schema+"."+name], nil
+}
+
+func (c fakeCatalog) relationByOID(_ context.Context, oid uint32) (*relation, error) {
+	for _, r := range c.rels {
+		if r.OID == oid {
+			return r, nil
+		}
+	}
+	return nil, nil
+}
+
+func (c fakeCatalog) userFunction(_ context.Context, name string) (bool, error) {
+	return name == "email_of", nil
+}
+
+func testCatalog() fakeCatalog {
+	return fakeCatalog{rels: map[string]*relation{
+		"public.customer": {OID: 1, Schema: "public", Name: "customer", Kind: 'r',
+			Columns: []string{"customer_id", "first_name", "email", "phone"}, Attnums: []int16{1, 2, 3, 4}},
+		"public.invoice": {OID: 2, Schema: "public", Name: "invoice", Kind: 'r',
+			Columns: []string{"invoice_id", "customer_id", "total"}, Attnums: []int16{1, 2, 3}},
+		"public.contact": {OID: 3, Schema: "public", Name: "contact", Kind: 'v',
+			Columns: []string{"id", "mail"}, Attnums: []int16{1, 2},
+			Definition: "SELECT customer_id, lower(email) FROM customer"},
+		"pg_catalog.pg_stats": {OID: 4, Schema: "pg_catalog", Name: "pg_stats", Kind: 'v',
+			Columns: []string{"most_common_vals"}, Attnums: []int16{1}, Definition: "SELECT 1"},
+	}}
+}
+
+// lineageText renders each output's sources as "a+b", "?" marking unknown.
+func lineageText(st *statement) string {
+	if st.outputs == nil {
+		return "error"
+	}
+	var parts []string
+	for _, o := range st.outputs {
+		var cols []string
+		for _, c := range o.src.list() {
+			cols = append(cols, c.Table+"."+c.Name)
+		}
+		s := strings.Join(cols, "+")
+		if o.src.unknown {
+			s += "?"
+		}
+		if s == "" {
+			s = "-"
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+func TestStatementLineage(t *testing.T) {
+	cases := []struct {
+		name, sql, want string
+	}{
+		{"plain", "SELECT email FROM customer", "customer.email"},
+		{"function", "SELECT lower(email), length(phone) FROM customer", "customer.email customer.phone"},
+		{"operator", "SELECT email || phone FROM customer", "customer.email+customer.phone"},
+		{"constant", "SELECT 1, now()", "- -"},
+		{"cast and case", "SELECT CASE WHEN customer_id > 1 THEN email::text ELSE 'x' END FROM customer", "customer.customer_id+customer.email"},
+		{"star", "SELECT * FROM customer", "customer.customer_id customer.first_name customer.email customer.phone"},
+		{"qualified star", "SELECT i.*, c.email FROM invoice i JOIN customer c ON c.customer_id = i.customer_id", "invoice.invoice_id invoice.customer_id invoice.total customer.email"},
+		{"subquery", "SELECT e FROM (SELECT email AS e FROM customer) s", "customer.email"},
+		{"cte", "WITH c AS (SELECT email FROM customer) SELECT upper(email) FROM c", "customer.email"},
+		{"cte column names", "WITH c(x) AS (SELECT email FROM customer) SELECT x FROM c", "customer.email"},
+		{"scalar subquery", "SELECT (SELECT max(email) FROM customer)", "customer.email"},
+		{"correlated", "SELECT total, (SELECT email FROM customer c WHERE c.customer_id = i.customer_id) FROM invoice i", "invoice.total customer.email"},
+		{"union", "SELECT email FROM customer UNION SELECT first_name FROM customer", "customer.email+customer.first_name"},
+		{"values", "VALUES (1, 'a')", "- -"},
+		{"view", "SELECT mail FROM contact", "customer.email"},
+		{"whole row", "SELECT c FROM customer c", "customer.customer_id+customer.email+customer.first_name+customer.phone"},
+		{"row_to_json", "SELECT row_to_json(c.*) FROM customer c", "customer.customer_id+customer.email+customer.first_name+customer.phone"},
+		{"aggregate", "SELECT count(*), string_agg(email, ',') FROM customer", "- customer.email"},
+		{"user function", "SELECT email_of(1)", "?"},
+		{"sql-running builtin", "SELECT query_to_xml('select 1', true, true, '')", "?"},
+		{"schema-qualified function", "SELECT public.lower(email) FROM customer", "customer.email?"},
+		{"function in from", "SELECT x FROM unnest(ARRAY(SELECT email FROM customer)) x", "customer.email"},
+		{"recursive cte", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT n FROM r", "?"},
+		{"returning", "UPDATE customer SET phone = '1' RETURNING email", "customer.email"},
+		{"copy table", "COPY customer (email, phone) TO STDOUT", "customer.email customer.phone"},
+		{"copy query", "COPY (SELECT lower(email) FROM customer) TO STDOUT", "customer.email"},
+		{"star over using join", "SELECT * FROM customer JOIN invoice USING (customer_id)", "error"},
+		{"unknown relation", "SELECT * FROM nowhere", "error"},
+		{"explain", "EXPLAIN SELECT email FROM customer", "-"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stmts, err := parseStatements(context.Background(), testCatalog(), c.sql)
+			if err != nil {
+				t.Fatalf("parseStatements(%q): %v", c.sql, err)
+			}
+			if got := lineageText(stmts[0]); got != c.want {
+				t.Errorf("lineage(%q) = %q, want %q", c.sql, got, c.want)
+			}
+		})
+	}
+}
+
+func TestStatementChecks(t *testing.T) {
+	cases := []struct {
+		name, sql  string
+		write      bool
+		filters    string
+		statsViews []string
+	}{
+		{"select", "SELECT email FROM customer WHERE phone = '1' ORDER BY first_name", false, "customer.first_name customer.phone", nil},
+		{"join on", "SELECT total FROM invoice i JOIN customer c ON c.email = 'x'", false, "customer.email", nil},
+		{"group and distinct", "SELECT DISTINCT count(*) FROM customer GROUP BY email", false, "customer.email", nil},
+		{"insert", "INSERT INTO invoice VALUES (1, 1, 1)", true, "", nil},
+		{"writable cte", "WITH d AS (DELETE FROM invoice RETURNING *) SELECT 1", true, "", nil},
+		{"select into", "SELECT * INTO x FROM invoice", true, "", nil},
+		{"set read write", "SET default_transaction_read_only = off", true, "", nil},
+		{"begin read write", "BEGIN READ WRITE", true, "", nil},
+		{"begin", "BEGIN", false, "", nil},
+		{"set other", "SET search_path = public", false, "", nil},
+		{"copy from", "COPY invoice FROM STDIN", true, "", nil},
+		{"explain analyze write", "EXPLAIN ANALYZE DELETE FROM invoice", true, "", nil},
+		{"ddl", "DROP TABLE invoice", true, "", nil},
+		{"pg_stats", "SELECT most_common_vals FROM pg_catalog.pg_stats", false, "", []string{"pg_catalog.pg_stats"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stmts, err := parseStatements(context.Background(), testCatalog(), c.sql)
+			if err != nil {
+				t.Fatalf("parseStatements(%q): %v", c.sql, err)
+			}
+			st := stmts[0]
+			if st.write != c.write {
+				t.Errorf("write(%q) = %v, want %v", c.sql, st.write, c.write)
+			}
+			var filters []string
+			for _, col := range st.filters.list() {
+				filters = append(filters, col.Table+"."+col.Name)
+			}
+			if got := strings.Join(filters, " "); got != c.filters {
+				t.Errorf("filters(%q) = %q, want %q", c.sql, got, c.filters)
+			}
+			if !slices.Equal(st.statsViews, c.statsViews) {
+				t.Errorf("statsViews(%q) = %v, want %v", c.sql, st.statsViews, c.statsViews)
+			}
+		})
+	}
+}

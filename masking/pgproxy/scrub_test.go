@@ -1,0 +1,98 @@
+package pgproxy
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+func TestScrubError(t *testing.T) {
+	cases := []struct {
+		name            string
+		in              pgproto3.ErrorResponse
+		message, detail string
+	}{
+		{"unique violation",
+			pgproto3.ErrorResponse{Code: "23505", Message: `duplicate key value violates unique constraint "customer_email_key"`, Detail: "Key (email)=(luisg@embraer.com.br) already exists."},
+			`duplicate key value violates unique constraint "customer_email_key"`, "Key (email)=(REDACTED) already exists."},
+		{"foreign key",
+			pgproto3.ErrorResponse{Code: "23503", Message: "insert or update violates foreign key", Detail: `Key (support_rep_id)=(99) is not present in table "employee".`},
+			"insert or update violates foreign key", `Key (support_rep_id)=(REDACTED) is not present in table "employee".`},
+		{"check violation",
+			pgproto3.ErrorResponse{Code: "23514", Message: "new row violates check constraint", Detail: "Failing row contains (1, Luís, a@b.c)."},
+			"new row violates check constraint", "Failing row contains (REDACTED)."},
+		{"cast",
+			pgproto3.ErrorResponse{Code: "22P02", Message: `invalid input syntax for type integer: "luisg@embraer.com.br"`},
+			"invalid input syntax for type integer: value removed by ward", ""},
+		{"raise",
+			pgproto3.ErrorResponse{Code: "P0001", Message: "customer luisg@embraer.com.br is blocked", Detail: "phone +55 12"},
+			"a function raised an error; its message was removed by ward", redactedDetail},
+		{"undefined table keeps names",
+			pgproto3.ErrorResponse{Code: "42P01", Message: `relation "nowhere" does not exist`, Hint: "check the name"},
+			`relation "nowhere" does not exist`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := c.in
+			e.Where = "SQL function email_of statement 1"
+			e.InternalQuery = "SELECT email FROM customer"
+			scrubError(&e)
+			if e.Message != c.message {
+				t.Errorf("Message = %q, want %q", e.Message, c.message)
+			}
+			if e.Detail != c.detail {
+				t.Errorf("Detail = %q, want %q", e.Detail, c.detail)
+			}
+			if e.Where != "" || e.InternalQuery != "" {
+				t.Errorf("Where = %q, InternalQuery = %q, want both empty", e.Where, e.InternalQuery)
+			}
+		})
+	}
+}
+
+func TestScrubErrorRaiseKeepsNoValue(t *testing.T) {
+	e := pgproto3.ErrorResponse{Code: "P0001", Message: "luisg@embraer.com.br"}
+	scrubError(&e)
+	if strings.Contains(e.Message, "@") {
+		t.Errorf("Message = %q, want the raised text removed", e.Message)
+	}
+}
+
+func TestCopyEscapes(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"plain", "abc", "abc"},
+		{"tab and newline", `a\tb\nc`, "a\tb\nc"},
+		{"backslash", `a\\b`, `a\b`},
+		{"octal", `\101\0`, "A\x00"},
+		{"hex", `\x41\x4a`, "AJ"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := unescapeCopy([]byte(c.in))
+			if !ok || string(got) != c.want {
+				t.Errorf("unescapeCopy(%q) = %q, %v; want %q", c.in, got, ok, c.want)
+			}
+			if back, _ := unescapeCopy([]byte(escapeCopy([]byte(c.want)))); string(back) != c.want {
+				t.Errorf("unescapeCopy(escapeCopy(%q)) = %q", c.want, back)
+			}
+		})
+	}
+	if _, ok := unescapeCopy([]byte(`abc\`)); ok {
+		t.Error(`unescapeCopy("abc\\") succeeded, want a malformed field`)
+	}
+}
+
+func TestMaskCopyLineRedacts(t *testing.T) {
+	plan := &resultPlan{masks: true, cols: []columnAction{{kind: actionKeep}, {kind: actionRedact, oid: 25}, {kind: actionRedact, oid: 23}}}
+	got, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\t7\n"))
+	if !ok || string(got) != "1\tREDACTED\t\\N\n" {
+		t.Errorf("maskCopyLine = %q, %v; want redacted text and NULL", got, ok)
+	}
+	if _, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\n")); ok {
+		t.Error("maskCopyLine accepted a row with too few fields")
+	}
+	if _, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\t7")); ok {
+		t.Error("maskCopyLine accepted a row without its newline")
+	}
+}
