@@ -41,10 +41,17 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 		index[c] = i
 	}
 
-	for col, steps := range p.byCol {
-		if col.Schema != schema || col.Table != table {
-			continue
+	// Columns go in rule order, so the first missing column reported is the
+	// first in the file.
+	var cols []Column
+	for col := range p.byCol {
+		if col.Schema == schema && col.Table == table {
+			cols = append(cols, col)
 		}
+	}
+	sort.Slice(cols, func(i, j int) bool { return p.byCol[cols[i]][0].rule.Line < p.byCol[cols[j]][0].rule.Line })
+	for _, col := range cols {
+		steps := p.byCol[col]
 		i, ok := index[col.Name]
 		if !ok {
 			r := steps[0].rule

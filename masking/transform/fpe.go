@@ -167,5 +167,7 @@ func LuhnValid(s string) bool {
 func (t *fpeT) Info() Info {
 	// The original check digit is dropped under luhn, so two inputs that
 	// differ only there give the same output.
-	return Info{Name: "fpe", Injective: !t.luhn, Kinds: KindText | KindNumeric, MaxLen: same}
+	// Only text columns: an integer column would read an output with a
+	// leading zero as a shorter number, so two inputs could collide.
+	return Info{Name: "fpe", Injective: !t.luhn, Kinds: KindText, MaxLen: same}
 }

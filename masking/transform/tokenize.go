@@ -108,6 +108,9 @@ func (t *Tokenizer) Transform(value, _ string) (string, error) {
 // when the token is malformed or was made under another key or domain.
 func (t *Tokenizer) Detokenize(token string) (string, error) {
 	body, ok := strings.CutPrefix(token, t.prefix)
+	if len(body) > base64.RawURLEncoding.EncodedLen(16+MaxTokenInput) {
+		return "", fmt.Errorf("%w: longer than any token", ErrToken)
+	}
 	if !ok {
 		return "", fmt.Errorf("%w: missing prefix %q", ErrToken, t.prefix)
 	}
