@@ -35,8 +35,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -288,7 +290,9 @@ func (ks *Keyset) claimBlock() error {
 	e.Encryptions += usageReserve
 	merged[ks.primaryID] = e
 
-	if err := writeUsage(ks.path, merged, ks.keyIDs()); err != nil {
+	// Entries of keys this process does not know stay: another process may
+	// have rotated the keyset since this one opened it.
+	if err := writeUsage(ks.path, merged, slices.Collect(maps.Keys(merged))); err != nil {
 		return fmt.Errorf("recording key usage: %w", err)
 	}
 	ks.usage = merged

@@ -372,3 +372,31 @@ func TestAutoRotate(t *testing.T) {
 	cancel()
 	<-stopped
 }
+
+func TestUsageKeepsOtherProcessKeys(t *testing.T) {
+	k := newLocalKEK(t)
+	server, path := createKeyset(t, k)
+	cli, err := keyset.Open(path, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	newID, err := cli.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server still encrypts with its old primary key and records usage.
+	if _, err := server.Encrypt([]byte("x"), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	reopened, err := keyset.Open(path, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range reopened.Status().Keys {
+		if key.ID == newID && key.Estimated {
+			t.Errorf("key %d added by another process lost its usage entry", newID)
+		}
+	}
+}
