@@ -32,6 +32,7 @@ type options struct {
 	dir    string
 	config string
 	args   []string
+	env    []string
 }
 
 // WithDir puts the data directory and the output files under dir instead of
@@ -40,12 +41,18 @@ func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
 
 // WithConfig starts `ward serve --config FILE` with this YAML instead of
 // --dev. Relative paths in the YAML are relative to the file, which sits in
-// the server's directory; --data-dir and --listen still apply.
+// the server's directory. The --data-dir and --listen flags still apply.
 func WithConfig(yaml string) Option { return func(o *options) { o.config = yaml } }
 
 // WithArgs appends arguments to the serve command line.
 func WithArgs(args ...string) Option {
 	return func(o *options) { o.args = append(o.args, args...) }
+}
+
+// WithEnv adds KEY=value entries to the server's environment, which
+// otherwise is the test's environment without WARD_* variables.
+func WithEnv(kv ...string) Option {
+	return func(o *options) { o.env = append(o.env, kv...) }
 }
 
 // Server is one `ward serve` subprocess. Its methods are safe for concurrent
@@ -74,9 +81,9 @@ func StartDev(tb testing.TB, opts ...Option) *Server {
 	return Start(tb, opts...)
 }
 
-// Start starts `ward serve`: with --dev unless WithConfig is given. It
-// returns once the server answers GET /v1/health and stops it when the test
-// ends.
+// Start starts `ward serve`, with --dev unless WithConfig is given. It
+// returns once GET /v1/health returns 200, and stops the server when the
+// test ends.
 func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
 
@@ -181,7 +188,7 @@ func (s *Server) start(tb testing.TB) {
 
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), s.opts.env...)
 	cmd.Stderr = s.stderr
 	cmd.SysProcAttr = sysProcAttr()
 	watch := newEnvWatcher(s.stdout)

@@ -77,3 +77,19 @@ func TestRunExitCodes(t *testing.T) {
 		})
 	}
 }
+
+func TestStartWithConfig(t *testing.T) {
+	s := wardtest.Start(t, wardtest.WithConfig("environment: staging\nlog:\n  format: json\n"))
+
+	stdout, stderr, code := s.Run(t, "policy", "check", "spiffe://ward.test/ward/admin", "staging", "policy", "reload")
+	if code != 0 || !strings.HasPrefix(stdout, "allow") {
+		t.Errorf("ward policy check in staging = %q, %q, exit %d, want allow", stdout, stderr, code)
+	}
+	log, err := os.ReadFile(s.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte(`"msg":"ward serving"`)) || !bytes.Contains(log, []byte(`"environment":"staging"`)) {
+		t.Errorf("log %s is not JSON with environment staging:\n%s", s.LogPath(), log)
+	}
+}
