@@ -26,7 +26,8 @@ type ForeignKey struct {
 }
 
 // Catalog describes the tables rules apply to. Tables keep their column
-// order. The zero Catalog has no tables, for files without a schema.
+// order. The zero Catalog has no tables, for files without a schema. This
+// package only reads a Catalog, so concurrent reads are safe.
 type Catalog struct {
 	Tables      map[string][]ColumnInfo // by schema.table
 	ForeignKeys []ForeignKey

@@ -1,6 +1,8 @@
 package static
 
 import (
+	"bytes"
+	"fmt"
 	"io"
 	"runtime"
 	"sync"
@@ -129,4 +131,104 @@ func (p *pipeline) close() error {
 	p.wg.Wait()
 	close(p.order)
 	return <-p.written
+}
+
+// maskWriter receives COPY text data from the source and splits it into
+// rows. Data messages may split or join lines, so it keeps an incomplete
+// line until the rest arrives. A table without masked columns is copied
+// through. An ordered table (see rules.Table.Ordered) is masked row by row
+// in order, and any other table in batches on several goroutines.
+type maskWriter struct {
+	table    *rules.Table
+	out      io.Writer
+	progress func(string, int64, bool)
+	partial  []byte
+	rows     int64
+
+	pipe  *pipeline
+	batch *rowBatch
+	row   []rules.Field
+	buf   []byte
+}
+
+func (m *maskWriter) Write(p []byte) (int, error) {
+	data := p
+	if len(m.partial) > 0 {
+		m.partial = append(m.partial, p...)
+		data = m.partial
+	}
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			break
+		}
+		if err := m.line(data[:i+1]); err != nil {
+			return 0, err
+		}
+		data = data[i+1:]
+	}
+	m.partial = append(m.partial[:0], data...)
+	if len(m.partial) > MaxLine {
+		return 0, &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: row longer than %d bytes", ErrFormat, MaxLine)}
+	}
+	return len(p), nil
+}
+
+// line handles one newline-terminated COPY line.
+func (m *maskWriter) line(line []byte) error {
+	m.rows++
+	if m.progress != nil && m.rows%progressEvery == 0 {
+		m.progress(m.table.Name(), m.rows, false)
+	}
+	switch {
+	case !m.table.Masks():
+		_, err := m.out.Write(line)
+		return err
+	case m.table.Ordered():
+		var err error
+		m.buf, err = maskLines(m.table, line, m.rows, m.row, m.buf[:0])
+		if err != nil {
+			return err
+		}
+		_, err = m.out.Write(m.buf)
+		return err
+	}
+
+	if m.pipe == nil {
+		m.pipe = newPipeline(m.table, m.out)
+	}
+	if m.batch == nil {
+		m.batch = &rowBatch{firstRow: m.rows}
+	}
+	m.batch.in = append(m.batch.in, line...)
+	if m.rows-m.batch.firstRow+1 < batchRows {
+		return nil
+	}
+	b := m.batch
+	m.batch = nil
+	return m.pipe.submit(b)
+}
+
+// finish masks what is still queued and reports the first failure. It
+// must be called once, after the last Write, even when the copy failed,
+// so that the pipeline's goroutines end.
+func (m *maskWriter) finish() error {
+	var err error
+	if len(m.partial) > 0 {
+		err = &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: COPY data ends inside a row", ErrFormat)}
+	}
+	if m.pipe == nil {
+		return err
+	}
+	if m.batch != nil && err == nil {
+		err = m.pipe.submit(m.batch)
+	}
+	if perr := m.pipe.close(); perr != nil {
+		return perr
+	}
+	return err
+}
+
+func errFieldCount(got, want int) error {
+	return fmt.Errorf("%w: COPY row has %d fields, want %d", ErrFormat, got, want)
 }

@@ -85,7 +85,7 @@ func (e *RowError) Error() string {
 
 func (e *RowError) Unwrap() error { return e.Err }
 
-// Stats counts what a masking run did.
+// Stats counts what a masking run did. It is not safe for concurrent use.
 type Stats struct {
 	Tables map[string]int64 `json:"tables"` // rows per schema.table
 }
