@@ -236,11 +236,12 @@ func (f *fixture) proxyDSN(user, password string) string {
 }
 
 // psql runs one command through the proxy and returns its unaligned output.
-func (f *fixture) psql(t *testing.T, user, password, command string) (string, error) {
+// Extra arguments go before the command.
+func (f *fixture) psql(t *testing.T, user, password, command string, extra ...string) (string, error) {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(f.addr)
-	cmd := exec.Command(filepath.Join(f.pg.BinDir(), "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-		"-h", host, "-p", port, "-U", user, "-d", "chinook", "-c", command)
+	args := append([]string{"-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", user, "-d", "chinook"}, extra...)
+	cmd := exec.Command(filepath.Join(f.pg.BinDir(), "psql"), append(args, "-c", command)...)
 	cmd.Env = append(os.Environ(), "PGPASSWORD="+password, "PGSSLMODE=disable", "PGCONNECT_TIMEOUT=10")
 	out, err := cmd.CombinedOutput()
 	return string(out), err

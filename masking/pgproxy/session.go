@@ -355,7 +355,7 @@ func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
 			return refusal("ward pgproxy strict mode: %s exposes column values and is not allowed", st.statsViews[0])
 		}
 		for _, c := range st.filters.list() {
-			if !s.unmasked(c) {
+			if s.hidden(c) {
 				return refusal("ward pgproxy strict mode: column %s is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or DISTINCT", c)
 			}
 		}
@@ -371,6 +371,16 @@ func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
 		}
 	}
 	return nil
+}
+
+// hidden reports whether the caller sees c only masked: Casbin denies
+// unmask and the rules change the column.
+func (s *session) hidden(c rules.Column) bool {
+	if s.unmasked(c) {
+		return false
+	}
+	m, err := s.srv.maskers.forColumn(s.ctx, c)
+	return err != nil || m != nil
 }
 
 func (s *session) unmasked(c rules.Column) bool {
