@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,5 +93,51 @@ func TestWorkloadStaysWithinPolicy(t *testing.T) {
 		if l.Subject != id {
 			t.Errorf("ward lease list as %s shows lease %s of %s", id, l.ID, l.Subject)
 		}
+	}
+}
+
+// TestDNSDenyCaseInsensitive denies one DNS name under a wildcard allow.
+// DNS names compare case-insensitively (RFC 4343), so the same name in
+// other letter case names the same host and must be denied too.
+func TestDNSDenyCaseInsensitive(t *testing.T) {
+	s := startDev(t)
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+	policyPath := filepath.Join(s.DataDir(), "policy.csv")
+	appendPolicy(t, policyPath, "p, "+id+", dev, dns/*, issue, allow")
+	appendPolicy(t, policyPath, "p, "+id+", dev, dns/admin.shop, issue, deny")
+	mustWard(t, s, s.Env(), "policy", "reload")
+
+	web := issueJoined(t, s, id, outDir(t, "web"))
+	pair, err := tls.LoadX509KeyPair(web.Certificate, web.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.TLSConfig()
+	cfg.Certificates = []tls.Certificate{pair}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+
+	for _, name := range []string{"shop.example", "admin.shop", "ADMIN.shop", "Admin.Shop"} {
+		status, body := s.DoWith(t, client, "", http.MethodPost, "/v1/issue/x509",
+			map[string]any{"csr": string(newCSR(t, id)), "dns_names": []string{name}})
+		want := http.StatusForbidden
+		if name == "shop.example" {
+			want = http.StatusOK
+		}
+		if status == want {
+			continue
+		}
+		if status != http.StatusOK {
+			t.Errorf("POST /v1/issue/x509 as %s with DNS SAN %q = %d %q, want %d", id, name, status, wardtest.ErrorMessage(body), want)
+			continue
+		}
+		var resp struct {
+			Certificate string `json:"certificate"`
+		}
+		if err := json.Unmarshal(body, &resp); err != nil {
+			t.Fatal(err)
+		}
+		cert := parseCertPEM(t, []byte(resp.Certificate))
+		t.Errorf("POST /v1/issue/x509 as %s with DNS SAN %q = 200, want 403: the certificate passes VerifyHostname(\"admin.shop\") = %v, so the deny line is bypassed",
+			id, name, cert.VerifyHostname("admin.shop"))
 	}
 }
