@@ -138,3 +138,36 @@ func TestTwoHSMsShareLibrary(t *testing.T) {
 		t.Errorf("Sign through a closed HSM error = %v, want ErrClosed", err)
 	}
 }
+
+// TestOpenSessionFailureResets checks that a library failing in
+// C_OpenSession, while its slot list still shows the token, is initialized
+// again instead of failing forever.
+func TestOpenSessionFailureResets(t *testing.T) {
+	saved := minResetInterval
+	minResetInterval = 0
+	t.Cleanup(func() { minResetInterval = saved })
+
+	tok := newTestToken(t, "opensession")
+	h, fm := openFaultyHSM(t, tok.cfg)
+	initKeys(t, h)
+	s, err := h.Signer(KeyRef{Label: DefaultCALabel})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+
+	fm.failOpenSession.Store(true)
+	h.lost(h.gen) // drop the idle sessions, so the next Sign opens one
+	genBefore, _ := h.lib.state()
+	if _, err := s.Sign(nil, digest[:], crypto.SHA256); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Sign while C_OpenSession fails error = %v, want ErrUnavailable", err)
+	}
+	if gen, _ := h.lib.state(); gen <= genBefore {
+		t.Errorf("library generation after C_OpenSession failed = %d, want a reset past %d", gen, genBefore)
+	}
+
+	fm.failOpenSession.Store(false)
+	if _, err := s.Sign(nil, digest[:], crypto.SHA256); err != nil {
+		t.Fatalf("Sign after C_OpenSession works again error: %v", err)
+	}
+}

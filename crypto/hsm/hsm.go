@@ -275,8 +275,12 @@ func (h *HSM) acquire() (pkcs11.SessionHandle, uint64, error) {
 
 	sh, err := h.p11.OpenSession(h.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
-		if isConnectionLost(err) {
-			h.connected = false
+		if !isConnectionLost(err) {
+			return 0, 0, h.unavailable(fmt.Errorf("opening session: %w", err))
+		}
+		h.connected = false
+		if h.lib.resetAllowed() {
+			return 0, 0, &resetNeeded{generation: h.gen}
 		}
 		return 0, 0, h.unavailable(fmt.Errorf("opening session: %w", err))
 	}
@@ -289,9 +293,9 @@ func (h *HSM) acquire() (pkcs11.SessionHandle, uint64, error) {
 	return sh, h.gen, nil
 }
 
-// connectLocked initializes the library again if a reset left it
-// uninitialized, and finds the token's slot when the library generation
-// changed. The caller holds mu.
+// connectLocked finds the token's slot when the library generation changed.
+// It returns resetNeeded when a failed reset left the library uninitialized,
+// or when the token is missing and a reset may find it. The caller holds mu.
 func (h *HSM) connectLocked() error {
 	gen, initialized := h.lib.state()
 	if !initialized {

@@ -81,10 +81,11 @@ func openTestHSM(t testing.TB, cfg Config, opts ...option) *HSM {
 // does. It also counts logins and open sessions.
 type faultModule struct {
 	module
-	down           atomic.Bool
-	logins         atomic.Int32
-	openSessions   atomic.Int32
-	maxOpenSession atomic.Int32
+	down            atomic.Bool
+	failOpenSession atomic.Bool // fail only C_OpenSession, with CKR_DEVICE_ERROR
+	logins          atomic.Int32
+	openSessions    atomic.Int32
+	maxOpenSession  atomic.Int32
 }
 
 var errRemoved = pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED)
@@ -99,6 +100,9 @@ func (f *faultModule) GetSlotList(present bool) ([]uint, error) {
 func (f *faultModule) OpenSession(slot uint, flags uint) (pkcs11.SessionHandle, error) {
 	if f.down.Load() {
 		return 0, errRemoved
+	}
+	if f.failOpenSession.Load() {
+		return 0, pkcs11.Error(pkcs11.CKR_DEVICE_ERROR)
 	}
 	sh, err := f.module.OpenSession(slot, flags)
 	if err == nil {
