@@ -69,3 +69,22 @@ func appendPolicy(t *testing.T, path, line string) {
 		t.Fatal(err)
 	}
 }
+
+// newBenchEnforcer returns ward's enforcer over the default model and the
+// given policy lines.
+func newBenchEnforcer(b *testing.B, lines string) *authz.Enforcer {
+	b.Helper()
+	dir := b.TempDir()
+	modelPath, policyPath, err := authz.WriteDefaults(dir, testTD, "spiffe://"+testTD+"/admin", "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(policyPath, []byte(lines), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	enf, err := authz.New(modelPath, policyPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return enf
+}

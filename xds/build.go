@@ -72,12 +72,15 @@ func (s *Server) render(ctx context.Context, services []Service, quarantined map
 		byID[services[i].SPIFFEID] = &services[i]
 	}
 
-	if lister, ok := s.cfg.Authorizer.(RuleLister); ok {
-		if err := checkRules(lister.ConnectRules(s.cfg.Domain), byID); err != nil {
+	lister, haveRules := s.cfg.Authorizer.(RuleLister)
+	var rules []ConnectRule
+	if haveRules {
+		rules = lister.ConnectRules(s.cfg.Domain)
+		if err := checkRules(rules, byID); err != nil {
 			return nil, err
 		}
 	}
-	g := decide(services, s.cfg.Authorizer, s.cfg.Domain, quarantined)
+	g := decide(services, s.cfg.Authorizer, s.cfg.Domain, quarantined, rules, haveRules)
 	return s.renderGraph(ctx, services, byID, g, quarantined)
 }
 

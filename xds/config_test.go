@@ -3,6 +3,8 @@ package xds
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,5 +154,44 @@ func TestPolicyChangedDebounced(t *testing.T) {
 	time.Sleep(150 * time.Millisecond) // room for a second, unwanted build
 	if got := s.Status().Builds - before; got != 1 {
 		t.Errorf("builds after 20 PolicyChanged calls = %d, want 1", got)
+	}
+}
+
+func TestCandidatesFromRules(t *testing.T) {
+	services := []Service{
+		{Name: "a", SPIFFEID: "spiffe://example.org/ns/shop/sa/a"},
+		{Name: "b", SPIFFEID: "spiffe://example.org/ns/shop/sa/b"},
+		{Name: "c", SPIFFEID: "spiffe://example.org/ns/bank/sa/c"},
+	}
+	a, b, c := services[0].SPIFFEID, services[1].SPIFFEID, services[2].SPIFFEID
+	tests := []struct {
+		name  string
+		rules []ConnectRule
+		want  map[string][]string // target -> candidate callers
+	}{
+		{"exact", []ConnectRule{{Subject: a, Object: "service/" + b}}, map[string][]string{b: {a}}},
+		{"subject pattern", []ConnectRule{{Subject: "spiffe://example.org/ns/shop/*", Object: "service/" + c}}, map[string][]string{c: {a, b}}},
+		{"object pattern", []ConnectRule{{Subject: c, Object: "service/spiffe://example.org/ns/shop/*"}}, map[string][]string{a: {c}, b: {c}}},
+		{"everything", []ConnectRule{{Subject: "*", Object: "*"}}, map[string][]string{a: {a, b, c}, b: {a, b, c}, c: {a, b, c}}},
+		{"unexpanded role", []ConnectRule{{Subject: "role:ops", Object: "service/" + a}}, map[string][]string{a: {a, b, c}}},
+		{"unknown target", []ConnectRule{{Subject: a, Object: "service/spiffe://example.org/ghost"}}, map[string][]string{}},
+		{"duplicates", []ConnectRule{{Subject: a, Object: "service/" + b}, {Subject: "*", Object: "service/" + b}}, map[string][]string{b: {a, b, c}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := map[string][]string{}
+			for target, callers := range candidates(tt.rules, services) {
+				for _, svc := range callers {
+					got[target] = append(got[target], svc.SPIFFEID)
+				}
+				slices.Sort(got[target])
+			}
+			for _, ids := range tt.want {
+				slices.Sort(ids)
+			}
+			if !maps.EqualFunc(got, tt.want, slices.Equal) {
+				t.Errorf("candidates(%v) = %v, want %v", tt.rules, got, tt.want)
+			}
+		})
 	}
 }

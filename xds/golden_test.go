@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -65,6 +66,35 @@ func TestEnvoyGolden(t *testing.T) {
 	}
 	if !bytes.Equal(got, want) {
 		t.Errorf("rendered Envoy resources differ from %s; rerun with -update and review the diff", path)
+	}
+
+	// Versions are content hashes: an identical render has identical
+	// versions, and a policy change alters only the affected types.
+	again, err := s.render(context.Background(), envoyMesh(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for node, set := range sets {
+		for typ, ts := range set {
+			if got := again[node][typ].version; got != ts.version {
+				t.Errorf("%s %s: version %q on second render, want %q", node, typ, got, ts.version)
+			}
+		}
+	}
+	az.set(testID("payments"), testID("web"), true)
+	changed, err := s.render(context.Background(), envoyMesh(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, payments := testID("web"), testID("payments")
+	if changed[web][resource.ListenerType].version == sets[web][resource.ListenerType].version {
+		t.Errorf("web listener version unchanged after payments was allowed in")
+	}
+	if changed[payments][resource.ClusterType].version == sets[payments][resource.ClusterType].version {
+		t.Errorf("payments cluster version unchanged after it gained an upstream")
+	}
+	if changed[payments][resource.ListenerType].version != sets[payments][resource.ListenerType].version {
+		t.Errorf("payments listener version changed, but its callers did not")
 	}
 
 	// Each resource of every node passes proto validation.

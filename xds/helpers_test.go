@@ -183,10 +183,17 @@ func (f *fakeAuthz) Allowed(subject, _, object, action string) bool {
 	return f.allow[[2]string{subject, object[len(ObjectPrefix):]}]
 }
 
+// ConnectRules lists one rule per permitted pair, then the extra rules.
 func (f *fakeAuthz) ConnectRules(string) []ConnectRule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]ConnectRule(nil), f.rules...)
+	var out []ConnectRule
+	for pair, ok := range f.allow {
+		if ok {
+			out = append(out, ConnectRule{Subject: pair[0], Object: ObjectPrefix + pair[1], Source: "fake"})
+		}
+	}
+	return append(out, f.rules...)
 }
 
 // startServer starts a ward xDS server on a loopback port and stops it when

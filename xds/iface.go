@@ -35,9 +35,18 @@ type ConnectRule struct {
 	Source  string // where the rule was read, for example "policy.csv:12"
 }
 
-// RuleLister is implemented by authorizers that can list their `connect`
-// rules. When the Authorizer also implements it, the server rejects a policy
-// whose rules name an unknown service before anything is pushed.
+// RuleLister is implemented by authorizers that can list their rules. When
+// the Authorizer also implements it, the server rejects a policy whose rules
+// name an unknown service before anything is pushed, and asks Allowed only
+// about the (caller, target) pairs some rule could match, instead of every
+// pair of services.
+//
+// ConnectRules must return every allow rule in domain whose action matches
+// connect, including rules for every domain ("*") and every action ("*").
+// Subjects are SPIFFE IDs, patterns ending in "*", or "*"; a role should be
+// expanded to its members, because an unexpanded role makes every service a
+// candidate for that rule. A missing rule would silently drop a permitted
+// connection, never add one.
 type RuleLister interface {
 	ConnectRules(domain string) []ConnectRule
 }

@@ -115,18 +115,20 @@ func validateService(svc Service, trustDomain spiffeid.TrustDomain) error {
 	return nil
 }
 
-// checkRules rejects connect rules whose object or SPIFFE ID subject is not
-// a known service. Subjects that are not SPIFFE IDs are roles and pass.
+// checkRules rejects connect rules that name a service which does not
+// exist: an exact service object, and the SPIFFE ID subject of a rule with
+// such an object. Patterns ending in "*", roles, and subjects of rules with
+// wider objects (an administrator's "*") are not checked.
 func checkRules(rules []ConnectRule, byID map[string]*Service) error {
 	for _, r := range rules {
 		target, ok := strings.CutPrefix(r.Object, ObjectPrefix)
-		if !ok {
+		if !ok || strings.HasSuffix(target, "*") {
 			continue
 		}
-		if target != "*" && byID[target] == nil {
+		if byID[target] == nil {
 			return fmt.Errorf("%w: %s: object %q: no service has SPIFFE ID %q", ErrUnknownService, r.Source, r.Object, target)
 		}
-		if strings.HasPrefix(r.Subject, "spiffe://") && byID[r.Subject] == nil {
+		if strings.HasPrefix(r.Subject, "spiffe://") && !strings.HasSuffix(r.Subject, "*") && byID[r.Subject] == nil {
 			return fmt.Errorf("%w: %s: subject %q: no service has this SPIFFE ID", ErrUnknownService, r.Source, r.Subject)
 		}
 	}
@@ -140,18 +142,33 @@ type graph struct {
 	upstreams map[string][]string
 }
 
-// decide asks the authorizer about every ordered pair of services, so it
-// costs len(services)² decisions.
-// TODO: list candidate subjects from the policy to make this linear; the
-// quadratic scan is correct, only slow beyond a few thousand services.
-func decide(services []Service, authz Authorizer, domain string, quarantined map[string]bool) graph {
+// decide asks the authorizer about candidate (caller, target) pairs. With
+// rules (from a RuleLister) the candidates are the pairs some allow rule
+// could match, so the cost follows the policy's size. Without rules it is
+// every ordered pair, len(services)² decisions. Every candidate is still
+// decided by the authorizer, so deny rules, roles and quarantine apply.
+func decide(services []Service, authz Authorizer, domain string, quarantined map[string]bool, rules []ConnectRule, haveRules bool) graph {
 	g := graph{callers: map[string][]string{}, upstreams: map[string][]string{}}
-	for _, target := range services {
+
+	var cand map[string][]*Service
+	if haveRules {
+		cand = candidates(rules, services)
+	}
+	for i := range services {
+		target := &services[i]
 		if quarantined[target.SPIFFEID] {
 			continue
 		}
+		callers := cand[target.SPIFFEID]
+		if !haveRules {
+			callers = make([]*Service, len(services))
+			for j := range services {
+				callers[j] = &services[j]
+			}
+		}
+
 		object := ObjectPrefix + target.SPIFFEID
-		for _, caller := range services {
+		for _, caller := range callers {
 			if quarantined[caller.SPIFFEID] {
 				continue
 			}
@@ -168,4 +185,64 @@ func decide(services []Service, authz Authorizer, domain string, quarantined map
 		slices.Sort(ids)
 	}
 	return g
+}
+
+// candidates maps each target SPIFFE ID to the services some rule could
+// let connect to it, without duplicates. A subject that is neither "*" nor
+// a SPIFFE ID or SPIFFE ID pattern is a role the lister did not expand, so
+// every service is a candidate for that rule's targets.
+func candidates(rules []ConnectRule, services []Service) map[string][]*Service {
+	byID := make(map[string]*Service, len(services))
+	for i := range services {
+		byID[services[i].SPIFFEID] = &services[i]
+	}
+	match := func(pattern string, prefix string) []*Service {
+		if exact, ok := strings.CutPrefix(pattern, prefix); ok && !strings.HasSuffix(exact, "*") {
+			if svc := byID[exact]; svc != nil {
+				return []*Service{svc}
+			}
+			return nil
+		}
+		var out []*Service
+		for i := range services {
+			if matchPattern(pattern, prefix+services[i].SPIFFEID) {
+				out = append(out, &services[i])
+			}
+		}
+		return out
+	}
+
+	seen := map[[2]*Service]bool{}
+	out := map[string][]*Service{}
+	for _, r := range rules {
+		targets := match(r.Object, ObjectPrefix)
+		if len(targets) == 0 {
+			continue
+		}
+		var callers []*Service
+		if r.Subject == "*" || strings.HasPrefix(r.Subject, "spiffe://") {
+			callers = match(r.Subject, "")
+		} else {
+			callers = match("*", "")
+		}
+		for _, target := range targets {
+			for _, caller := range callers {
+				key := [2]*Service{target, caller}
+				if !seen[key] {
+					seen[key] = true
+					out[target.SPIFFEID] = append(out[target.SPIFFEID], caller)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// matchPattern matches s against a policy pattern: "*" matches everything,
+// a trailing "*" matches any rest, anything else matches itself.
+func matchPattern(pattern, s string) bool {
+	if prefix, ok := strings.CutSuffix(pattern, "*"); ok {
+		return strings.HasPrefix(s, prefix)
+	}
+	return pattern == s
 }
