@@ -72,10 +72,10 @@ func newMaskCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mask --rules FILE --key-file FILE INPUT OUTPUT",
 		Short: "Write a masked copy of a file or database",
-		Long: `Mask writes a masked copy of a CSV, TSV, JSON Lines or plain SQL (pg_dump)
-file, with the subcommand db a masked copy of a PostgreSQL database, and with
-validate checks rules against a database. The output file appears only when
-every row is masked.`,
+		Long: `mask writes a masked copy of a CSV, TSV, JSON Lines or plain SQL (pg_dump)
+file. The output file appears only when every row is masked. The subcommands
+copy a PostgreSQL database masked (db), check rules against a database
+(validate) and create a masking key (keygen).`,
 		Example: `  ward mask keygen --key-file masking.key
   ward mask --rules rules.yaml --key-file masking.key dump.sql masked.sql
   ward mask --rules rules.yaml --key-file masking.key --table public.customer customers.csv masked.csv

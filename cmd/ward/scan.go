@@ -27,7 +27,8 @@ func newScanCmd() *cobra.Command {
 		Short: "Find columns that likely hold personal data",
 		Long: `scan samples the text-like columns of every table and reports likely e-mail
 addresses, phone and fax numbers, card numbers (Luhn), IBANs, US social
-security numbers, names, addresses, birth dates and IP addresses, with a
+security and UK National Insurance numbers, names, addresses, birth dates and
+IP addresses, with a
 confidence from 0 to 1. With --rules-out it writes a strict rules file that
 masks each finding and keeps every other column; review it before use.`,
 		Example: "  ward scan --source postgres://app@db/app --rules-out rules.yaml\n" +

@@ -1,8 +1,8 @@
-// Package pii finds columns that likely hold personal data: e-mail
-// addresses, phone and fax numbers, payment card numbers (Luhn check),
-// IBANs (ISO 13616 mod-97 check), US social security numbers, person
-// names, postal addresses and their parts, birth dates and IP addresses.
-// It samples values and combines how many match a pattern with what the
+// Package pii finds columns that likely hold personal data. It looks for
+// e-mail addresses, phone and fax numbers, payment card numbers (Luhn
+// check), IBANs (ISO 13616 mod-97 check), US social security and UK
+// National Insurance numbers, person names, postal addresses and their
+// parts, birth dates and IP addresses. It samples values and combines how many match a pattern with what the
 // column name suggests, and it writes a starting rules file.
 //
 // Detection is a heuristic: it reports a confidence, not a proof, and a
@@ -44,10 +44,13 @@ const (
 )
 
 var (
-	emailRe  = regexp.MustCompile(`^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
-	phoneRe  = regexp.MustCompile(`^\+?[0-9 ()./-]{7,24}$`)
-	ibanRe   = regexp.MustCompile(`^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$`)
-	ssnRe    = regexp.MustCompile(`^([0-8][0-9]{2})-([0-9]{2})-([0-9]{4})$`)
+	emailRe = regexp.MustCompile(`^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$`)
+	phoneRe = regexp.MustCompile(`^\+?[0-9 ()./-]{7,24}$`)
+	ibanRe  = regexp.MustCompile(`^[A-Z]{2}[0-9]{2}[A-Z0-9]{11,30}$`)
+	ssnRe   = regexp.MustCompile(`^([0-8][0-9]{2})-([0-9]{2})-([0-9]{4})$`)
+	// ninoRe is the UK National Insurance number format (HMRC): two
+	// letters from restricted sets, six digits, a suffix A to D.
+	ninoRe   = regexp.MustCompile(`^[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]$`)
 	streetRe = regexp.MustCompile(`(?i)(^\d+[a-z]?[ ,]+\p{L}|\p{L}[ ,]+\d+[a-z]?$|\b(street|st\.|road|rd\.|avenue|ave|lane|blvd|strasse|straße|rua|via|calle|allee)\b)`)
 )
 
@@ -77,6 +80,9 @@ func valueMatches(kind Kind, v string) bool {
 		s := strings.ToUpper(strings.ReplaceAll(v, " ", ""))
 		return ibanRe.MatchString(s) && ibanValid(s)
 	case NationalID:
+		if ninoRe.MatchString(strings.ToUpper(v)) {
+			return true
+		}
 		m := ssnRe.FindStringSubmatch(v)
 		return m != nil && m[1] != "000" && m[1] != "666" && m[2] != "00" && m[3] != "0000"
 	case FirstName, LastName, FullName, City, State:

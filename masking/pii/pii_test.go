@@ -22,6 +22,8 @@ func TestValueMatches(t *testing.T) {
 		{IBAN, "DE89 3704 0044 0532 0130 01", false},
 		{NationalID, "123-45-6789", true},
 		{NationalID, "000-45-6789", false},
+		{NationalID, "AB 12 34 56 C", true},
+		{NationalID, "DA123456A", false},
 		{IP, "192.0.2.1", true},
 		{IP, "2001:db8::1", true},
 		{IP, "1.2.3", false},
