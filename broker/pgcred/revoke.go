@@ -2,10 +2,8 @@ package pgcred
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"iter"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -34,91 +32,88 @@ func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
 		return err
 	}
 
+	cleanup, err := r.cleanupSQL(quoteIdentifier(username))
+	if err != nil {
+		return fmt.Errorf("pgcred: revoking %s: %w", username, err)
+	}
+	message := revokeMessage(username, cleanup)
+
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("pgcred: revoking %s: %w", username, wrapUnavailable(r.backend, err))
 	}
 	defer conn.Release()
-
-	// NOLOGIN commits on its own, before any session is terminated, so a
-	// terminated client cannot log in again while the role still exists.
-	ident := quoteIdentifier(username)
-	oid, err := lockOut(ctx, conn, username)
-	switch {
-	case errors.Is(err, ErrGone):
-		iss.log.InfoContext(ctx, "database login already gone", "role", r.Name, "username", username)
-		return nil
-	case err != nil:
-		return fmt.Errorf("pgcred: revoking %s: %w", username, sqlError(r.backend, err))
-	}
-
-	// pg_stat_get_backend_idset reads the backend table more cheaply than
-	// pg_stat_activity, which also joins pg_database and pg_authid.
-	terminate := fmt.Sprintf("SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(i), %d)) FROM pg_stat_get_backend_idset() i WHERE pg_stat_get_backend_userid(i) = %d",
-		terminateWaitMillis, oid)
-	cleanup, err := r.cleanupSQL(ident)
-	if err != nil {
-		return fmt.Errorf("pgcred: revoking %s: %w", username, err)
-	}
-
-	// One implicit transaction, so a failed step leaves the role as it was
-	// apart from NOLOGIN. A backend that passed the LOGIN check just before
-	// NOLOGIN committed may register only after the first terminate, so
-	// the backend table is read again, from a fresh snapshot, at the end.
-	stmt := terminate + ";\n" +
-		lockCatalog + ";\n" +
-		cleanup + ";\n" +
-		"DROP ROLE " + ident + ";\n" +
-		"SELECT pg_stat_clear_snapshot();\n" +
-		terminate
-	_, err = conn.Conn().PgConn().Exec(ctx, stmt).ReadAll()
+	_, err = conn.Conn().PgConn().Exec(ctx, message).ReadAll()
 
 	// Objects and privileges in other databases make DROP ROLE fail, and
 	// REASSIGN OWNED and DROP OWNED act only in the current database. They
 	// are rare, so they are looked up only after that failure.
 	if sqlState(err) == "2BP01" {
-		err = iss.cleanupOthers(ctx, r, conn, oid, cleanup)
+		err = iss.cleanupOthers(ctx, r, conn, username, cleanup)
 		if err == nil {
-			_, err = conn.Conn().PgConn().Exec(ctx, stmt).ReadAll()
+			_, err = conn.Conn().PgConn().Exec(ctx, message).ReadAll()
 		}
 	}
-	if err != nil && !isUndefinedRole(err) {
+
+	// SQLSTATE 42704 also covers other missing objects, for example in a
+	// revocation template, so the role itself is looked up before the
+	// lease counts as revoked.
+	if isUndefinedRole(err) {
+		var exists bool
+		lookupErr := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", username).Scan(&exists)
+		if lookupErr == nil && !exists {
+			iss.log.InfoContext(ctx, "database login already gone", "role", r.Name, "username", username)
+			return nil
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("pgcred: revoking %s: %w", username, sqlError(r.backend, err))
 	}
 	iss.log.InfoContext(ctx, "database login revoked", "role", r.Name, "username", username)
 	return nil
 }
 
-// lockOut sets NOLOGIN on username and returns its OID, or ErrGone when
-// the role does not exist.
-func lockOut(ctx context.Context, conn *pgxpool.Conn, username string) (uint32, error) {
-	query := "ALTER ROLE " + quoteIdentifier(username) + " NOLOGIN;\n" +
-		"SELECT oid FROM pg_roles WHERE rolname = " + quoteLiteral(username)
-	results, err := conn.Conn().PgConn().Exec(ctx, query).ReadAll()
-	if isUndefinedRole(err) {
-		return 0, ErrGone
-	}
-	if err != nil {
-		return 0, err
-	}
+// revokeMessage returns a revocation as one simple query message, which
+// costs one round trip.
+//
+// The explicit COMMIT after NOLOGIN ends the first implicit transaction,
+// so NOLOGIN is in force before any session is terminated, and a
+// terminated client cannot log in again. The rest is a second implicit
+// transaction, so a failed step leaves the role as it was apart from
+// NOLOGIN. The role's OID is kept in a transaction-local setting for the
+// last step: a backend that passed the LOGIN check just before NOLOGIN
+// committed may register only after the first terminate, so the backend
+// table is read again, from a fresh snapshot, after DROP ROLE. A role
+// that does not exist fails the first statement with SQLSTATE 42704.
+func revokeMessage(username, cleanup string) string {
+	ident := quoteIdentifier(username)
 
-	last := results[len(results)-1]
-	if len(last.Rows) == 0 {
-		return 0, ErrGone
-	}
-	oid, err := strconv.ParseUint(string(last.Rows[0][0]), 10, 32)
-	if err != nil {
-		return 0, fmt.Errorf("reading role OID %q: %w", last.Rows[0][0], err)
-	}
-	return uint32(oid), nil
+	// pg_stat_get_backend_idset reads the backend table more cheaply than
+	// pg_stat_activity, which also joins pg_database and pg_authid.
+	terminate := fmt.Sprintf("SELECT count(pg_terminate_backend(pg_stat_get_backend_pid(i), %d))"+
+		" FROM pg_stat_get_backend_idset() i"+
+		" WHERE pg_stat_get_backend_userid(i) = nullif(current_setting('ward.revoke_oid', true), '')::oid",
+		terminateWaitMillis)
+
+	return "ALTER ROLE " + ident + " NOLOGIN;\n" +
+		"COMMIT;\n" +
+		"SELECT set_config('ward.revoke_oid', oid::text, true) FROM pg_roles WHERE rolname = " + quoteLiteral(username) + ";\n" +
+		terminate + ";\n" +
+		lockCatalog + ";\n" +
+		cleanup + ";\n" +
+		"DROP ROLE " + ident + ";\n" +
+		"SELECT pg_stat_clear_snapshot();\n" +
+		terminate
 }
 
 // cleanupOthers runs cleanup in every other database where pg_shdepend
-// records an object owned by, or a privilege granted to, the role oid.
-func (iss *Issuer) cleanupOthers(ctx context.Context, r *role, conn *pgxpool.Conn, oid uint32, cleanup string) error {
+// records an object owned by, or a privilege granted to, username.
+func (iss *Issuer) cleanupOthers(ctx context.Context, r *role, conn *pgxpool.Conn, username, cleanup string) error {
 	rows, err := conn.Query(ctx, `SELECT DISTINCT d.datname FROM pg_shdepend s
 		JOIN pg_database d ON d.oid = s.dbid
-		WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = $1 AND d.datname <> current_database()`, oid)
+		WHERE s.refclassid = 'pg_authid'::regclass
+		  AND s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = $1)
+		  AND d.datname <> current_database()`, username)
 	if err != nil {
 		return err
 	}

@@ -236,3 +236,26 @@ func TestLoginsListsOnlyThisRole(t *testing.T) {
 		}
 	}
 }
+
+func TestRevokeTemplateErrorKeepsLease(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Shared(t)
+	db := newShop(t, srv)
+	role := adminRole(t, srv, db, "broken-revoke", readonlyCreation)
+	// A missing role in the template raises SQLSTATE 42704, the same code
+	// as a missing login, and must not read as "already revoked".
+	role.Revocation = "REASSIGN OWNED BY {{.Username}} TO no_such_role"
+	iss := newIssuer(t, pgcred.Options{}, role)
+
+	cred, meta, err := iss.Issue(ctx, "broken-revoke", "spiffe://ward.test/web", time.Time{})
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	if err := iss.Revoke(ctx, meta); err == nil {
+		t.Error("Revoke with a failing revocation template = nil, want an error")
+	}
+	if !roleExists(t, srv, cred.Username) {
+		t.Errorf("role %s is gone although its revocation failed", cred.Username)
+	}
+	srv.Exec(t, db, "DROP OWNED BY "+pgx.Identifier{cred.Username}.Sanitize()+"; DROP ROLE "+pgx.Identifier{cred.Username}.Sanitize())
+}
