@@ -80,11 +80,11 @@ func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
 // so NOLOGIN is in force before any session is terminated, and a
 // terminated client cannot log in again. The rest is a second implicit
 // transaction, so a failed step leaves the role as it was apart from
-// NOLOGIN. The role's OID is kept in a transaction-local setting for the
-// last step: a backend that passed the LOGIN check just before NOLOGIN
-// committed may register only after the first terminate, so the backend
-// table is read again, from a fresh snapshot, after DROP ROLE. A role
-// that does not exist fails the first statement with SQLSTATE 42704.
+// NOLOGIN. A backend that passed the LOGIN check just before NOLOGIN
+// committed may register only after the first terminate. So the backend
+// table is read again, from a fresh snapshot, after DROP ROLE, with the
+// role's OID kept in a transaction-local setting. A role that does not
+// exist fails the first statement with SQLSTATE 42704.
 func revokeMessage(username, cleanup string) string {
 	ident := quoteIdentifier(username)
 
