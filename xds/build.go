@@ -111,7 +111,7 @@ func (s *Server) renderGraph(ctx context.Context, services []Service, byID map[s
 		svc := &services[i]
 		callers := g.callers[svc.SPIFFEID]
 		if quarantined[svc.SPIFFEID] {
-			// A quarantined service admits nobody.
+			// A quarantined service admits no caller.
 			callers = nil
 		}
 

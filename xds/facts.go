@@ -18,8 +18,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
-// resourceFacts is what the build learns about one resource: it passed
-// validation, the hash of its encoding, and the names it refers to.
+// resourceFacts is the build's record of one validated resource: the hash
+// of its encoding and the names it refers to.
 type resourceFacts struct {
 	digest   [sha256.Size]byte
 	apiRoute string   // RDS route of a listener's api_listener

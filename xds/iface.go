@@ -32,12 +32,12 @@ func (f AuthorizerFunc) Allowed(subject, domain, object, action string) bool {
 type ConnectRule struct {
 	Subject string
 	Object  string
-	Source  string // where the rule was read, for example "policy.csv:12"
+	Source  string // the rule's file and line, for example "policy.csv:12"
 }
 
 // RuleLister is implemented by authorizers that can list their rules. When
 // the Authorizer also implements it, the server rejects a policy whose rules
-// name an unknown service before anything is pushed, and asks Allowed only
+// name an unknown service before anything is pushed, and queries Allowed only
 // about the (caller, target) pairs some rule could match, instead of every
 // pair of services.
 //

@@ -61,7 +61,7 @@ func settle(t *testing.T, s *Server) (int, uint64) {
 			t.Fatalf("%d streams still open", open)
 		}
 	}
-	// Stream goroutines exit shortly after the server forgets the stream.
+	// Stream goroutines exit shortly after the server removes the stream.
 	var goroutines int
 	for range 50 {
 		runtime.GC()

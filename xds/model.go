@@ -142,7 +142,7 @@ type graph struct {
 	upstreams map[string][]string
 }
 
-// decide asks the authorizer about candidate (caller, target) pairs. With
+// decide queries the authorizer about candidate (caller, target) pairs. With
 // rules (from a RuleLister) the candidates are the pairs some allow rule
 // could match, so the cost follows the policy's size. Without rules it is
 // every ordered pair, len(services)² decisions. Every candidate is still

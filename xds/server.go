@@ -30,6 +30,8 @@ const (
 	// maxRequestBytes bounds one DiscoveryRequest. A NACK carries the
 	// peer's error text, which gRPC fills with the rejected resource.
 	maxRequestBytes = 1 << 20
+	// maxStreamsPerConn bounds concurrent ADS streams on one connection.
+	maxStreamsPerConn = 16
 )
 
 // ClientScope selects the client resources sent to proxyless gRPC nodes.
@@ -177,7 +179,13 @@ func New(cfg Config) (*Server, error) {
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(s.tls.config())),
 		grpc.MaxRecvMsgSize(maxRequestBytes),
+		// A node needs one ADS stream per xDS client; the bound stops one
+		// connection from opening streams without limit.
+		grpc.MaxConcurrentStreams(maxStreamsPerConn),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		// Pings find peers that vanished without closing, so their streams
+		// and watches are released.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 	)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(s.grpc, xdsServer)
 	return s, nil

@@ -25,9 +25,9 @@ type nodeState struct {
 
 // NACK is a configuration version a node rejected.
 type NACK struct {
-	Version string
-	Message string
-	At      time.Time
+	Version string    `json:"version"`
+	Message string    `json:"message"` // the node's error_detail, at most 2 KiB, PEM blocks removed
+	At      time.Time `json:"at"`
 }
 
 func (s *Server) nodeLocked(id string) *nodeState {

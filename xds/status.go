@@ -12,30 +12,30 @@ import (
 
 // Status is a point-in-time view of the control plane.
 type Status struct {
-	BuiltAt    time.Time
-	BuildError string // empty when the last build succeeded
-	Builds     uint64 // builds attempted since start
-	Nodes      []NodeStatus
+	BuiltAt    time.Time    `json:"built_at"`
+	BuildError string       `json:"build_error,omitempty"` // empty when the last build succeeded
+	Builds     uint64       `json:"builds"`                // builds attempted since start
+	Nodes      []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one node's configuration state.
 type NodeStatus struct {
-	Node        string // SPIFFE ID
-	Kind        Kind
-	Streams     int // open ADS streams
-	Quarantined bool
-	Types       []TypeStatus
+	Node        string       `json:"node"` // SPIFFE ID
+	Kind        Kind         `json:"kind"`
+	Streams     int          `json:"streams"` // open ADS streams
+	Quarantined bool         `json:"quarantined"`
+	Types       []TypeStatus `json:"types"`
 }
 
 // TypeStatus is one resource type's state on a node. Desired differs from
 // Served while the node rejects the latest build.
 type TypeStatus struct {
-	Type     string
-	Desired  string
-	Served   string
-	Accepted string
-	NACK     *NACK
-	Pushes   int // responses of this type sent to the node
+	Type     string `json:"type"`
+	Desired  string `json:"desired_version"`
+	Served   string `json:"served_version"`
+	Accepted string `json:"accepted_version"`
+	NACK     *NACK  `json:"nack,omitempty"`
+	Pushes   int    `json:"pushes"` // responses of this type sent to the node
 }
 
 // Status returns the build state and every known node's versions and NACKs,
