@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -191,10 +193,34 @@ func tool(opts DBOptions, name string) string {
 	return filepath.Join(opts.BinDir, name)
 }
 
+// toolArgs returns the connection string for pg_dump or psql without its
+// password, and the environment that passes the password instead, because
+// other local users can read a process's arguments but not its environment.
+func toolArgs(dsn string) (string, []string) {
+	env := os.Environ()
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		if pw, ok := u.User.Password(); ok {
+			u.User = url.User(u.User.Username())
+			return u.String(), append(env, "PGPASSWORD="+pw)
+		}
+		return dsn, env
+	}
+	if m := passwordRe.FindStringSubmatchIndex(dsn); m != nil {
+		pw := strings.Trim(dsn[m[2]:m[3]], "'")
+		return dsn[:m[0]] + dsn[m[1]:], append(env, "PGPASSWORD="+pw)
+	}
+	return dsn, env
+}
+
+// passwordRe finds password=... in a key=value connection string.
+var passwordRe = regexp.MustCompile(`(?:^|\s)password\s*=\s*('[^']*'|\S+)`)
+
 // runDump runs pg_dump --schema-only on the source with extra flags.
 func runDump(ctx context.Context, opts DBOptions, flags ...string) ([]byte, error) {
-	args := append([]string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", opts.Source}, flags...)
+	dsn, env := toolArgs(opts.Source)
+	args := append([]string{"--schema-only", "--no-owner", "--no-privileges", "--dbname", dsn}, flags...)
 	cmd := exec.CommandContext(ctx, tool(opts, "pg_dump"), args...)
+	cmd.Env = env
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -207,7 +233,9 @@ func runDump(ctx context.Context, opts DBOptions, flags ...string) ([]byte, erro
 // runPSQL runs script on the target in one transaction, stopping at the
 // first error.
 func runPSQL(ctx context.Context, opts DBOptions, script []byte) error {
-	cmd := exec.CommandContext(ctx, tool(opts, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", opts.Target, "-f", "-")
+	dsn, env := toolArgs(opts.Target)
+	cmd := exec.CommandContext(ctx, tool(opts, "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--dbname", dsn, "-f", "-")
+	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(script)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
