@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -59,4 +60,54 @@ func TestSVIDsVerifyWithGoSPIFFE(t *testing.T) {
 	if _, err := jwtsvid.ParseAndValidate(token, jwtBundle, []string{"payments.shop"}); err == nil {
 		t.Error("jwtsvid.ParseAndValidate accepted the JWT-SVID for another audience")
 	}
+}
+
+// TestInvalidSPIFFEIDsRejected asks, as the admin, for certificates and
+// join tokens whose SPIFFE ID breaks the SPIFFE ID specification: path
+// segments may hold only letters, digits, '.', '-' and '_', and no
+// percent-encoding. Such an ID fails go-spiffe's parser, and a
+// percent-encoded one can slip past a policy line written for the decoded
+// form, so ward must reject it.
+func TestInvalidSPIFFEIDsRejected(t *testing.T) {
+	s := startDev(t)
+	ids := []string{
+		"spiffe://ward.test/ns/shop/sa/w%65b",
+		"spiffe://ward.test/ns/shop/sa/web%2Fadmin",
+		"spiffe://ward.test/ns/shop/sa/we b",
+		"spiffe://ward.test/ns/shop/sa/web~1",
+		"spiffe://ward.test/ns/shop/sa/web!",
+		"spiffe://ward.test/ns/shop/sa/web$",
+		"spiffe://ward.test/ns/shop/sa/./web",
+	}
+	for _, id := range ids {
+		t.Run(id, func(t *testing.T) {
+			if _, err := spiffeid.FromString(id); err == nil {
+				t.Fatalf("spiffeid.FromString(%q) accepted it: not an invalid ID", id)
+			}
+			status, body := s.Do(t, http.MethodPost, "/v1/issue/x509", map[string]string{"csr": string(newCSR(t, "")), "spiffe_id": id})
+			if status != http.StatusBadRequest {
+				t.Errorf("POST /v1/issue/x509 for %q = %d (%s), want 400", id, status, outcome(body))
+			}
+			status, body = s.Do(t, http.MethodPost, "/v1/tokens/join", map[string]string{"spiffe_id": id})
+			if status != http.StatusBadRequest {
+				t.Errorf("POST /v1/tokens/join for %q = %d (%s), want 400", id, status, outcome(body))
+			}
+		})
+	}
+}
+
+// outcome summarizes a response body for a failure message: the error, or
+// the SPIFFE ID a credential was issued for.
+func outcome(body []byte) string {
+	var resp struct {
+		Error    string `json:"error"`
+		SPIFFEID string `json:"spiffe_id"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		return string(body)
+	}
+	if resp.Error != "" {
+		return resp.Error
+	}
+	return "issued for " + resp.SPIFFEID
 }
