@@ -135,3 +135,24 @@ func TestInvalidInputs(t *testing.T) {
 		})
 	}
 }
+
+// TestRoundTripEveryRadix checks one random input of a random length near
+// the minimum for every radix from 2 to 65536, in both modes.
+func TestRoundTripEveryRadix(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	key := make([]byte, 32)
+	tweak := []byte{9, 8, 7, 6, 5, 4, 3}
+	for radix := 2; radix <= 65536; radix++ {
+		ff1, err := fpe.NewFF1(key, radix)
+		if err != nil {
+			t.Fatalf("NewFF1(radix %d): %v", radix, err)
+		}
+		ff31, err := fpe.NewFF31(key, radix)
+		if err != nil {
+			t.Fatalf("NewFF31(radix %d): %v", radix, err)
+		}
+		checkRoundTrip(t, "FF1", radix, randomNumerals(rng, radix, ff1.MinLen()+rng.IntN(4)), tweak, ff1.Encrypt, ff1.Decrypt)
+		n := min(ff31.MinLen()+rng.IntN(4), ff31.MaxLen())
+		checkRoundTrip(t, "FF3-1", radix, randomNumerals(rng, radix, n), tweak, ff31.Encrypt, ff31.Decrypt)
+	}
+}
