@@ -150,12 +150,12 @@ func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.
 	}
 }
 
-// OnStreamDeltaRequest binds the stream and records NACKs. Delta streams
-// are not rolled back on a NACK and do not count towards WaitConverged.
-// TODO: per-resource NACK rollback for delta xDS; until then an Envoy on
-// delta that rejects a resource keeps its previous copy of that resource,
-// which is Envoy's own behaviour, and the server may resend it on the next
-// change.
+// OnStreamDeltaRequest binds the stream and records NACKs. go-control-plane's
+// delta server records a resource version when it sends it, so a rejected
+// resource is not resent until its content changes. Delta streams do not
+// count towards WaitConverged.
+// TODO: track delta ACKs per resource so WaitConverged and Status cover
+// Envoy on delta xDS; until then Status shows only delta NACKs.
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()

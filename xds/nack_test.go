@@ -89,3 +89,52 @@ func TestNACKNotResent(t *testing.T) {
 		})
 	}
 }
+
+// TestDeltaNACKNotResent checks that go-control-plane's delta server, which
+// records resource versions when it sends them, does not resend a resource
+// a node rejected.
+func TestDeltaNACKNotResent(t *testing.T) {
+	ca := newTestCA(t)
+	s, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz([2]string{testID("c"), testID("a")}), Issuer: ca})
+	cert := ca.tlsCert(t, testID("c"))
+	cc := dialADS(t, addr, &cert, ca.TrustBundlePEM())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(cc).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	responses := make(chan *discoveryv3.DeltaDiscoveryResponse, 16)
+	go func() {
+		defer close(responses)
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			responses <- resp
+		}
+	}()
+
+	if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: &corev3.Node{Id: testID("c")}, TypeUrl: resource.ClusterType}); err != nil {
+		t.Fatal(err)
+	}
+	first := <-responses
+	if first == nil || len(first.GetResources()) == 0 {
+		t.Fatalf("first delta response = %v, want clusters", first)
+	}
+	nack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resource.ClusterType, ResponseNonce: first.GetNonce(),
+		ErrorDetail: &rpcstatus.Status{Code: 3, Message: "cluster rejected for the test"}}
+	if err := stream.Send(nack); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case resp := <-responses:
+		t.Fatalf("after a delta NACK the server sent %d resources, want nothing", len(resp.GetResources()))
+	case <-time.After(300 * time.Millisecond):
+	}
+	if ts := typeStatus(s.Status(), testID("c"), resource.ClusterType); ts.NACK == nil {
+		t.Errorf("Status() has no delta NACK for c: %+v", ts)
+	}
+}
