@@ -208,4 +208,17 @@ func TestCLIExitCodes(t *testing.T) {
 			}
 		})
 	}
+
+	// Without WARD_CACERT the CLI falls back to the system roots, which do
+	// not hold ward's CA: the call must fail verification, not skip it.
+	var noCA []string
+	for _, kv := range s.Env() {
+		if !strings.HasPrefix(kv, "WARD_CACERT=") {
+			noCA = append(noCA, kv)
+		}
+	}
+	_, stderr, code := s.RunEnv(t, noCA, "lease", "list")
+	if code != 1 || !strings.Contains(stderr, "certificate") {
+		t.Errorf("ward lease list without WARD_CACERT: exit %d, stderr %q; want 1 and a certificate verification error", code, stderr)
+	}
 }
