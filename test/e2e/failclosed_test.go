@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -193,5 +194,26 @@ func TestServeRejectsBadConfig(t *testing.T) {
 				t.Errorf("ward serve --config with %s: exit %d, stderr %q; want 1 naming %s", tc.name, code, stderr, tc.want)
 			}
 		})
+	}
+}
+
+// TestBrokenPolicyStopsStart restarts ward on a policy file with a broken
+// line: the start must fail naming policy.csv and the line, never serve
+// with no policy or a default one.
+func TestBrokenPolicyStopsStart(t *testing.T) {
+	s := startDev(t)
+	s.Stop()
+	policyPath := filepath.Join(s.DataDir(), "policy.csv")
+	data, err := os.ReadFile(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Count(string(data), "\n") + 1
+	writeFileAtomic(t, policyPath, append(data, "p, spiffe://ward.test/ns/shop/sa/web, dev\n"...))
+
+	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	want := fmt.Sprintf("policy.csv:%d", line)
+	if code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("ward serve with a broken policy: exit %d, stderr %q; want 1 naming %s", code, stderr, want)
 	}
 }
