@@ -42,11 +42,18 @@ func (s *Server) Rebuild(ctx context.Context) error {
 		st.desired = set
 		s.pushLocked(id, st)
 	}
-	for id, st := range s.nodes {
-		if _, ok := sets[id]; !ok && st.desired != nil {
-			// The service was removed: its node gets nothing any more.
-			st.desired = nil
+	for id := range s.nodes {
+		if _, ok := sets[id]; !ok {
+			// The service was removed: its node gets nothing any more. A
+			// node that still has a stream gets a fresh record on its next
+			// request.
+			delete(s.nodes, id)
 			s.cache.ClearSnapshot(id)
+		}
+	}
+	for id := range s.svids {
+		if _, ok := sets[id]; !ok {
+			delete(s.svids, id)
 		}
 	}
 	s.broadcastLocked()

@@ -195,3 +195,28 @@ func TestCandidatesFromRules(t *testing.T) {
 		})
 	}
 }
+
+func TestRemovedServiceGetsNothing(t *testing.T) {
+	s, _ := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: newTestCA(t)})
+	ctx := context.Background()
+	if err := s.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetServices(ctx, threeServices()[:2]); err != nil {
+		t.Fatalf("SetServices() = %v", err)
+	}
+	if _, err := s.cache.GetSnapshot(testID("c")); err == nil {
+		t.Error("removed service c still has a snapshot")
+	}
+	for _, n := range s.Status().Nodes {
+		if n.Node == testID("c") {
+			t.Errorf("Status() still lists removed node c: %+v", n)
+		}
+	}
+	s.mu.Lock()
+	_, held := s.svids[testID("c")]
+	s.mu.Unlock()
+	if held {
+		t.Error("removed Envoy service c still holds an SVID")
+	}
+}
