@@ -49,3 +49,35 @@ func (iss *Issuer) Logins(ctx context.Context, roleName string) ([]Login, error)
 	}
 	return logins, nil
 }
+
+// RevokeLogins revokes every login of a configured role that exists in its
+// database, whether or not a lease records it, with the bounds of
+// RevokeEach. It returns how many it revoked and the first error.
+func (iss *Issuer) RevokeLogins(ctx context.Context, roleName string) (int, error) {
+	logins, err := iss.Logins(ctx, roleName)
+	if err != nil {
+		return 0, err
+	}
+
+	seq := func(yield func(map[string]string) bool) {
+		for _, l := range logins {
+			if !yield(map[string]string{MetaRole: roleName, MetaUsername: l.Username}) {
+				return
+			}
+		}
+	}
+	revoked := 0
+	var first error
+	iss.RevokeEach(ctx, seq, func(_ int, err error) {
+		switch {
+		case err == nil:
+			revoked++
+		case first == nil:
+			first = err
+		}
+	})
+	if first == nil && revoked < len(logins) {
+		first = fmt.Errorf("pgcred: revoked %d of %d logins of role %q: %w", revoked, len(logins), roleName, context.Cause(ctx))
+	}
+	return revoked, first
+}

@@ -259,3 +259,24 @@ func TestRevokeTemplateErrorKeepsLease(t *testing.T) {
 	}
 	srv.Exec(t, db, "DROP OWNED BY "+pgx.Identifier{cred.Username}.Sanitize()+"; DROP ROLE "+pgx.Identifier{cred.Username}.Sanitize())
 }
+
+func TestRevokeLoginsOfRole(t *testing.T) {
+	ctx := context.Background()
+	srv := pgtest.Shared(t)
+	db := newShop(t, srv)
+	iss := newIssuer(t, pgcred.Options{}, adminRole(t, srv, db, "sweep", readonlyCreation))
+
+	for range 5 {
+		if _, _, err := iss.Issue(ctx, "sweep", "spiffe://ward.test/web", time.Time{}); err != nil {
+			t.Fatalf("Issue = %v", err)
+		}
+	}
+	n, err := iss.RevokeLogins(ctx, "sweep")
+	if err != nil || n != 5 {
+		t.Errorf("RevokeLogins = %d, %v; want 5, nil", n, err)
+	}
+	logins, err := iss.Logins(ctx, "sweep")
+	if err != nil || len(logins) != 0 {
+		t.Errorf("Logins after RevokeLogins = %d logins, %v; want none", len(logins), err)
+	}
+}
