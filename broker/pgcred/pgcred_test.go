@@ -298,6 +298,9 @@ func TestIssueUnavailableThenRecovers(t *testing.T) {
 	if !errors.As(err, &unavailable) || !strings.Contains(unavailable.BackendName(), fmt.Sprintf("127.0.0.1:%d/shop", srv.Port())) {
 		t.Errorf("Issue error = %#v, want *UnavailableError naming 127.0.0.1:%d/shop", err, srv.Port())
 	}
+	if strings.Contains(err.Error(), srv.Password()) {
+		t.Errorf("Issue error contains the admin password: %v", err)
+	}
 	if err := iss.Renew(ctx, meta, time.Now().Add(2*time.Hour)); !errors.Is(err, pgcred.ErrUnavailable) {
 		t.Errorf("Renew with the server stopped = %v, want ErrUnavailable", err)
 	}
