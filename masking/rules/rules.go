@@ -101,6 +101,8 @@ type Rule struct {
 	origin  *Rule // the rule a derived rule copies
 }
 
+func (r *Rule) whole() bool { return r.JSONPath == "" && !r.Elements }
+
 // Pos returns file:line of the rule.
 func (r *Rule) Pos() string { return fmt.Sprintf("%s:%d", r.File, r.Line) }
 
@@ -233,7 +235,11 @@ func (rs *Ruleset) parseColumns(n *yaml.Node) error {
 	}
 	for i, a := range rs.Rules {
 		for _, b := range rs.Rules[:i] {
-			if a.Column == b.Column && a.JSONPath == b.JSONPath && a.Elements == b.Elements {
+			if a.Column != b.Column {
+				continue
+			}
+			// A rule on the whole column would hide rules on its parts.
+			if a.JSONPath == b.JSONPath && a.Elements == b.Elements || a.whole() || b.whole() {
 				return fmt.Errorf("%w: %s: %s already has a rule at line %d", ErrSyntax, a.Pos(), a.Column, b.Line)
 			}
 		}

@@ -65,6 +65,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad default", "default: scramble\n", "r.yaml:1: default \"scramble\""},
 		{"no transformer", "columns:\n  a.b.c:\n    kind: name\n", "r.yaml:3: rule for a.b.c has no transformer"},
 		{"duplicate rule", "columns:\n  a.b.c: redact\n  a.b.c: hash\n", "r.yaml:3"},
+		{"whole and json rule", "columns:\n  a.b.c: redact\n  a.b.c:\n    - {json: x, transformer: hash}\n", "r.yaml:4"},
 		{"list without json", "columns:\n  a.b.c:\n    - transformer: redact\n", "r.yaml:3"},
 		{"nested param", "columns:\n  a.b.c:\n    transformer: hash\n    bytes: [1]\n", "r.yaml:4"},
 	}
