@@ -53,6 +53,9 @@ columns:
   public.employee.phone: {transformer: partial, keep_last: 2}
   public.employee.fax: {transformer: partial, keep_last: 2}
   public.employee.email: email
+  public.person.email: email
+  public.person.phone: {transformer: partial, keep_last: 2}
+  public.person.name: redact
 `
 
 const testPolicy = `p, role:support, test, column/public.customer.email, unmask, allow
@@ -71,7 +74,7 @@ var chinook struct {
 
 const upstreamRole = "ward_upstream"
 
-func chinookServer(t *testing.T) (*pgtest.Server, string) {
+func chinookServer(t testing.TB) (*pgtest.Server, string) {
 	t.Helper()
 	pg := pgtest.Shared(t)
 	chinook.once.Do(func() {
@@ -143,9 +146,16 @@ type fixture struct {
 	logins   *pgproxy.MemoryLogins
 }
 
-// startProxy starts a proxy in front of the Chinook cluster; extra is
+// startProxy starts a proxy in front of the Chinook database; extra is
 // appended to its YAML configuration.
 func startProxy(t *testing.T, extra string) *fixture {
+	t.Helper()
+	return startProxyFor(t, "chinook", extra)
+}
+
+// startProxyFor starts a proxy in front of database db of the Chinook
+// cluster.
+func startProxyFor(t testing.TB, db, extra string) *fixture {
 	t.Helper()
 	pg, password := chinookServer(t)
 	dir := t.TempDir()
@@ -163,7 +173,7 @@ func startProxy(t *testing.T, extra string) *fixture {
 environment: test
 upstream:
   address: 127.0.0.1:`+strconv.Itoa(pg.Port())+`
-  database: chinook
+  database: `+db+`
   user: `+upstreamRole+`
   password: {file: upstream.pw}
 policy: {model: model.conf, policy: policy.csv}

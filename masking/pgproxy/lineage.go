@@ -96,6 +96,9 @@ type resolver struct {
 	filters sources
 	// statsViews lists catalog relations that expose column values.
 	statsViews []string
+	// setsConfig is set when a set_config call was seen: it changes
+	// settings such as default_transaction_read_only from inside a SELECT.
+	setsConfig bool
 }
 
 // valueExposingCatalogs are catalog relations whose columns hold samples of
@@ -485,6 +488,9 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 	case *pg_query.FuncCall:
 		if r.opaqueFunction(v.Funcname) {
 			out.unknown = true
+		}
+		if n := len(v.Funcname); n > 0 && v.Funcname[n-1].GetString_().GetSval() == "set_config" {
+			r.setsConfig = true
 		}
 	case *pg_query.RangeSubselect, *pg_query.SelectStmt:
 		// A query nested in an expression without a SubLink (a function in

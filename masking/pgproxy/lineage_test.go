@@ -120,21 +120,26 @@ func TestStatementChecks(t *testing.T) {
 		write      bool
 		filters    string
 		statsViews []string
+		protected  bool
 	}{
-		{"select", "SELECT email FROM customer WHERE phone = '1' ORDER BY first_name", false, "customer.first_name customer.phone", nil},
-		{"join on", "SELECT total FROM invoice i JOIN customer c ON c.email = 'x'", false, "customer.email", nil},
-		{"group and distinct", "SELECT DISTINCT count(*) FROM customer GROUP BY email", false, "customer.email", nil},
-		{"insert", "INSERT INTO invoice VALUES (1, 1, 1)", true, "", nil},
-		{"writable cte", "WITH d AS (DELETE FROM invoice RETURNING *) SELECT 1", true, "", nil},
-		{"select into", "SELECT * INTO x FROM invoice", true, "", nil},
-		{"set read write", "SET default_transaction_read_only = off", true, "", nil},
-		{"begin read write", "BEGIN READ WRITE", true, "", nil},
-		{"begin", "BEGIN", false, "", nil},
-		{"set other", "SET search_path = public", false, "", nil},
-		{"copy from", "COPY invoice FROM STDIN", true, "", nil},
-		{"explain analyze write", "EXPLAIN ANALYZE DELETE FROM invoice", true, "", nil},
-		{"ddl", "DROP TABLE invoice", true, "", nil},
-		{"pg_stats", "SELECT most_common_vals FROM pg_catalog.pg_stats", false, "", []string{"pg_catalog.pg_stats"}},
+		{"select", "SELECT email FROM customer WHERE phone = '1' ORDER BY first_name", false, "customer.first_name customer.phone", nil, false},
+		{"join on", "SELECT total FROM invoice i JOIN customer c ON c.email = 'x'", false, "customer.email", nil, false},
+		{"group and distinct", "SELECT DISTINCT count(*) FROM customer GROUP BY email", false, "customer.email", nil, false},
+		{"insert", "INSERT INTO invoice VALUES (1, 1, 1)", true, "", nil, false},
+		{"writable cte", "WITH d AS (DELETE FROM invoice RETURNING *) SELECT 1", true, "", nil, false},
+		{"select into", "SELECT * INTO x FROM invoice", true, "", nil, false},
+		{"set read write", "SET default_transaction_read_only = off", false, "", nil, true},
+		{"set search_path", "SET search_path = other", false, "", nil, true},
+		{"begin read write", "BEGIN READ WRITE", true, "", nil, false},
+		{"begin", "BEGIN", false, "", nil, false},
+		{"session read write", "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", true, "", nil, false},
+		{"set_config", "SELECT set_config('default_transaction_read_only', 'off', false)", false, "", nil, true},
+		{"reset", "RESET default_transaction_read_only", false, "", nil, true},
+		{"set other", "SET work_mem = 65536", false, "", nil, false},
+		{"copy from", "COPY invoice FROM STDIN", true, "", nil, false},
+		{"explain analyze write", "EXPLAIN ANALYZE DELETE FROM invoice", true, "", nil, false},
+		{"ddl", "DROP TABLE invoice", true, "", nil, false},
+		{"pg_stats", "SELECT most_common_vals FROM pg_catalog.pg_stats", false, "", []string{"pg_catalog.pg_stats"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -152,6 +157,9 @@ func TestStatementChecks(t *testing.T) {
 			}
 			if got := strings.Join(filters, " "); got != c.filters {
 				t.Errorf("filters(%q) = %q, want %q", c.sql, got, c.filters)
+			}
+			if got := st.protected != ""; got != c.protected {
+				t.Errorf("protected(%q) = %q, want set %v", c.sql, st.protected, c.protected)
 			}
 			if !slices.Equal(st.statsViews, c.statsViews) {
 				t.Errorf("statsViews(%q) = %v, want %v", c.sql, st.statsViews, c.statsViews)

@@ -58,10 +58,11 @@ type Server struct {
 	clientTLS *tls.Config
 	upTLS     *tls.Config
 
-	pool    *pgxpool.Pool
-	catalog *pgCatalog
-	maskers *maskers
-	slots   chan struct{}
+	pool       *pgxpool.Pool
+	catalog    *pgCatalog
+	maskers    *maskers
+	statements statementCache
+	slots      chan struct{}
 
 	mu       sync.Mutex
 	sessions map[uint32]*session // by the process ID the client was given

@@ -207,7 +207,7 @@ func (s *session) relayClient() error {
 
 		switch m := msg.(type) {
 		case *pgproto3.Query:
-			stmts, perr := parseStatements(s.ctx, s.srv.catalog, m.String)
+			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
 			if perr == nil {
 				if rej := s.check(stmts); rej != nil {
 					s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
@@ -222,7 +222,7 @@ func (s *session) relayClient() error {
 
 		case *pgproto3.Parse:
 			p := &prepared{sql: m.Query}
-			stmts, perr := parseStatements(s.ctx, s.srv.catalog, m.Query)
+			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.Query)
 			if perr == nil && len(stmts) == 1 {
 				p.st = stmts[0]
 			}
@@ -345,6 +345,9 @@ func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
 // through.
 func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
 	for _, st := range stmts {
+		if st.protected != "" {
+			return refusal("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)
+		}
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
 			return refusal("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
 		}

@@ -22,7 +22,7 @@ const startupTimeout = 30 * time.Second
 
 // forwardedParams are the startup parameters passed upstream; others, such
 // as options (which could change settings the proxy protects), are dropped.
-var forwardedParams = []string{"application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits", "search_path", "intervalstyle"}
+var forwardedParams = []string{"application_name", "client_encoding", "DateStyle", "TimeZone", "extra_float_digits", "intervalstyle"}
 
 // rejectStartup sends a FATAL error to a client that has not logged in.
 func rejectStartup(conn net.Conn, code, msg string) {

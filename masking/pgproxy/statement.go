@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -24,9 +25,52 @@ type statement struct {
 	// cursor's query.
 	declares string
 	fetches  string
+	// protected names a change to a setting the proxy relies on, which is
+	// rejected in every write mode.
+	protected string
 	// copyOptions is set for a COPY with options (format, delimiter, null
 	// string), whose output the proxy does not parse.
 	copyOptions bool
+}
+
+// statementCache keeps the analysis of recent statement texts, which does
+// not depend on the caller. It is safe for concurrent use.
+type statementCache struct {
+	mu      sync.Mutex
+	entries map[string][]*statement
+}
+
+// Bounds of the statement cache: texts longer than maxCachedText are not
+// kept, and a full cache drops an arbitrary entry.
+const (
+	maxCachedStatements = 4096
+	maxCachedText       = 16 << 10
+)
+
+func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql string) ([]*statement, error) {
+	c.mu.Lock()
+	stmts, ok := c.entries[sql]
+	c.mu.Unlock()
+	if ok {
+		return stmts, nil
+	}
+	stmts, err := parseStatements(ctx, cat, sql)
+	if err != nil || len(sql) > maxCachedText {
+		return stmts, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[string][]*statement{}
+	}
+	if len(c.entries) >= maxCachedStatements {
+		for k := range c.entries {
+			delete(c.entries, k)
+			break
+		}
+	}
+	c.entries[sql] = stmts
+	return stmts, nil
 }
 
 // parseStatements splits and analyzes sql. A parse error is returned as is;
@@ -96,7 +140,10 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		st.outputs = []outputColumn{{name: "setting"}}
 	case n.GetVariableSetStmt() != nil:
 		name := strings.ToLower(n.GetVariableSetStmt().Name)
-		if protectedSettings[name] || setsReadWrite(n.GetVariableSetStmt().Args) {
+		if protectedSettings[name] {
+			st.protected = "SET or RESET " + name
+		}
+		if setsReadWrite(n.GetVariableSetStmt().Args) {
 			st.setWrite("SET " + name)
 		}
 		st.lineageErr = errLineage
@@ -114,6 +161,9 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 	}
 	st.filters = r.filters
 	st.statsViews = append(st.statsViews, r.statsViews...)
+	if r.setsConfig {
+		st.protected = "set_config"
+	}
 	return st
 }
 
@@ -123,11 +173,13 @@ func (st *statement) setWrite(what string) {
 	}
 }
 
-// protectedSettings are settings that read-only mode keeps as the proxy set
-// them, because changing them would let writes through or change identity.
+// protectedSettings are settings the client may not change: the read-only
+// settings would let writes through, role settings change identity, and
+// search_path would make names resolve to other relations than the ones the
+// proxy traced (it resolves names with the upstream default search_path).
 var protectedSettings = map[string]bool{
 	"default_transaction_read_only": true, "transaction_read_only": true,
-	"session_authorization": true, "role": true,
+	"session_authorization": true, "role": true, "search_path": true,
 }
 
 func setsReadWrite(args []*pg_query.Node) bool {
