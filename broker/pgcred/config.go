@@ -188,8 +188,21 @@ func parseTemplate(name, text string, sample any) (*template.Template, error) {
 	if err := t.Execute(&b, sample); err != nil {
 		return nil, fmt.Errorf("%s template: %w", name, err)
 	}
-	if !strings.Contains(b.String(), `"u"`) {
+	rendered := b.String()
+	if !strings.Contains(rendered, `"u"`) {
 		return nil, fmt.Errorf("%s template does not use {{.Username}}", name)
+	}
+
+	// Templates written for Vault quote the values themselves, which here
+	// would quote them twice and fail at the first issuance.
+	for _, quoted := range []struct{ sample, field string }{
+		{`""u""`, "{{.Username}}"},
+		{`''p''`, "{{.Password}}"},
+		{`''2000-01-01`, "{{.Expiration}}"},
+	} {
+		if strings.Contains(rendered, quoted.sample) {
+			return nil, fmt.Errorf("%s template quotes %s, remove the quotes because ward inserts it already quoted", name, quoted.field)
+		}
 	}
 	return t, nil
 }

@@ -60,7 +60,7 @@ type Credential struct {
 // It is safe for concurrent use.
 type Issuer struct {
 	roles             map[string]*role
-	pools             []*pgxpool.Pool
+	pools             []*role // one role per connection pool
 	log               *slog.Logger
 	rand              io.Reader
 	now               func() time.Time
@@ -131,7 +131,7 @@ func New(roles []Role, opts Options) (*Issuer, error) {
 				return nil, fmt.Errorf("pgcred: role %q: %w", r.Name, err)
 			}
 			pools[key] = r
-			iss.pools = append(iss.pools, r.pool)
+			iss.pools = append(iss.pools, r)
 		}
 		iss.roles[r.Name] = r
 	}
@@ -191,9 +191,21 @@ func dsnHasPassword(dsn string) bool {
 // Close stops password precomputation and closes the connection pools.
 func (iss *Issuer) Close() {
 	iss.passwords.Close()
-	for _, p := range iss.pools {
-		p.Close()
+	for _, r := range iss.pools {
+		r.pool.Close()
 	}
+}
+
+// Ping checks that every configured database accepts the admin
+// connection, for a health endpoint. It returns the first failure, an
+// *UnavailableError when the database cannot be reached.
+func (iss *Issuer) Ping(ctx context.Context) error {
+	for _, r := range iss.pools {
+		if err := r.pool.Ping(ctx); err != nil {
+			return fmt.Errorf("pgcred: role %q: %w", r.Name, wrapUnavailable(r.backend, err))
+		}
+	}
+	return nil
 }
 
 // TTLs returns the default and maximum TTL of a configured role.

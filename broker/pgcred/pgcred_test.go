@@ -289,7 +289,13 @@ func TestIssueUnavailableThenRecovers(t *testing.T) {
 		t.Fatalf("Issue before outage = %v", err)
 	}
 
+	if err := iss.Ping(ctx); err != nil {
+		t.Errorf("Ping before outage = %v, want nil", err)
+	}
 	srv.Stop(t)
+	if err := iss.Ping(ctx); !errors.Is(err, pgcred.ErrUnavailable) {
+		t.Errorf("Ping with the server stopped = %v, want ErrUnavailable", err)
+	}
 	_, _, err = iss.Issue(ctx, "shop-readonly", "spiffe://ward.test/web", time.Time{})
 	if !errors.Is(err, pgcred.ErrUnavailable) {
 		t.Fatalf("Issue with the server stopped = %v, want ErrUnavailable", err)
