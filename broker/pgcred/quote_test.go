@@ -76,9 +76,15 @@ func TestRoleValidate(t *testing.T) {
 		{"unknown field", func(r *Role) { r.Creation = "CREATE ROLE {{.User}}" }, "User"},
 		{"no username", func(r *Role) { r.Creation = "SELECT 1" }, "does not use {{.Username}}"},
 		{"bad revocation", func(r *Role) { r.Revocation = "DROP OWNED BY {{.Password}}" }, "Password"},
-		{"quoted username", func(r *Role) { r.Creation = `CREATE ROLE "{{.Username}}" LOGIN PASSWORD {{.Password}} VALID UNTIL {{.Expiration}}` }, "quotes {{.Username}}"},
-		{"quoted password", func(r *Role) { r.Creation = `CREATE ROLE {{.Username}} LOGIN PASSWORD '{{.Password}}' VALID UNTIL {{.Expiration}}` }, "quotes {{.Password}}"},
-		{"quoted expiration", func(r *Role) { r.Creation = `CREATE ROLE {{.Username}} LOGIN PASSWORD {{.Password}} VALID UNTIL '{{.Expiration}}'` }, "quotes {{.Expiration}}"},
+		{"quoted username", func(r *Role) {
+			r.Creation = `CREATE ROLE "{{.Username}}" LOGIN PASSWORD {{.Password}} VALID UNTIL {{.Expiration}}`
+		}, "quotes {{.Username}}"},
+		{"quoted password", func(r *Role) {
+			r.Creation = `CREATE ROLE {{.Username}} LOGIN PASSWORD '{{.Password}}' VALID UNTIL {{.Expiration}}`
+		}, "quotes {{.Password}}"},
+		{"quoted expiration", func(r *Role) {
+			r.Creation = `CREATE ROLE {{.Username}} LOGIN PASSWORD {{.Password}} VALID UNTIL '{{.Expiration}}'`
+		}, "quotes {{.Expiration}}"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
