@@ -14,33 +14,45 @@ import (
 
 func paramErr(msg string) error { return fmt.Errorf("%w: %s", ErrParam, msg) }
 
-// keyedMAC computes HMAC-SHA256 under one derived key. It pools hash states
-// because building an HMAC costs two SHA-256 compressions of the key. A
-// keyedMAC is safe for concurrent use.
+// keyedMAC computes HMAC-SHA256 under one derived key. It pools hash
+// states with their scratch buffers, because building an HMAC costs two
+// SHA-256 compressions of the key and every conversion of a string input
+// would allocate. A keyedMAC is safe for concurrent use.
 type keyedMAC struct {
 	pool sync.Pool
+}
+
+type macState struct {
+	h   hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
 }
 
 // newKeyedMAC copies key, so the caller may clear its slice.
 func newKeyedMAC(key []byte) *keyedMAC {
 	k := &keyedMAC{}
 	own := append([]byte(nil), key...)
-	k.pool.New = func() any { return hmac.New(sha256.New, own) }
+	k.pool.New = func() any { return &macState{h: hmac.New(sha256.New, own)} }
 	return k
 }
 
 // sum appends HMAC-SHA256(key, parts joined by 0x00) to dst.
 func (k *keyedMAC) sum(dst []byte, parts ...string) []byte {
-	h := k.pool.Get().(hash.Hash)
-	h.Reset()
+	st := k.pool.Get().(*macState)
+	st.in = st.in[:0]
 	for i, p := range parts {
 		if i > 0 {
-			h.Write([]byte{0})
+			st.in = append(st.in, 0)
 		}
-		h.Write([]byte(p))
+		st.in = append(st.in, p...)
 	}
-	dst = h.Sum(dst)
-	k.pool.Put(h)
+	st.h.Reset()
+	st.h.Write(st.in)
+	dst = append(dst, st.h.Sum(st.sum[:0])...)
+	if cap(st.in) > 4096 {
+		st.in = nil
+	}
+	k.pool.Put(st)
 	return dst
 }
 
@@ -87,11 +99,15 @@ func newHash(p *params, keys *Keys, _ bool) (Transformer, error) {
 
 func (t *hashT) Transform(value, _ string) (string, error) {
 	var buf [sha256.Size]byte
+	var out [128]byte
 	sum := t.mac.sum(buf[:0], value)[:t.bytes]
+	enc := append(out[:0], t.prefix...)
 	if t.encoding == "hex" {
-		return t.prefix + hex.EncodeToString(sum), nil
+		enc = hex.AppendEncode(enc, sum)
+	} else {
+		enc = lowerBase32.AppendEncode(enc, sum)
 	}
-	return t.prefix + lowerBase32.EncodeToString(sum), nil
+	return string(enc), nil
 }
 
 func (t *hashT) Info() Info {
