@@ -22,12 +22,12 @@ func newTokenizeCmd(reverse bool) *cobra.Command {
 		rulesFile, rule, output string
 		keys                    keyFlags
 	)
-	name, what := "tokenize", "tokens"
+	name, resultKey := "tokenize", "tokens"
 	short := "Turn values into reversible tokens with the masking key"
 	example := "  ward tokenize --key-file masking.key --rules rules.yaml --rule public.customer.email alice@example.com\n" +
 		"  ward tokenize --key-file masking.key --rule email alice@example.com bob@example.com --output json"
 	if reverse {
-		name, what = "detokenize", "values"
+		name, resultKey = "detokenize", "values"
 		short = "Turn tokens back into values with the masking key"
 		example = "  ward detokenize --key-file masking.key --rules rules.yaml --rule public.customer.email tok_M0p..."
 	}
@@ -69,7 +69,7 @@ domain. Tokens are deterministic, so the same value gives the same token.`,
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), map[string][]string{what: out})
+				return printJSON(cmd.OutOrStdout(), map[string][]string{resultKey: out})
 			}
 			for _, v := range out {
 				fmt.Fprintln(cmd.OutOrStdout(), v)

@@ -127,7 +127,8 @@ func Suggest(findings []Finding, catalog *rules.Catalog, keys *transform.Keys) [
 	return []byte(b.String())
 }
 
-// accepted checks one candidate as Validate would.
+// accepted reports whether Validate finds no problem with candidate s on
+// column ci alone.
 func accepted(s suggestion, ci rules.ColumnInfo, keys *transform.Keys) bool {
 	r := &rules.Rule{Column: ci.Column, Transformer: s.name, Params: s.spec(false).Params, File: "scan", Line: 1}
 	one := &rules.Ruleset{File: "scan", Default: rules.DefaultKeep, Rules: []*rules.Rule{r}}

@@ -10,10 +10,10 @@ import (
 )
 
 // ScanDumpCatalog reads the table definitions of a plain SQL script such
-// as pg_dump output: CREATE TABLE column lists with types and NOT NULL,
-// primary keys, UNIQUE constraints and unique indexes on one column, and
-// foreign keys, whether inline or added by ALTER TABLE. COPY data blocks
-// are skipped. Unqualified names are in schema public.
+// as pg_dump output. It takes the CREATE TABLE column lists with types and
+// NOT NULL, and single-column primary keys, UNIQUE constraints and unique
+// indexes. It also takes foreign keys, inline or added by ALTER TABLE.
+// COPY data blocks are skipped. Unqualified names are in schema public.
 //
 // NOTE: this reads the statements pg_dump writes, not all of SQL: quoted
 // identifiers lose their quotes, and a definition inside a function body
