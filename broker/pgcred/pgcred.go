@@ -227,7 +227,8 @@ func (iss *Issuer) role(name string) (*role, error) {
 
 // Issue creates a login for role that expires at expiresAt (the role's
 // default_ttl from now when zero) and returns it with the lease metadata
-// that Renew and Revoke need. subject is recorded as the role's comment.
+// that Renew and Revoke need. subject is only logged: the lease record
+// maps the username to its subject.
 func (iss *Issuer) Issue(ctx context.Context, roleName, subject string, expiresAt time.Time) (Credential, map[string]string, error) {
 	r, err := iss.role(roleName)
 	if err != nil {
@@ -265,7 +266,6 @@ func (iss *Issuer) Issue(ctx context.Context, roleName, subject string, expiresA
 	if err != nil {
 		return Credential{}, nil, fmt.Errorf("pgcred: role %q: creation template: %w", r.Name, err)
 	}
-	fmt.Fprintf(&sql, ";\nCOMMENT ON ROLE %s IS %s", quoteIdentifier(username), quoteLiteral("ward lease for "+commentSafe(subject)))
 
 	if err := iss.create(ctx, r, username, sql.String(), expiresAt); err != nil {
 		return Credential{}, nil, err
@@ -318,20 +318,6 @@ $ward$`, quoteLiteral(username), formatExpiry(expiresAt))
 		return fmt.Errorf("pgcred: role %q: creation template: %w", r.Name, sqlError(r.backend, err))
 	}
 	return nil
-}
-
-// maxComment bounds the subject recorded in a role's comment.
-const maxComment = 512
-
-// commentSafe returns subject as valid UTF-8 of at most maxComment bytes,
-// because the subject comes from the client and an invalid byte sequence
-// would fail the whole issuance.
-func commentSafe(subject string) string {
-	s := strings.ToValidUTF8(subject, "?")
-	if len(s) > maxComment {
-		s = strings.ToValidUTF8(s[:maxComment], "")
-	}
-	return s
 }
 
 // sqlError reduces a statement error to its SQLSTATE and message, because
