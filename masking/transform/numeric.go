@@ -3,26 +3,35 @@ package transform
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // dateLayout is the ISO 8601 date that starts PostgreSQL's date and
-// timestamp text output (DateStyle ISO).
+// timestamp text output (DateStyle ISO). Outputs always use it.
 const dateLayout = "2006-01-02"
+
+// datePrefixRe matches a leading year-month-day with "-" or "/" and one- or
+// two-digit month and day, which PostgreSQL also accepts as input.
+var datePrefixRe = regexp.MustCompile(`^(\d{4})[-/](\d{1,2})[-/](\d{1,2})`)
 
 // splitDate parses the leading date of a date or timestamp text and returns
 // it with the rest of the text (time of day, zone) that callers keep.
 func splitDate(value string) (time.Time, string, error) {
-	if len(value) < len(dateLayout) {
+	m := datePrefixRe.FindStringSubmatch(value)
+	if m == nil {
 		return time.Time{}, "", fmt.Errorf("%w: not a date in YYYY-MM-DD form", ErrInput)
 	}
-	d, err := time.Parse(dateLayout, value[:len(dateLayout)])
-	if err != nil {
-		return time.Time{}, "", fmt.Errorf("%w: not a date in YYYY-MM-DD form", ErrInput)
+	y, _ := strconv.Atoi(m[1])
+	mo, _ := strconv.Atoi(m[2])
+	d, _ := strconv.Atoi(m[3])
+	t := time.Date(y, time.Month(mo), d, 0, 0, 0, 0, time.UTC)
+	if t.Year() != y || int(t.Month()) != mo || t.Day() != d {
+		return time.Time{}, "", fmt.Errorf("%w: not a valid calendar date", ErrInput)
 	}
-	return d, value[len(dateLayout):], nil
+	return t, value[len(m[0]):], nil
 }
 
 // dateShift moves a date by a keyed number of days in [-max_days,
@@ -48,7 +57,7 @@ func (t *dateShift) Transform(value, entity string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("date-shift: %w", err)
 	}
-	seed := value[:len(dateLayout)]
+	seed := d.Format(dateLayout)
 	if entity != "" {
 		seed = "entity\x00" + entity
 	}

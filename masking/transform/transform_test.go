@@ -389,6 +389,7 @@ func TestTransformInputErrors(t *testing.T) {
 		{"email without at", "email", nil, "alice"},
 		{"date-shift not a date", "date-shift", nil, "yesterday"},
 		{"noise not a number", "noise", nil, "ten"},
+		{"date-shift invalid day", "date-shift", nil, "2021-02-30"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -460,5 +461,17 @@ func TestSealedKeyFile(t *testing.T) {
 	}
 	if _, err := transform.LoadKeyFile(path, other); !errors.Is(err, transform.ErrKeyFile) {
 		t.Errorf("LoadKeyFile(sealed, other keyset) error = %v, want ErrKeyFile", err)
+	}
+}
+
+func TestDateShiftSlashDates(t *testing.T) {
+	tr := mustNew(t, testKeys(t, 1), "date-shift", nil)
+	a, err := tr.Transform("1962/2/18", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := tr.Transform("1962-02-18", "")
+	if a != b || !dateRe.MatchString(a) {
+		t.Errorf("Transform(1962/2/18) = %q, Transform(1962-02-18) = %q, want the same ISO date", a, b)
 	}
 }
