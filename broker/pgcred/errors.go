@@ -27,13 +27,28 @@ var (
 	ErrUnknownRole = errors.New("unknown database role")
 
 	// ErrBeyondMaxTTL means a requested expiry lies past the role's
-	// max_ttl counted from issuance.
+	// max_ttl counted from issuance. Issue rejects such a request. Renew
+	// extends to the max_ttl and returns a *ShortRenewalError.
 	ErrBeyondMaxTTL = errors.New("expiry beyond the role's max_ttl")
 
 	// ErrTemplate means a creation or revocation template produced SQL
 	// that failed or a login that breaks ward's rules.
 	ErrTemplate = errors.New("database role template failed")
 )
+
+// ShortRenewalError reports that a renewal stopped at the role's max_ttl,
+// earlier than requested. It matches ErrBeyondMaxTTL.
+type ShortRenewalError struct {
+	Username string
+	Granted  time.Time
+}
+
+func (e *ShortRenewalError) Error() string {
+	return fmt.Sprintf("pgcred: login %s renewed only until %s, its max_ttl", e.Username, e.Granted.UTC().Format(time.RFC3339))
+}
+
+// Unwrap returns ErrBeyondMaxTTL.
+func (e *ShortRenewalError) Unwrap() error { return ErrBeyondMaxTTL }
 
 // defaultRetryAfter is the Retry-After hint for an unreachable database.
 const defaultRetryAfter = 5 * time.Second

@@ -330,9 +330,10 @@ func sqlError(backend string, err error) error {
 	return wrapUnavailable(backend, err)
 }
 
-// Renew moves the login's VALID UNTIL to newExpiry. It returns
-// ErrBeyondMaxTTL past the role's max_ttl and ErrGone when the login no
-// longer exists.
+// Renew moves the login's VALID UNTIL to newExpiry. Past the role's
+// max_ttl it moves it to the max_ttl instead and returns a
+// *ShortRenewalError (ErrBeyondMaxTTL) with that expiry. It returns ErrGone
+// when the login no longer exists.
 func (iss *Issuer) Renew(ctx context.Context, meta map[string]string, newExpiry time.Time) error {
 	r, username, err := iss.lease(meta)
 	if err != nil {
@@ -342,18 +343,22 @@ func (iss *Issuer) Renew(ctx context.Context, meta map[string]string, newExpiry 
 	if err != nil {
 		return fmt.Errorf("pgcred: lease meta %s=%q is invalid: %w", MetaMaxExpiresAt, meta[MetaMaxExpiresAt], err)
 	}
-	if newExpiry.After(maxExpiresAt) {
-		return fmt.Errorf("pgcred: renewing %s to %s: %w (%s)", username, newExpiry.UTC().Format(time.RFC3339), ErrBeyondMaxTTL, maxExpiresAt.UTC().Format(time.RFC3339))
+	granted := newExpiry
+	if granted.After(maxExpiresAt) {
+		granted = maxExpiresAt
 	}
 
-	stmt := fmt.Sprintf("ALTER ROLE %s VALID UNTIL %s", quoteIdentifier(username), formatExpiry(newExpiry))
+	stmt := fmt.Sprintf("ALTER ROLE %s VALID UNTIL %s", quoteIdentifier(username), formatExpiry(granted))
 	if _, err := r.pool.Exec(ctx, stmt); err != nil {
 		if isUndefinedRole(err) {
 			return fmt.Errorf("pgcred: renewing %s: %w", username, ErrGone)
 		}
 		return fmt.Errorf("pgcred: renewing %s: %w", username, wrapUnavailable(r.backend, err))
 	}
-	iss.log.InfoContext(ctx, "database login renewed", "role", r.Name, "username", username, "expires_at", newExpiry.UTC())
+	iss.log.InfoContext(ctx, "database login renewed", "role", r.Name, "username", username, "expires_at", granted.UTC())
+	if granted.Before(newExpiry) {
+		return &ShortRenewalError{Username: username, Granted: granted}
+	}
 	return nil
 }
 

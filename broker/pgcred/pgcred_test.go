@@ -224,8 +224,12 @@ func TestRenewBeyondMaxTTL(t *testing.T) {
 	}
 	defer iss.Revoke(ctx, meta)
 
-	if err := iss.Renew(ctx, meta, time.Now().Add(25*time.Hour)); !errors.Is(err, pgcred.ErrBeyondMaxTTL) {
-		t.Errorf("Renew past max_ttl = %v, want ErrBeyondMaxTTL", err)
+	err = iss.Renew(ctx, meta, time.Now().Add(25*time.Hour))
+	var short *pgcred.ShortRenewalError
+	if !errors.Is(err, pgcred.ErrBeyondMaxTTL) || !errors.As(err, &short) {
+		t.Errorf("Renew past max_ttl = %v, want *ShortRenewalError", err)
+	} else if d := time.Until(short.Granted); d < 23*time.Hour || d > 24*time.Hour {
+		t.Errorf("ShortRenewalError.Granted in %v, want the 24h max_ttl", d)
 	}
 	if _, _, err := iss.Issue(ctx, "shop-readonly", "spiffe://ward.test/web", time.Now().Add(25*time.Hour)); !errors.Is(err, pgcred.ErrBeyondMaxTTL) {
 		t.Errorf("Issue past max_ttl = %v, want ErrBeyondMaxTTL", err)
