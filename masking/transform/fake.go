@@ -45,7 +45,13 @@ var fakeKinds = map[string]fakeKind{
 	"zip":        {(*gofakeit.Faker).Zip, 5},
 	"country":    {(*gofakeit.Faker).Country, longest(data.Address["country"])},
 	"company":    {(*gofakeit.Faker).Company, longest(data.Company["name"])},
-	"username":   {(*gofakeit.Faker).Username, 32},
+	"username":   {fakeUsername, longest(data.Person["first"], data.Person["last"]) + 3},
+}
+
+// fakeUsername builds first.last plus one digit. gofakeit's own usernames
+// append a random word, which has no useful length bound.
+func fakeUsername(f *gofakeit.Faker) string {
+	return strings.ToLower(f.FirstName()+"."+f.LastName()) + string(rune('0'+f.IntN(10)))
 }
 
 // fakeEmail builds first.last at a domain reserved by RFC 2606, because

@@ -475,3 +475,38 @@ func TestDateShiftSlashDates(t *testing.T) {
 		t.Errorf("Transform(1962/2/18) = %q, Transform(1962-02-18) = %q, want the same ISO date", a, b)
 	}
 }
+
+// TestFakeKindsWithinMaxLen checks every fake kind against the length
+// bound that rule validation relies on, on unique and other columns.
+func TestFakeKindsWithinMaxLen(t *testing.T) {
+	keys := testKeys(t, 3)
+	kinds := []string{"name", "first_name", "last_name", "email", "phone", "street", "city", "state", "zip", "country", "company", "username"}
+	for _, kind := range kinds {
+		for _, unique := range []bool{false, true} {
+			tr, err := transform.New(transform.Spec{Name: "fake", Params: map[string]string{"kind": kind}, Unique: unique}, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			limit := tr.Info().MaxLen(0)
+			for i := range 2000 {
+				out, err := tr.Transform(fmt.Sprintf("value %d", i), "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := utf8.RuneCountInString(out); n > limit || out == "" {
+					t.Fatalf("fake %s (unique %v): Transform = %q, %d characters, MaxLen %d", kind, unique, out, n, limit)
+				}
+			}
+		}
+	}
+}
+
+func TestNullTransformer(t *testing.T) {
+	tr := mustNew(t, nil, "null", nil)
+	if !tr.Info().Null || tr.Info().Injective {
+		t.Errorf("null Info = %+v, want Null and not Injective", tr.Info())
+	}
+	if out, err := tr.Transform("anything", ""); out != "" || err != nil {
+		t.Errorf("Transform = %q, %v, want empty and nil", out, err)
+	}
+}
