@@ -144,6 +144,7 @@ type fixture struct {
 	logs     *syncBuffer
 	srv      *pgproxy.Server
 	logins   *pgproxy.MemoryLogins
+	db       string
 }
 
 // startProxy starts a proxy in front of the Chinook database; extra is
@@ -237,12 +238,12 @@ rules: rules.yaml
 		<-done
 		srv.Close()
 	})
-	return &fixture{pg: pg, addr: ln.Addr().String(), password: password, logs: logs, srv: srv, logins: logins}
+	return &fixture{pg: pg, addr: ln.Addr().String(), password: password, logs: logs, srv: srv, logins: logins, db: db}
 }
 
 // proxyDSN returns a libpq URL for user through the proxy.
 func (f *fixture) proxyDSN(user, password string) string {
-	return "postgres://" + user + ":" + password + "@" + f.addr + "/chinook?sslmode=disable"
+	return "postgres://" + user + ":" + password + "@" + f.addr + "/" + f.db + "?sslmode=disable"
 }
 
 // psql runs one command through the proxy and returns its unaligned output.

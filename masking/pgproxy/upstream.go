@@ -7,12 +7,16 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
+// maxUnflushed bounds how many messages are relayed before a flush.
+const maxUnflushed = 128
+
 // relayUpstream forwards upstream messages to the client, masking rows,
 // COPY data, errors and notices on the way.
 func (s *session) relayUpstream() error {
 	// suppress drops upstream messages up to ReadyForQuery after the proxy
 	// replaced a result with an error.
 	suppress := false
+	unflushed := 0
 	for {
 		msg, err := s.fe.Receive()
 		if err != nil {
@@ -156,9 +160,13 @@ func (s *session) relayUpstream() error {
 		if relay {
 			s.wmu.Lock()
 			s.be.Send(msg)
+			unflushed++
+			// Messages are batched while more upstream data is buffered,
+			// up to a bound that keeps the write buffer small.
 			var err error
-			if s.fe.ReadBufferLen() == 0 {
+			if s.fe.ReadBufferLen() == 0 || unflushed >= maxUnflushed {
 				err = s.be.Flush()
+				unflushed = 0
 			}
 			s.wmu.Unlock()
 			if err != nil {
