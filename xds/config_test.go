@@ -82,6 +82,27 @@ func TestInvalidConfigKeepsPushed(t *testing.T) {
 			wantMsg: "app port 0 is invalid",
 		},
 		{
+			name: "local port taken by an app",
+			change: func() error {
+				svcs := threeServices()
+				svcs[0].LocalPort = 8080
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: `local port 8080 is already the app port of "c"`,
+		},
+		{
+			name: "local port used twice",
+			change: func() error {
+				svcs := threeServices()
+				svcs[0].LocalPort = 15001
+				svcs[1].LocalPort = 15001
+				return s.SetServices(ctx, svcs)
+			},
+			wantErr: ErrInvalidService,
+			wantMsg: `local port 15001 is already the local port of "a"`,
+		},
+		{
 			name: "duplicate SPIFFE ID",
 			change: func() error {
 				svcs := threeServices()

@@ -52,6 +52,9 @@ func renderEnvoy(svc *Service, upstreams []*Service, callers []string, cert svid
 	for _, up := range upstreams {
 		name := outboundPrefix + up.Name
 		out[resource.ClusterType] = append(out[resource.ClusterType], envoyOutbound(name, up.SPIFFEID))
+		if up.LocalPort != 0 {
+			out[resource.ListenerType] = append(out[resource.ListenerType], envoyOutboundListener(name, up.LocalPort))
+		}
 		cla, err := loadAssignment(name, up.Endpoints)
 		if err != nil {
 			return nil, err
@@ -116,6 +119,27 @@ func envoyInbound(port uint32, callers []string) *listenerv3.Listener {
 			TransportSocket: &corev3.TransportSocket{
 				Name:       transportSocketTLS,
 				ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(tlsCtx)},
+			},
+		}},
+	}
+}
+
+// envoyOutboundListener accepts the application's plain TCP connections to
+// an upstream on loopback only, and forwards them to the upstream's mTLS
+// cluster. It has no RBAC filter: the upstream's inbound listener decides,
+// and the cluster exists only for permitted upstreams.
+func envoyOutboundListener(cluster string, port uint32) *listenerv3.Listener {
+	proxy := &tcpproxyv3.TcpProxy{
+		StatPrefix:       cluster,
+		ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+	}
+	return &listenerv3.Listener{
+		Name:    cluster,
+		Address: socketAddress("127.0.0.1", port),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name: "outbound",
+			Filters: []*listenerv3.Filter{
+				{Name: filterTCPProxy, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(proxy)}},
 			},
 		}},
 	}

@@ -3,6 +3,7 @@ package xds
 import (
 	"crypto/sha256"
 	"fmt"
+	"net/netip"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -80,6 +81,12 @@ func (facts *resourceFacts) learnListener(l *listenerv3.Listener) error {
 		facts.clusters = append(facts.clusters, routeClusters(hcm.GetRouteConfig())...)
 	}
 
+	// Outbound listeners take the local application's connections on
+	// loopback only, so they need no RBAC. Every other listener admits
+	// remote peers and must enforce RBAC before forwarding.
+	addr, _ := netip.ParseAddr(l.GetAddress().GetSocketAddress().GetAddress())
+	local := addr.IsLoopback()
+
 	for _, fc := range l.GetFilterChains() {
 		secrets, err := tlsSecrets(fc.GetTransportSocket().GetTypedConfig())
 		if err != nil {
@@ -97,7 +104,7 @@ func (facts *resourceFacts) learnListener(l *listenerv3.Listener) error {
 			case *netrbacv3.RBAC:
 				guarded = enforcing(cfg.GetRules())
 			case *tcpproxyv3.TcpProxy:
-				if !guarded {
+				if !guarded && !local {
 					return fmt.Errorf("filter chain %q: tcp_proxy without a preceding enforcing RBAC filter", fc.GetName())
 				}
 				facts.clusters = append(facts.clusters, cfg.GetCluster())

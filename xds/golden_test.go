@@ -34,8 +34,8 @@ func (fixedIssuer) TrustBundlePEM() []byte {
 func envoyMesh() []Service {
 	return []Service{
 		{Name: "web", SPIFFEID: testID("web"), Kind: KindEnvoy, Endpoints: []string{"10.0.0.1:9443", "10.0.0.2:9443"}, AppPort: 8080},
-		{Name: "orders", SPIFFEID: testID("orders"), Kind: KindEnvoy, Endpoints: []string{"10.0.1.1:9443"}, AppPort: 8081},
-		{Name: "payments", SPIFFEID: testID("payments"), Kind: KindEnvoy, Endpoints: []string{"10.0.2.1:9443"}, AppPort: 8082},
+		{Name: "orders", SPIFFEID: testID("orders"), Kind: KindEnvoy, Endpoints: []string{"10.0.1.1:9443"}, AppPort: 8081, LocalPort: 15001},
+		{Name: "payments", SPIFFEID: testID("payments"), Kind: KindEnvoy, Endpoints: []string{"10.0.2.1:9443"}, AppPort: 8082, LocalPort: 15002},
 	}
 }
 

@@ -34,6 +34,11 @@ type Service struct {
 	// AppPort is the loopback port of the application behind an Envoy
 	// sidecar. It is unused for gRPC services.
 	AppPort uint32
+	// LocalPort, when not zero, is the loopback port on which the Envoy
+	// sidecar of every permitted caller exposes this service: the caller's
+	// application connects to 127.0.0.1:LocalPort in plain TCP and its
+	// sidecar carries the connection over mTLS.
+	LocalPort uint32
 }
 
 // Sentinel errors returned by SetServices and the policy check.
@@ -49,6 +54,9 @@ var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$`)
 func validateServices(services []Service, trustDomain spiffeid.TrustDomain) error {
 	names := make(map[string]bool, len(services))
 	ids := make(map[string]bool, len(services))
+	if err := checkLocalPorts(services); err != nil {
+		return err
+	}
 	for i, svc := range services {
 		if err := validateService(svc, trustDomain); err != nil {
 			return fmt.Errorf("%w: services[%d] %q: %w", ErrInvalidService, i, svc.Name, err)
@@ -113,6 +121,42 @@ func validateService(svc Service, trustDomain spiffeid.TrustDomain) error {
 		return fmt.Errorf("app port %d is invalid, want 1-65535", svc.AppPort)
 	}
 	return nil
+}
+
+// checkLocalPorts rejects a LocalPort that another service also uses, or
+// that an Envoy sidecar already binds for its inbound listener or its
+// application, since a sidecar could then not bind its outbound listener.
+func checkLocalPorts(services []Service) error {
+	taken := map[uint32]string{}
+	for _, svc := range services {
+		if svc.Kind != KindEnvoy {
+			continue
+		}
+		taken[svc.AppPort] = fmt.Sprintf("app port of %q", svc.Name)
+		if ap, err := netip.ParseAddrPort(first(svc.Endpoints)); err == nil {
+			taken[uint32(ap.Port())] = fmt.Sprintf("inbound port of %q", svc.Name)
+		}
+	}
+	for i, svc := range services {
+		if svc.LocalPort == 0 {
+			continue
+		}
+		if svc.LocalPort > 65535 {
+			return fmt.Errorf("%w: services[%d] %q: local port %d is invalid, want 1-65535", ErrInvalidService, i, svc.Name, svc.LocalPort)
+		}
+		if use, ok := taken[svc.LocalPort]; ok {
+			return fmt.Errorf("%w: services[%d] %q: local port %d is already the %s", ErrInvalidService, i, svc.Name, svc.LocalPort, use)
+		}
+		taken[svc.LocalPort] = fmt.Sprintf("local port of %q", svc.Name)
+	}
+	return nil
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
 }
 
 // checkRules rejects connect rules that name a service which does not
