@@ -61,7 +61,7 @@ func (c *Client) run() {
 				return
 			}
 			wait = min(2*wait, c.maxWait)
-			c.expireIfPast(state)
+			c.expireIfPast()
 			continue
 
 		case err != nil:
@@ -81,16 +81,19 @@ func (c *Client) run() {
 		}
 		if err := c.login(ctx); err != nil {
 			c.log.Warn("vault login failed", "backend", c.backend, "error", err)
-			c.expireIfPast(state)
+			c.expireIfPast()
 		}
 	}
 }
 
-// expireIfPast marks the Client logged out when the token in state has
-// expired.
-func (c *Client) expireIfPast(state tokenState) {
-	if exp := state.expiresAt; !exp.IsZero() && !c.now().Before(exp) {
-		c.markLoggedOut()
+// expireIfPast marks the Client logged out when its token has expired.
+// It reads the token's current expiry, which renewals may have moved
+// since the loop took its snapshot.
+func (c *Client) expireIfPast() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if exp := c.token.expiresAt; !exp.IsZero() && !c.now().Before(exp) {
+		c.token.loggedIn = false
 	}
 }
 
