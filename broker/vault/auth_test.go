@@ -194,3 +194,28 @@ func TestConfigValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestRenewalRetriesThroughOutage(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		roleID, secretID := tg.appRole(t, 3*time.Second)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{})
+		renewals := func() int { return tg.stand.Requests("PUT", "/v1/auth/token/renew-self") }
+		waitFor(t, 5*time.Second, "the first renewal", func() bool { return renewals() >= 1 })
+
+		tg.stand.Seal()
+		before := renewals()
+		waitFor(t, 5*time.Second, "two renewal attempts while sealed", func() bool { return renewals() >= before+2 })
+		tg.stand.Unseal()
+
+		sealedAt, _ := c.TokenExpiry()
+		waitFor(t, 5*time.Second, "a successful renewal after unsealing", func() bool {
+			exp, ok := c.TokenExpiry()
+			return ok && exp.After(sealedAt)
+		})
+		if n := tg.stand.Requests("PUT", "/v1/auth/approle/login"); n != 1 {
+			t.Errorf("AppRole logins = %d, want 1: the token outlived the outage", n)
+		}
+	})
+}
