@@ -33,8 +33,8 @@ func TestBadInputRejected(t *testing.T) {
 	goodCSR := string(newCSR(t, id))
 	caCSR := opensslCACSR(t, id)
 
-	// A token that expires in 1s; the wait for it is taken after the
-	// other setup, so little time is spent sleeping.
+	// This token expires in 1s. The wait for it comes after the other
+	// setup, so little time is spent sleeping.
 	expiring := createJoinTokenAPI(t, s, id, "1s")
 	spent := createJoinTokenAPI(t, s, id, "10m")
 	if status, body := s.DoWith(t, client, "", http.MethodPost, "/v1/auth/join",

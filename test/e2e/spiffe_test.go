@@ -62,7 +62,7 @@ func TestSVIDsVerifyWithGoSPIFFE(t *testing.T) {
 	}
 }
 
-// TestInvalidSPIFFEIDsRejected asks, as the admin, for certificates and
+// TestInvalidSPIFFEIDsRejected requests, as the admin, certificates and
 // join tokens whose SPIFFE ID breaks the SPIFFE ID specification: path
 // segments may hold only letters, digits, '.', '-' and '_', and no
 // percent-encoding. Such an ID fails go-spiffe's parser, and a
