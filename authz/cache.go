@@ -12,65 +12,89 @@ const DefaultCacheSize = 16384
 // holds at most DefaultCacheSize * 1 KiB of request text.
 const maxCachedRequestBytes = 1024
 
+// Size and key limit of the role lookup memo, at most 16 MiB of key text.
+const (
+	roleMemoSize     = 32768
+	maxRoleMemoBytes = 512
+)
+
 const cacheShards = 16
 
 type cacheKey struct{ sub, dom, obj, act string }
 
-// decisionCache maps requests to decisions for one snapshot. A new policy
-// version starts with an empty cache, so a cached decision never outlives the
-// policy that made it. When a shard is full it is emptied and refilled; the
-// cache is bounded, not an LRU. It is safe for concurrent use.
-type decisionCache struct {
+// roleKey is a role lookup: does name1 hold name2 in domain.
+type roleKey struct{ name1, name2, domain string }
+
+// boundedCache maps keys to values for one snapshot, so a new policy
+// version starts empty and nothing cached outlives the policy that made it.
+// When a shard is full it is emptied and refilled: the cache is bounded, not
+// an LRU. It is safe for concurrent use; a nil cache stores nothing.
+type boundedCache[K comparable, V any] struct {
 	seed     maphash.Seed
 	perShard int
-	shards   [cacheShards]cacheShard
+	shards   [cacheShards]cacheShard[K, V]
 }
 
-type cacheShard struct {
-	mu        sync.RWMutex
-	decisions map[cacheKey]Decision
+type cacheShard[K comparable, V any] struct {
+	mu     sync.RWMutex
+	values map[K]V
 }
+
+type decisionCache = boundedCache[cacheKey, Decision]
 
 // newDecisionCache returns a cache of about size entries, or nil (no
 // caching) when size is 0 or less.
 func newDecisionCache(size int) *decisionCache {
+	return newBoundedCache[cacheKey, Decision](size)
+}
+
+func newBoundedCache[K comparable, V any](size int) *boundedCache[K, V] {
 	if size <= 0 {
 		return nil
 	}
 
-	c := &decisionCache{seed: maphash.MakeSeed(), perShard: max(size/cacheShards, 1)}
+	c := &boundedCache[K, V]{seed: maphash.MakeSeed(), perShard: max(size/cacheShards, 1)}
 	for i := range c.shards {
-		c.shards[i].decisions = make(map[cacheKey]Decision)
+		c.shards[i].values = make(map[K]V)
 	}
 	return c
 }
 
-func (c *decisionCache) shard(k cacheKey) *cacheShard {
+func (c *boundedCache[K, V]) shard(k K) *cacheShard[K, V] {
 	return &c.shards[maphash.Comparable(c.seed, k)%cacheShards]
 }
 
-func (c *decisionCache) get(k cacheKey) (Decision, bool) {
+func (c *boundedCache[K, V]) get(k K) (V, bool) {
 	if c == nil {
-		return Decision{}, false
+		var zero V
+		return zero, false
 	}
 
 	sh := c.shard(k)
 	sh.mu.RLock()
-	d, ok := sh.decisions[k]
+	v, ok := sh.values[k]
 	sh.mu.RUnlock()
-	return d, ok
+	return v, ok
 }
 
-func (c *decisionCache) put(k cacheKey, d Decision) {
-	if c == nil || len(k.sub)+len(k.dom)+len(k.obj)+len(k.act) > maxCachedRequestBytes {
+func (c *boundedCache[K, V]) put(k K, v V) {
+	if c == nil {
 		return
 	}
 
 	sh := c.shard(k)
 	sh.mu.Lock()
-	if len(sh.decisions) >= c.perShard {
-		clear(sh.decisions)
+	if len(sh.values) >= c.perShard {
+		clear(sh.values)
 	}
-	sh.decisions[k] = d
+	sh.values[k] = v
 	sh.mu.Unlock()
+}
+
+// putRequest stores a decision unless the request is long.
+func putRequest(c *decisionCache, k cacheKey, d Decision) {
+	if len(k.sub)+len(k.dom)+len(k.obj)+len(k.act) > maxCachedRequestBytes {
+		return
+	}
+	c.put(k, d)
 }

@@ -111,7 +111,7 @@ func (s *snapshot) decide(sub, dom, obj, act string) Decision {
 	}
 
 	d := s.evaluate(sub, dom, obj, act)
-	s.cache.put(key, d)
+	putRequest(s.cache, key, d)
 	return d
 }
 

@@ -23,9 +23,9 @@
 //     including the deciding line, equal to Casbin's Enforce over the whole
 //     policy. A model with another matcher gets no index: Casbin's Enforce
 //     evaluates every line.
-//   - Decisions are cached per policy version, so a reload never serves a
-//     decision of the previous policy. The quarantine overlay is checked
-//     before the cache.
+//   - Decisions and role lookups are cached per policy version, so a reload
+//     never serves a result of the previous policy. The quarantine overlay
+//     is checked before the cache.
 //   - The package logs policy loads (version, file, line counts), quarantine
 //     changes, and the request of a decision Casbin failed to make. Policy
 //     lines and requests name identities and resources, never secrets.

@@ -40,9 +40,12 @@ func newLineEvaluator(m model.Model, roles rbac.RoleManager) (*lineEvaluator, er
 	fm := model.LoadFunctionMap()
 	functions := fm.GetFunctions()
 
-	// Casbin's g function (util.GenerateGFunction) also memoizes results in
-	// a map that lives as long as the compiled matcher. Without the memo the
-	// results are the same, and memory does not grow with every new subject.
+	// Casbin's g function (util.GenerateGFunction) memoizes results in a map
+	// that lives as long as the compiled matcher. This one memoizes in a
+	// bounded cache instead, so memory does not grow with every new subject.
+	// The role manager does not change within a snapshot, so a memoized
+	// result stays true.
+	memo := newBoundedCache[roleKey, bool](roleMemoSize)
 	functions[ptypeRole] = func(args ...any) (any, error) {
 		if len(args) != 3 {
 			return false, fmt.Errorf("g takes 3 arguments, got %d", len(args))
@@ -53,7 +56,15 @@ func newLineEvaluator(m model.Model, roles rbac.RoleManager) (*lineEvaluator, er
 		if !ok1 || !ok2 || !ok3 {
 			return false, errors.New("g takes string arguments")
 		}
+		k := roleKey{name1, name2, domain}
+		if linked, ok := memo.get(k); ok {
+			return linked, nil
+		}
+
 		linked, _ := roles.HasLink(name1, name2, domain)
+		if len(name1)+len(name2)+len(domain) <= maxRoleMemoBytes {
+			memo.put(k, linked)
+		}
 		return linked, nil
 	}
 
