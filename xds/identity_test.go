@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"slices"
 	"testing"
 	"time"
@@ -93,6 +94,41 @@ func TestADSNodeIdentity(t *testing.T) {
 		ccOld := dialADS(t, addr, &certB, ca.TrustBundlePEM())
 		if _, err := fetch(ctx, ccOld, testID("b"), resource.ListenerType); err != nil {
 			t.Errorf("fetch(old CA cert) = %v", err)
+		}
+	})
+}
+
+func TestServingCertificate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	t.Run("issued for ServerID", func(t *testing.T) {
+		ca := newTestCA(t)
+		_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca})
+		cert := ca.tlsCert(t, testID("a"))
+		if _, err := fetch(ctx, dialADS(t, addr, &cert, ca.TrustBundlePEM()), testID("a"), resource.ListenerType); err != nil {
+			t.Fatalf("fetch() = %v", err)
+		}
+		ca.mu.Lock()
+		defer ca.mu.Unlock()
+		if n := ca.issued["spiffe://"+testTD+"/ward/xds"]; n != 1 {
+			t.Errorf("SVIDs issued for the default ServerID = %d, want 1", n)
+		}
+	})
+
+	t.Run("supplied by ServerCertificate", func(t *testing.T) {
+		ca := newTestCA(t)
+		serving := ca.tlsCert(t, "spiffe://"+testTD+"/custom/xds")
+		_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca,
+			ServerCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }})
+		cert := ca.tlsCert(t, testID("a"))
+		if _, err := fetch(ctx, dialADS(t, addr, &cert, ca.TrustBundlePEM()), testID("a"), resource.ListenerType); err != nil {
+			t.Fatalf("fetch() = %v", err)
+		}
+		ca.mu.Lock()
+		defer ca.mu.Unlock()
+		if n := ca.issued["spiffe://"+testTD+"/ward/xds"]; n != 0 {
+			t.Errorf("SVIDs issued for ServerID = %d with ServerCertificate set, want 0", n)
 		}
 	})
 }

@@ -77,8 +77,9 @@ type Config struct {
 	// certificate must carry the IP or DNS SAN they dial.
 	ServerCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 
-	// SVIDTTL is the lifetime of SVIDs issued for Envoy SDS, DefaultSVIDTTL
-	// when zero. They are renewed at half life.
+	// SVIDTTL is the lifetime of SVIDs issued for Envoy SDS and for the ADS
+	// serving certificate, DefaultSVIDTTL when zero. They are renewed at
+	// half life.
 	SVIDTTL time.Duration
 	// Debounce delays a rebuild after PolicyChanged so bursts of changes
 	// cause one push, DefaultDebounce when zero.
@@ -173,7 +174,7 @@ func New(cfg Config) (*Server, error) {
 	// response when a gRPC client requests a name it lacks, and gRPC needs
 	// one.
 	s.cache = cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{s.log})
-	s.tls = newTLSSource(cfg.Issuer, cfg.ServerID, td, cfg.ServerCertificate, s.now)
+	s.tls = newTLSSource(cfg.Issuer, cfg.ServerID, td, cfg.ServerCertificate, cfg.SVIDTTL, s.now)
 
 	xdsServer := serverv3.NewServer(context.Background(), s.cache, callbacks{s})
 	s.grpc = grpc.NewServer(

@@ -22,6 +22,7 @@ type tlsSource struct {
 	serverID    string
 	trustDomain spiffeid.TrustDomain
 	override    func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+	ttl         time.Duration
 	now         func() time.Time
 
 	mu        sync.Mutex
@@ -31,8 +32,8 @@ type tlsSource struct {
 	clientCAs *x509.CertPool
 }
 
-func newTLSSource(issuer Issuer, serverID string, td spiffeid.TrustDomain, override func(*tls.ClientHelloInfo) (*tls.Certificate, error), now func() time.Time) *tlsSource {
-	return &tlsSource{issuer: issuer, serverID: serverID, trustDomain: td, override: override, now: now}
+func newTLSSource(issuer Issuer, serverID string, td spiffeid.TrustDomain, override func(*tls.ClientHelloInfo) (*tls.Certificate, error), ttl time.Duration, now func() time.Time) *tlsSource {
+	return &tlsSource{issuer: issuer, serverID: serverID, trustDomain: td, override: override, ttl: ttl, now: now}
 }
 
 func (t *tlsSource) config() *tls.Config {
@@ -102,7 +103,7 @@ func (t *tlsSource) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	ctx, cancel := context.WithTimeout(hello.Context(), 10*time.Second)
 	defer cancel()
-	chain, key, expires, err := t.issuer.IssueSVID(ctx, t.serverID, DefaultSVIDTTL)
+	chain, key, expires, err := t.issuer.IssueSVID(ctx, t.serverID, t.ttl)
 	if err != nil {
 		return nil, fmt.Errorf("xds: issue serving certificate for %q: %w", t.serverID, err)
 	}
