@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// relation is what the proxy knows about one table, view or other relation.
+// relation is the catalog entry of one table, view or other relation.
 type relation struct {
 	OID    uint32
 	Schema string
@@ -49,7 +49,7 @@ type catalogSource interface {
 }
 
 // pgCatalog reads the upstream catalog over its own small pool of
-// connections and caches the answers.
+// connections and caches the results.
 //
 // NOTE: the cache lives as long as the Server, so DDL that renames or
 // replaces relations upstream is seen only after a restart. Renames keep OIDs,

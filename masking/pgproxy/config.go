@@ -25,7 +25,7 @@ const maxConfigSize = 1 << 20
 // Lineage policies for outputs whose source columns cannot be established.
 const (
 	UnknownRedact = "redact"
-	UnknownRefuse = "refuse"
+	UnknownReject = "reject"
 )
 
 // Write policies.
@@ -59,7 +59,7 @@ type Config struct {
 	// keyed transformers derive their keys from.
 	Rules          string `yaml:"rules"`
 	MaskingKeyFile string `yaml:"masking_key_file"`
-	// UnknownLineage is redact (default) or refuse.
+	// UnknownLineage is redact (default) or reject.
 	UnknownLineage string `yaml:"unknown_lineage"`
 	// Writes is read-only (default) or passthrough.
 	Writes string `yaml:"writes"`
@@ -84,7 +84,7 @@ type ServerTLS struct {
 	Require bool `yaml:"require"`
 }
 
-// Upstream is where and how the proxy logs in.
+// Upstream is the address, database and login the proxy connects with.
 type Upstream struct {
 	Address    string    `yaml:"address"`
 	Database   string    `yaml:"database"`
@@ -271,8 +271,8 @@ func (c *Config) validate(root *yaml.Node) error {
 		return bad("policy", "set both model and policy, or neither when ward serve provides the policy")
 	case c.Rules == "":
 		return bad("rules", "missing: name the masking rules file")
-	case c.UnknownLineage != UnknownRedact && c.UnknownLineage != UnknownRefuse:
-		return bad("unknown_lineage", "%q is invalid, want redact or refuse", c.UnknownLineage)
+	case c.UnknownLineage != UnknownRedact && c.UnknownLineage != UnknownReject:
+		return bad("unknown_lineage", "%q is invalid, want redact or reject", c.UnknownLineage)
 	case c.Writes != WritesReadOnly && c.Writes != WritesPassthrough:
 		return bad("writes", "%q is invalid, want read-only or passthrough", c.Writes)
 	case c.Limits.MaxMessageBytes < 1024:

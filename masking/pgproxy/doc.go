@@ -1,8 +1,8 @@
-// Package pgproxy is the PostgreSQL masking proxy: it speaks the
-// frontend/backend protocol version 3.0 toward ordinary PostgreSQL clients,
-// logs in upstream with credentials the client never sees, and masks every
-// value of a result set, COPY stream, error or notice unless Casbin lets the
-// caller unmask the column it came from.
+// Package pgproxy is the PostgreSQL masking proxy. It speaks the
+// frontend/backend protocol version 3.0 toward ordinary PostgreSQL clients
+// and logs in upstream with credentials never sent to the client. It masks
+// every value of a result set, COPY stream, error or notice unless Casbin
+// lets the caller unmask the column the value came from.
 //
 // For each result column the proxy finds its source columns. A plain column
 // reference carries its table OID and column number in RowDescription, which

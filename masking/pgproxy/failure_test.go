@@ -38,8 +38,8 @@ func TestUnknownLineageRedacted(t *testing.T) {
 	assertNoEmail(t, "email_of as support", out, emails)
 }
 
-func TestUnknownLineageRefused(t *testing.T) {
-	f := startProxy(t, "unknown_lineage: refuse\n")
+func TestUnknownLineageRejected(t *testing.T) {
+	f := startProxy(t, "unknown_lineage: reject\n")
 	emails := direct(t, f.pg, "SELECT email FROM customer")
 	out, err := f.psql(t, "tester", testerPW, "SELECT email_of(1)")
 	if err == nil {
@@ -48,7 +48,7 @@ func TestUnknownLineageRefused(t *testing.T) {
 	if !strings.Contains(out, "cannot be established") {
 		t.Errorf("psql output = %q, want the lineage error", out)
 	}
-	assertNoEmail(t, "refused", out, emails)
+	assertNoEmail(t, "rejected", out, emails)
 
 	// Traced statements still work.
 	if out, err := f.psql(t, "tester", testerPW, "SELECT lower(email) FROM customer LIMIT 1"); err != nil {
@@ -225,7 +225,7 @@ func TestUpstreamStopped(t *testing.T) {
 	assertServing(t, f)
 }
 
-// assertServing checks that the proxy still answers a new client.
+// assertServing checks that the proxy still serves a new client.
 func assertServing(t *testing.T, f *fixture) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

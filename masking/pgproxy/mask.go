@@ -13,14 +13,14 @@ import (
 	"ward.dev/ward/masking/rules"
 )
 
-// ErrRefused means the proxy rejected a statement; the client gets an
+// ErrRejected means the proxy rejected a statement; the client gets an
 // ErrorResponse with SQLSTATE 42501 (insufficient_privilege).
-var ErrRefused = errors.New("statement rejected by ward")
+var ErrRejected = errors.New("statement rejected by ward")
 
 // redactedText replaces a redacted value of a text type.
 const redactedText = "REDACTED"
 
-// actionKind is what happens to the values of one result column.
+// actionKind is the treatment of the values of one result column.
 type actionKind uint8
 
 const (

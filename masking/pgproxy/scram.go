@@ -22,8 +22,8 @@ const scramMechanism = "SCRAM-SHA-256"
 const maxSASLMessage = 2048
 
 // scramExchange runs the server side of SCRAM-SHA-256 (RFC 5802, RFC 7677)
-// on be. v is the verifier to check against; for an unknown user the caller
-// passes a decoy so that timing and messages do not reveal which users
+// on be and checks the proof against v. For an unknown user the caller
+// passes a decoy verifier, so timing and messages do not reveal which users
 // exist. Channel binding is not offered.
 func scramExchange(be *pgproto3.Backend, v *Verifier, rand io.Reader) error {
 	be.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{scramMechanism}})

@@ -133,7 +133,7 @@ func clientTLSConfig(c *ServerTLS) (*tls.Config, error) {
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("pgproxy: %s holds no PEM certificate", c.ClientCAFile)
+			return nil, fmt.Errorf("pgproxy: tls.client_ca_file %s contains no PEM certificate", c.ClientCAFile)
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.VerifyClientCertIfGiven
@@ -160,7 +160,7 @@ func upstreamTLSConfig(u Upstream) (*tls.Config, error) {
 		}
 		cfg.RootCAs = x509.NewCertPool()
 		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("pgproxy: %s holds no PEM certificate", u.CAFile)
+			return nil, fmt.Errorf("pgproxy: upstream.ca_file %s contains no PEM certificate", u.CAFile)
 		}
 	}
 	return cfg, nil

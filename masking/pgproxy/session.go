@@ -56,12 +56,12 @@ type expectation struct {
 	idx   int
 	plan  *resultPlan
 	copy  *resultPlan
-	// local holds messages the proxy answers itself, in order.
+	// local contains the messages of a response the proxy makes itself.
 	local []pgproto3.BackendMessage
 }
 
 // session relays one client connection. Two goroutines use it: run reads
-// from the client, relayUpstream reads from upstream; mu guards the
+// from the client and relayUpstream reads from upstream. mu guards the
 // fields they share, and wmu serializes writes to the client.
 type session struct {
 	srv     *Server
@@ -149,7 +149,7 @@ func (s *session) pop() {
 	s.mu.Unlock()
 }
 
-// flushLocal sends the answers the proxy made itself once every earlier
+// flushLocal sends the responses the proxy made itself once every earlier
 // response has been relayed.
 func (s *session) flushLocal() error {
 	s.mu.Lock()
@@ -176,8 +176,8 @@ func (s *session) flushLocal() error {
 	return s.be.Flush()
 }
 
-// refusal returns an ErrorResponse for a rejected statement.
-func refusal(format string, args ...any) *pgproto3.ErrorResponse {
+// rejection returns an ErrorResponse for a rejected statement.
+func rejection(format string, args ...any) *pgproto3.ErrorResponse {
 	return &pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
 		Message: fmt.Sprintf(format, args...),
@@ -251,7 +251,7 @@ func (s *session) relayClient() error {
 			if p.fields != nil {
 				pt.plan, err = s.plan(p.st, withFormats(p.fields, pt.formats))
 				if err != nil {
-					if err := s.rejectExtended(refusal("%v", err)); err != nil {
+					if err := s.rejectExtended(rejection("%v", err)); err != nil {
 						return err
 					}
 					continue
@@ -283,8 +283,8 @@ func (s *session) relayClient() error {
 				pt = &portal{stmt: &prepared{}}
 			}
 			if pt.plan == nil {
-				// The rows need a plan; ask upstream to describe the portal
-				// and keep the answer to ourselves.
+				// The rows need a plan, so the proxy sends its own Describe
+				// of the portal and does not relay the response.
 				s.push(&expectation{kind: expDescribePortal, portal: pt, injected: true})
 				s.fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal})
 			}
@@ -310,7 +310,7 @@ func (s *session) relayClient() error {
 			// The fast-path function call returns values without a row
 			// description, so nothing could trace or mask them.
 			s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{
-				refusal("ward pgproxy does not allow the fast-path function call protocol"), &pgproto3.ReadyForQuery{}}})
+				rejection("ward pgproxy does not allow the fast-path function call protocol"), &pgproto3.ReadyForQuery{}}})
 			if err := s.flushLocal(); err != nil {
 				return err
 			}
@@ -331,7 +331,7 @@ func (s *session) relayClient() error {
 	}
 }
 
-// rejectExtended answers an extended-protocol message with an error and
+// rejectExtended sends an error for an extended-protocol message and
 // drops the client's messages up to Sync, as PostgreSQL does after an error.
 func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
 	s.mu.Lock()
@@ -341,29 +341,29 @@ func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
 	return s.flushLocal()
 }
 
-// check returns the error to answer statements with, or nil to let them
-// through.
+// check returns the error that rejects statements, or nil to let them
+// through. It also records the cursors they declare.
 func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
 	for _, st := range stmts {
 		if st.protected != "" {
-			return refusal("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)
+			return rejection("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)
 		}
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
-			return refusal("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
+			return rejection("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
 		}
 		if !s.srv.cfg.Strict {
 			continue
 		}
 		if len(st.statsViews) > 0 {
-			return refusal("ward pgproxy strict mode: %s exposes column values and is not allowed", st.statsViews[0])
+			return rejection("ward pgproxy strict mode: %s exposes column values and is not allowed", st.statsViews[0])
 		}
 		for _, c := range st.filters.list() {
 			if s.hidden(c) {
-				return refusal("ward pgproxy strict mode: column %s is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or DISTINCT", c)
+				return rejection("ward pgproxy strict mode: column %s is masked for you and cannot be used in WHERE, JOIN, ORDER BY, GROUP BY or DISTINCT", c)
 			}
 		}
 		if st.filters.unknown {
-			return refusal("ward pgproxy strict mode: the columns a condition reads cannot be established")
+			return rejection("ward pgproxy strict mode: the columns a condition reads cannot be established")
 		}
 	}
 	for _, st := range stmts {
@@ -471,8 +471,8 @@ func (s *session) origin(oid uint32, attnum uint16) (sources, bool) {
 func (s *session) action(src sources, f pgproto3.FieldDescription) (columnAction, error) {
 	a := columnAction{oid: f.DataTypeOID, format: f.Format}
 	if src.unknown {
-		if s.srv.cfg.UnknownLineage == UnknownRefuse {
-			return a, fmt.Errorf("%w: the source columns of result column %q cannot be established", ErrRefused, f.Name)
+		if s.srv.cfg.UnknownLineage == UnknownReject {
+			return a, fmt.Errorf("%w: the source columns of result column %q cannot be established", ErrRejected, f.Name)
 		}
 		a.kind = actionRedact
 		return a, nil

@@ -119,8 +119,8 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 
 var errCancelHandled = errors.New("cancel request handled")
 
-// negotiate reads the startup packet, answering SSLRequest and
-// GSSENCRequest, and forwarding a CancelRequest.
+// negotiate reads the startup packet. It responds to SSLRequest and
+// GSSENCRequest and forwards a CancelRequest.
 func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto3.StartupMessage, error) {
 	be := pgproto3.NewBackend(conn, conn)
 	for range 3 {
@@ -154,8 +154,8 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto
 			return nil, nil, nil, errCancelHandled
 		case *pgproto3.StartupMessage:
 			if m.ProtocolVersion != pgproto3.ProtocolVersion30 {
-				// Protocol 3.2 changes the cancel key length; the proxy
-				// speaks 3.0 and says so.
+				// Protocol 3.2 changes the cancel key length, so the
+				// proxy offers 3.0 with NegotiateProtocolVersion.
 				be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0})
 			}
 			if s.cfg.TLS != nil && s.cfg.TLS.Require {

@@ -9,7 +9,8 @@ import (
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
 
-// statement is what the proxy learned from parsing one SQL statement.
+// statement is the analysis of one SQL statement: output lineage, the
+// columns its conditions read, and whether it writes.
 type statement struct {
 	// outputs is the lineage of each result column, or nil with
 	// lineageErr set when it could not be traced.
@@ -173,10 +174,10 @@ func (st *statement) setWrite(what string) {
 	}
 }
 
-// protectedSettings are settings the client may not change: the read-only
-// settings would let writes through, role settings change identity, and
-// search_path would make names resolve to other relations than the ones the
-// proxy traced (it resolves names with the upstream default search_path).
+// protectedSettings are settings the client may not change. The read-only
+// settings would let writes through and role settings change identity. The
+// proxy resolves names with the upstream default search_path, so another
+// search_path would make names resolve to relations it did not trace.
 var protectedSettings = map[string]bool{
 	"default_transaction_read_only": true, "transaction_read_only": true,
 	"session_authorization": true, "role": true, "search_path": true,

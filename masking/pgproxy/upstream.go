@@ -107,7 +107,7 @@ func (s *session) relayUpstream() error {
 					suppress, relay = true, false
 				}
 			} else {
-				s.replaceWithError(fmt.Errorf("%w: COPY TO STDOUT is allowed only in a simple query", ErrRefused))
+				s.replaceWithError(fmt.Errorf("%w: COPY TO STDOUT is allowed only in a simple query", ErrRejected))
 				suppress, relay = true, false
 			}
 
@@ -209,12 +209,12 @@ func (s *session) currentPlan(head *expectation) *resultPlan {
 func (s *session) replaceWithError(err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.be.Send(refusal("%v", err))
+	s.be.Send(rejection("%v", err))
 }
 
-// copyPlan returns the plan for COPY TO STDOUT rows. Only the default
-// text format is parsed; a COPY in CSV or binary format, or with its own
-// delimiter, is rejected when any column needs masking.
+// copyPlan returns the plan for COPY TO STDOUT rows. The proxy parses only
+// the default text format, so a COPY in CSV or binary format, or with its
+// own delimiter, is rejected when any column needs masking.
 func (s *session) copyPlan(st *statement, m *pgproto3.CopyOutResponse) (*resultPlan, error) {
 	fields := make([]pgproto3.FieldDescription, len(m.ColumnFormatCodes))
 	for i := range fields {
@@ -226,7 +226,7 @@ func (s *session) copyPlan(st *statement, m *pgproto3.CopyOutResponse) (*resultP
 		return nil, err
 	}
 	if plan.masks && (m.OverallFormat != 0 || st == nil || st.copyOptions) {
-		return nil, fmt.Errorf("%w: COPY TO STDOUT of masked columns works only in the default text format", ErrRefused)
+		return nil, fmt.Errorf("%w: COPY TO STDOUT of masked columns works only in the default text format", ErrRejected)
 	}
 	return plan, nil
 }
