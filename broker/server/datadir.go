@@ -36,6 +36,7 @@ const (
 
 // keys is the key material unsealed at start.
 type keys struct {
+	kek      kek.KEK
 	keyset   *keyset.Keyset
 	caCert   *x509.Certificate
 	caSigner crypto.Signer
@@ -49,7 +50,7 @@ type keys struct {
 // sealed keyset yet) it creates them all. Afterwards it creates nothing: a
 // missing or damaged file is an error naming it, because a silently new KEK,
 // keyset or CA key would orphan everything sealed or issued before.
-func openKeys(dir, kekPath, trustDomain string, now time.Time) (*keys, error) {
+func openKeys(dir, kekPath, trustDomain string, b *backends, now time.Time) (*keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
@@ -57,10 +58,10 @@ func openKeys(dir, kekPath, trustDomain string, now time.Time) (*keys, error) {
 	ksPath := filepath.Join(dir, fileKeyset)
 	k := &keys{created: !fileExists(ksPath)}
 	if k.created {
-		if err := k.create(dir, kekPath, trustDomain, now); err != nil {
+		if err := k.create(dir, kekPath, trustDomain, b, now); err != nil {
 			return nil, err
 		}
-	} else if err := k.open(dir, kekPath); err != nil {
+	} else if err := k.open(dir, kekPath, b); err != nil {
 		return nil, err
 	}
 
@@ -74,7 +75,7 @@ func openKeys(dir, kekPath, trustDomain string, now time.Time) (*keys, error) {
 // sealedFiles are created together on a first start.
 var sealedFiles = []string{fileCACert, fileCAKey, fileJWTKey, fileAuditKey}
 
-func (k *keys) create(dir, kekPath, trustDomain string, now time.Time) error {
+func (k *keys) create(dir, kekPath, trustDomain string, b *backends, now time.Time) error {
 	for _, name := range sealedFiles {
 		if fileExists(filepath.Join(dir, name)) {
 			return fmt.Errorf("%s is missing but %s exists: restore %s from a backup; ward does not create a new keyset over existing keys",
@@ -82,20 +83,30 @@ func (k *keys) create(dir, kekPath, trustDomain string, now time.Time) error {
 		}
 	}
 
-	key, err := kek.OpenLocal(kekPath)
-	if errors.Is(err, fs.ErrNotExist) {
-		key, err = kek.CreateLocal(kekPath, rand.Reader)
+	key := b.kek
+	if key == nil {
+		local, err := kek.OpenLocal(kekPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			local, err = kek.CreateLocal(kekPath, rand.Reader)
+		}
+		if err != nil {
+			return fmt.Errorf("key-encryption key: %w", err)
+		}
+		key = local
 	}
-	if err != nil {
-		return fmt.Errorf("key-encryption key: %w", err)
-	}
+	k.kek = key
+	var err error
 	if k.keyset, err = keyset.Create(filepath.Join(dir, fileKeyset), key); err != nil {
-		return fmt.Errorf("keyset: %w", err)
+		return fmt.Errorf("keyset: %w", sealedErr(err))
 	}
 
-	caKey, err := k.newSealedECKey(filepath.Join(dir, fileCAKey))
-	if err != nil {
-		return fmt.Errorf("CA key: %w", err)
+	// With an HSM CA the key already lives on the token (ward hsm init);
+	// only the self-signed certificate is made here.
+	caKey := b.caSigner
+	if caKey == nil {
+		if caKey, err = k.newSealedECKey(filepath.Join(dir, fileCAKey)); err != nil {
+			return fmt.Errorf("CA key: %w", err)
+		}
 	}
 	cert, err := ca.CreateRoot(caKey, trustDomain, now, rootValidity, rand.Reader)
 	if err != nil {
@@ -117,23 +128,31 @@ func (k *keys) create(dir, kekPath, trustDomain string, now time.Time) error {
 	return k.writeSealed(filepath.Join(dir, fileAuditKey), k.auditKey)
 }
 
-func (k *keys) open(dir, kekPath string) error {
-	key, err := kek.OpenLocal(kekPath)
-	if err != nil {
-		return fmt.Errorf("key-encryption key: %w", err)
+func (k *keys) open(dir, kekPath string, b *backends) error {
+	var key kek.KEK = b.kek
+	if key == nil {
+		local, err := kek.OpenLocal(kekPath)
+		if err != nil {
+			return fmt.Errorf("key-encryption key: %w", err)
+		}
+		key = local
 	}
+	k.kek = key
+	var err error
 	if k.keyset, err = keyset.Open(filepath.Join(dir, fileKeyset), key); err != nil {
-		return fmt.Errorf("keyset: %w", err)
+		return fmt.Errorf("keyset: %w", sealedErr(err))
 	}
 
-	if k.caSigner, err = k.openSealedKey(filepath.Join(dir, fileCAKey)); err != nil {
+	if b.caSigner != nil {
+		k.caSigner = b.caSigner
+	} else if k.caSigner, err = k.openSealedKey(filepath.Join(dir, fileCAKey)); err != nil {
 		return fmt.Errorf("CA key: %w", err)
 	}
 	if k.caCert, err = readCACert(filepath.Join(dir, fileCACert)); err != nil {
 		return err
 	}
 	if !publicKeysEqual(k.caCert.PublicKey, k.caSigner.Public()) {
-		return fmt.Errorf("%s does not match the sealed CA key %s", filepath.Join(dir, fileCACert), fileCAKey)
+		return fmt.Errorf("%s does not match the CA signing key (%s or the HSM's CA key)", filepath.Join(dir, fileCACert), fileCAKey)
 	}
 	if k.jwt, err = k.openSealedKey(filepath.Join(dir, fileJWTKey)); err != nil {
 		return fmt.Errorf("JWT signing key: %w", err)

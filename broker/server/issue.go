@@ -190,7 +190,7 @@ func (s *Server) signX509(req *request, plan *x509Plan) (any, *apiError) {
 	id := plan.id
 	issued, err := s.ca.Sign(ca.Request{PublicKey: plan.csr.PublicKey, SPIFFEID: id, DNSNames: plan.dnsNames, IPs: plan.ips, TTL: plan.ttl})
 	if err != nil {
-		return nil, internal("certificate signing", err)
+		return nil, signFailure("certificate signing", err)
 	}
 	leaseID, err := newLeaseID("x509/" + id.String())
 	if err != nil {
@@ -279,7 +279,7 @@ func (s *Server) handleIssueJWT(req *request) (any, *apiError) {
 	jti := leaseID[strings.LastIndexByte(leaseID, '/')+1:]
 	token, expires, err := s.jwt.Sign(id.String(), body.Audience, ttl, jti)
 	if err != nil {
-		return nil, internal("JWT signing", err)
+		return nil, signFailure("JWT signing", err)
 	}
 	l := store.Lease{
 		ID: leaseID, Kind: "jwt", Object: "jwt/" + id.String(), Subject: id.String(),

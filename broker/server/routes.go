@@ -75,7 +75,9 @@ func (s *Server) serve(action string, authn bool, h handler) http.HandlerFunc {
 
 		var resp any
 		var err *apiError
-		if authn {
+		if reason := s.sealedReason(); reason != "" {
+			err = errorf(http.StatusServiceUnavailable, "sealed: %s", reason)
+		} else if authn {
 			c, ok := s.authenticate(r)
 			if ok {
 				req.caller = c
@@ -130,6 +132,10 @@ func (s *Server) require(req *request, object, action string) *apiError {
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if s.sealedReason() != "" {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "sealed"})
+		return
+	}
 	if err := s.store.Ping(r.Context()); err != nil {
 		s.log.Error("health check: store unreachable", "error", err)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})

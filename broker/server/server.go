@@ -26,6 +26,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ward.dev/ward/authz"
@@ -33,6 +34,7 @@ import (
 	"ward.dev/ward/broker/jwtsvid"
 	"ward.dev/ward/broker/lease"
 	"ward.dev/ward/broker/pgcred"
+	"ward.dev/ward/crypto/kek"
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
@@ -48,6 +50,9 @@ const (
 	// issued afresh at every start.
 	serverCertTTL = 30 * 24 * time.Hour
 	sweepInterval = time.Second
+	// kekProbeInterval is how often a running server checks that its KEK
+	// provider is still reachable.
+	kekProbeInterval = time.Second
 )
 
 // Server is one ward API server. It is safe for concurrent use.
@@ -65,6 +70,10 @@ type Server struct {
 	audit  *audit.Log
 	met    *metrics
 	pg     *pgcred.Issuer // nil when no database roles are configured
+
+	backends *backends
+	kek      kek.KEK                // probed while serving; see watchKEK
+	sealed   atomic.Pointer[string] // why the server is sealed; nil when unsealed
 
 	adminID     string
 	adminDigest [sha256.Size]byte
@@ -89,10 +98,14 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
 		return nil, err
 	}
-	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.TrustDomain, now())
+	if s.backends, err = openBackends(cfg); err != nil {
+		return nil, err
+	}
+	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.TrustDomain, s.backends, now())
 	if err != nil {
 		return nil, err
 	}
+	s.kek = k.kek
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
 	if s.ca, err = ca.New(k.caCert, k.caSigner); err != nil {
@@ -159,6 +172,7 @@ func (s *Server) Close() error {
 	if s.audit != nil {
 		errs = append(errs, s.audit.Close())
 	}
+	s.backends.close()
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close())
 	}
@@ -260,6 +274,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	sweepCtx, stopSweep := context.WithCancel(ctx)
 	defer stopSweep()
 	go s.leases.RunSweeper(sweepCtx, sweepInterval)
+	go s.watchKEK(sweepCtx, s.kek, kekProbeInterval)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()

@@ -191,3 +191,11 @@ func TestAuditFailureReturnsNoCredential(t *testing.T) {
 		t.Error("response carries a certificate although the audit write failed")
 	}
 }
+
+// insecureClient skips certificate checks, for the sealed listener whose
+// certificate is self-signed.
+func insecureClient() *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, //nolint:gosec // test of the sealed listener
+	}}
+}

@@ -74,32 +74,27 @@ SIGHUP reloads the policy; SIGINT and SIGTERM stop the server.`,
 
 func runServe(cmd *cobra.Command, cfg config.Config) error {
 	log := newLogger(cfg.Log)
-	srv, err := server.Open(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-
 	ln, err := net.Listen("tcp", cfg.Listen.API)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen.API, err)
 	}
 	addr := "https://" + ln.Addr().String()
-	log.Info("ward serving", "addr", addr, "trust_domain", cfg.TrustDomain, "environment", cfg.Environment, "data_dir", cfg.DataDir)
-	printEnvironment(cmd, addr, srv.Config())
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go func() {
-		for range hup {
-			_ = srv.ReloadPolicy() // logged inside; the old policy stays on error
-		}
-	}()
 
-	err = srv.Serve(ctx, ln)
+	err = server.Run(ctx, cfg, log, ln, func(srv *server.Server) {
+		log.Info("ward serving", "addr", addr, "trust_domain", cfg.TrustDomain, "environment", cfg.Environment, "data_dir", cfg.DataDir)
+		printEnvironment(cmd, addr, srv.Config())
+		go func() {
+			for range hup {
+				_ = srv.ReloadPolicy() // logged inside; the old policy stays on error
+			}
+		}()
+	})
 	log.Info("ward stopped")
 	return err
 }

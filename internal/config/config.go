@@ -37,6 +37,7 @@ type Config struct {
 	Audit       Audit          `yaml:"audit"`
 	KEK         KEK            `yaml:"kek"`
 	CA          CA             `yaml:"ca"`
+	HSM         HSM            `yaml:"hsm"`
 	Log         Log            `yaml:"log"`
 	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
 	Databases   []DatabaseRole `yaml:"databases"`
@@ -76,13 +77,35 @@ type Audit struct {
 
 // KEK selects the key-encryption key that seals ward's keysets.
 type KEK struct {
-	Type string `yaml:"type"` // local
-	Path string `yaml:"path"`
+	Type  string       `yaml:"type"` // local, pkcs11 or vault-transit
+	Path  string       `yaml:"path"` // local: the key file
+	Vault VaultTransit `yaml:"vault"`
+}
+
+// VaultTransit locates a Vault Transit key used as the KEK.
+type VaultTransit struct {
+	Address string    `yaml:"address"`
+	Token   SecretRef `yaml:"token"`
+	Mount   string    `yaml:"mount"`
+	Key     string    `yaml:"key"`
+	CACert  string    `yaml:"ca_cert"`
 }
 
 // CA selects the certificate authority backend.
 type CA struct {
-	Backend string `yaml:"backend"` // local
+	Backend string `yaml:"backend"` // local, or pkcs11 for a CA key that never leaves the HSM
+}
+
+// HSM locates the PKCS#11 token used by kek.type pkcs11 and ca.backend
+// pkcs11. The PIN comes from a file or an environment variable.
+type HSM struct {
+	Module     string `yaml:"module"`
+	TokenLabel string `yaml:"token_label"`
+	PINFile    string `yaml:"pin_file"`
+	PINEnv     string `yaml:"pin_env"`
+	Sessions   int    `yaml:"sessions"`
+	CALabel    string `yaml:"ca_label"`
+	KEKLabel   string `yaml:"kek_label"`
 }
 
 // DatabaseRole is one kind of dynamic PostgreSQL login that ward creates
@@ -268,11 +291,36 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 	if c.Store.Driver != "sqlite" {
 		return fail("store.driver", "unknown driver %q, want sqlite", c.Store.Driver)
 	}
-	if c.KEK.Type != "local" {
-		return fail("kek.type", "unknown KEK type %q, want local", c.KEK.Type)
+	switch c.KEK.Type {
+	case "local", "pkcs11":
+	case "vault-transit":
+		v := c.KEK.Vault
+		if v.Address == "" || v.Key == "" {
+			return fail("kek.vault", "vault-transit needs address and key")
+		}
+		if (v.Token.Env == "") == (v.Token.File == "") {
+			return fail("kek.vault.token", "needs exactly one of env or file")
+		}
+	default:
+		return fail("kek.type", "unknown KEK type %q, want local, pkcs11 or vault-transit", c.KEK.Type)
 	}
-	if c.CA.Backend != "local" {
-		return fail("ca.backend", "unknown CA backend %q, want local", c.CA.Backend)
+	switch c.CA.Backend {
+	case "local", "pkcs11":
+	default:
+		return fail("ca.backend", "unknown CA backend %q, want local or pkcs11", c.CA.Backend)
+	}
+	if c.KEK.Type == "pkcs11" || c.CA.Backend == "pkcs11" {
+		h := c.HSM
+		switch {
+		case h.Module == "":
+			return fail("hsm.module", "missing: pkcs11 needs the path of the PKCS#11 library")
+		case h.TokenLabel == "":
+			return fail("hsm.token_label", "missing: pkcs11 needs the token label")
+		case (h.PINFile == "") == (h.PINEnv == ""):
+			return fail("hsm", "needs exactly one of pin_file or pin_env")
+		case h.Sessions < 0 || h.Sessions > 256:
+			return fail("hsm.sessions", "%d out of range 0 to 256", h.Sessions)
+		}
 	}
 	for i, db := range c.Databases {
 		at := fmt.Sprintf("%s:%d: databases[%d]", name, db.Line, i)
@@ -330,7 +378,8 @@ func lineOf(root *yaml.Node, dotted string) int {
 
 // resolvePaths makes relative paths relative to the configuration file's directory.
 func (c *Config) resolvePaths(dir string) {
-	paths := []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path}
+	paths := []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path,
+		&c.HSM.PINFile, &c.KEK.Vault.Token.File, &c.KEK.Vault.CACert}
 	for i := range c.Databases {
 		paths = append(paths, &c.Databases[i].Password.File)
 	}
