@@ -201,3 +201,39 @@ func TestLeaseExpires(t *testing.T) {
 	}
 	t.Logf("expired client certificate: curl exit %d: %s", code, strings.TrimSpace(stderr))
 }
+
+// TestRevokePrefixIsLiteral revokes by a prefix holding '_' and '%', which
+// are wildcards in SQL LIKE: only leases whose id starts with exactly that
+// text may be revoked or listed.
+func TestRevokePrefixIsLiteral(t *testing.T) {
+	s := startDev(t)
+	target := issueAsAdmin(t, s, "spiffe://ward.test/ns/team_a/sa/x", outDir(t, "target"))
+	lookalikes := []x509Issued{
+		issueAsAdmin(t, s, "spiffe://ward.test/ns/team-a/sa/x", outDir(t, "dash")),
+		issueAsAdmin(t, s, "spiffe://ward.test/ns/teamXa/sa/x", outDir(t, "letter")),
+	}
+
+	listed := listLeases(t, s, "x509/spiffe://ward.test/ns/team_a/")
+	if len(listed) != 1 {
+		t.Errorf("GET /v1/leases?prefix=x509/spiffe://ward.test/ns/team_a/ lists %d leases, want 1", len(listed))
+	}
+
+	out := mustWard(t, s, s.Env(), "lease", "revoke", "--prefix", "x509/spiffe://ward.test/ns/team_a/")
+	if strings.TrimSpace(out) != "revoked 1 lease(s)" {
+		t.Errorf("ward lease revoke --prefix .../team_a/ printed %q, want \"revoked 1 lease(s)\"", out)
+	}
+	out = mustWard(t, s, s.Env(), "lease", "revoke", "--prefix", "x509/spiffe://ward.test/ns/team%")
+	if strings.TrimSpace(out) != "revoked 0 lease(s)" {
+		t.Errorf("ward lease revoke --prefix .../team%% printed %q, want \"revoked 0 lease(s)\"", out)
+	}
+
+	leases := listLeases(t, s, "x509/")
+	if l := leases[target.LeaseID]; l.State != "revoked" {
+		t.Errorf("lease %s state %q, want revoked", target.LeaseID, l.State)
+	}
+	for _, other := range lookalikes {
+		if l := leases[other.LeaseID]; l.State != "active" {
+			t.Errorf("lease %s state %q after revoking prefix .../team_a/, want active", other.LeaseID, l.State)
+		}
+	}
+}
