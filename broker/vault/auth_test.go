@@ -219,3 +219,22 @@ func TestRenewalRetriesThroughOutage(t *testing.T) {
 		}
 	})
 }
+
+func TestReloginWarnsAboutHeldLeases(t *testing.T) {
+	each(t, func(t *testing.T, tg *target) {
+		tg.standinOnly(t)
+		var logs logBuffer
+		roleID, secretID := tg.appRole(t, 2*time.Second)
+		t.Setenv("WARD_TEST_SECRET_ID", secretID)
+		c := tg.newClientWith(t, vault.Auth{Method: "approle", RoleID: roleID, SecretID: vault.SecretRef{Env: "WARD_TEST_SECRET_ID"}}, vault.Options{Logger: logs.logger()})
+		path := tg.databaseRole(t, "held", time.Hour, 2*time.Hour)
+		if _, _, err := vault.NewIssuer(c).Issue(context.Background(), path, "s", time.Time{}); err != nil {
+			t.Fatalf("Issue = %v", err)
+		}
+
+		tg.stand.RefuseTokenRenewal(true)
+		waitFor(t, 10*time.Second, "the warning about leases of the previous token", func() bool {
+			return strings.Contains(logs.String(), "leases issued under the previous token end")
+		})
+	})
+}

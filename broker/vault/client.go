@@ -47,6 +47,10 @@ type Client struct {
 
 	mu    sync.Mutex
 	token tokenState
+	// leaseEnd is the latest expiry of any lease issued or renewed through
+	// this Client. Leases revoked since are not subtracted, so warnings
+	// based on it can be false alarms.
+	leaseEnd time.Time
 
 	// denied receives a signal when Vault returns 403 to a request, so
 	// the renewal loop checks whether the token itself was revoked.
@@ -184,6 +188,12 @@ func (c *Client) login(ctx context.Context) error {
 	ttl := time.Duration(authSecret.Auth.LeaseDuration) * time.Second
 	c.mu.Lock()
 	now := c.now()
+	// Vault revokes a token's leases when the token ends, and the new
+	// token does not adopt them.
+	if old := c.token; old.auth != nil && !old.expiresAt.IsZero() && old.expiresAt.Before(c.leaseEnd) {
+		c.log.Warn("vault token replaced; leases issued under the previous token end when it expires",
+			"backend", c.backend, "previous_token_end", old.expiresAt.UTC(), "latest_lease_end", c.leaseEnd.UTC())
+	}
 	c.token = tokenState{loggedIn: true, renewable: authSecret.Auth.Renewable, auth: authSecret}
 	if ttl > 0 {
 		c.token.expiresAt = now.Add(ttl)
@@ -210,6 +220,10 @@ func (c *Client) renewed(ttlSeconds, requestedSeconds int) {
 	defer c.mu.Unlock()
 	c.token.expiresAt = c.now().Add(time.Duration(ttlSeconds) * time.Second)
 	if requestedSeconds > 0 && ttlSeconds < requestedSeconds {
+		if c.token.hardEnd.IsZero() && c.token.expiresAt.Before(c.leaseEnd) {
+			c.log.Warn("vault token reached its max TTL before leases it holds end, so Vault will revoke them early",
+				"backend", c.backend, "token_end", c.token.expiresAt.UTC(), "latest_lease_end", c.leaseEnd.UTC())
+		}
 		c.token.hardEnd = c.token.expiresAt
 	}
 }
@@ -286,6 +300,9 @@ func numberField(v any) (int64, bool) {
 func (c *Client) warnIfTokenEndsFirst(ctx context.Context, leaseID string, leaseEnd time.Time) {
 	c.mu.Lock()
 	hardEnd := c.token.hardEnd
+	if leaseEnd.After(c.leaseEnd) {
+		c.leaseEnd = leaseEnd
+	}
 	c.mu.Unlock()
 
 	if !hardEnd.IsZero() && hardEnd.Before(leaseEnd) {
