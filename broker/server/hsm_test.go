@@ -21,7 +21,7 @@ import (
 
 // hsmConfig initializes a SoftHSM2 token with ward's keys and returns a
 // configuration whose KEK and CA key live on it.
-func hsmConfig(t *testing.T) (func(*config.Config), hsmtest.Token) {
+func hsmConfig(t testing.TB) (func(*config.Config), hsmtest.Token) {
 	t.Helper()
 	tok := hsmtest.NewToken(t, "ward")
 	h, err := hsm.Open(hsm.Config{Module: tok.Module, TokenLabel: tok.Label, PIN: secret.New([]byte(tok.PIN))})
