@@ -10,8 +10,8 @@ import (
 
 // Finding is one problem Lint found.
 type Finding struct {
-	Source  string // "file:line", or the file alone for a whole-file problem
-	Message string
+	Source  string `json:"source"` // "file:line", or the file alone for a whole-file problem
+	Message string `json:"message"`
 }
 
 // maxRoleDepth is the depth at which Casbin's default role manager stops
@@ -30,13 +30,13 @@ const maxRoleDepth = 10
 //   - cycles in role inheritance and role chains deeper than Casbin follows.
 func Lint(modelPath, policyPath string) []Finding {
 	var findings []Finding
-	addErr := func(err error) {
+	addErr := func(path string, err error) {
 		var le lineError
 		if errors.As(err, &le) {
 			findings = append(findings, Finding{Source: le.source(), Message: le.msg})
 			return
 		}
-		findings = append(findings, Finding{Message: err.Error()})
+		findings = append(findings, Finding{Source: path, Message: err.Error()})
 	}
 
 	var mf *modelFile
@@ -45,12 +45,12 @@ func Lint(modelPath, policyPath string) []Finding {
 		mf, err = parseModel(modelPath, modelData)
 	}
 	if err != nil {
-		addErr(err)
+		addErr(modelPath, err)
 	}
 
 	policyData, err := readBounded(policyPath, maxPolicyBytes)
 	if err != nil {
-		addErr(err)
+		addErr(policyPath, err)
 		return sortFindings(findings, modelPath)
 	}
 
@@ -65,7 +65,7 @@ func Lint(modelPath, policyPath string) []Finding {
 	// Casbin itself checks the matcher when the snapshot is built.
 	if mf != nil {
 		if _, err := buildSnapshot(mf, pf, 0); err != nil {
-			addErr(err)
+			addErr(modelPath, err)
 		}
 	}
 

@@ -64,6 +64,17 @@ func TestLintBrokenModel(t *testing.T) {
 	}
 }
 
+func TestLintMissingFile(t *testing.T) {
+	modelPath, policyPath := writeFiles(t, "")
+	if err := os.Remove(policyPath); err != nil {
+		t.Fatal(err)
+	}
+	findings := authz.Lint(modelPath, policyPath)
+	if len(findings) != 1 || findings[0].Source != policyPath || !strings.Contains(findings[0].Message, "no such file") {
+		t.Errorf("Lint(missing policy) = %v, want one finding for %s", findings, policyPath)
+	}
+}
+
 func TestLintDefaults(t *testing.T) {
 	modelPath, policyPath, err := authz.WriteDefaults(t.TempDir(), "ward.test", "spiffe://ward.test/admin", "dev")
 	if err != nil {
