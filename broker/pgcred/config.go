@@ -116,7 +116,8 @@ type Options struct {
 	// MaxConns bounds the connections to each database. Default 4.
 	MaxConns int32
 
-	// RevokeConcurrency bounds parallel revocations in RevokeMany.
+	// RevokeConcurrency bounds parallel revocations in RevokeEach,
+	// RevokeMany and RevokeLogins.
 	// Default MaxConns.
 	RevokeConcurrency int
 

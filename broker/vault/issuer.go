@@ -49,7 +49,8 @@ type Credential struct {
 type Issuer struct {
 	c *Client
 
-	// RevokeConcurrency bounds parallel revocations in RevokeMany.
+	// RevokeConcurrency bounds parallel revocations in RevokeEach and
+	// RevokeMany.
 	// Default 8.
 	RevokeConcurrency int
 }
