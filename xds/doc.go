@@ -20,6 +20,8 @@
 //     it cannot express: the build fails and the last good configuration stays.
 //   - Every snapshot passes proto validation, go-control-plane's consistency
 //     check and ward's route-to-cluster check before it is pushed.
-//   - Private keys in SDS secrets are never logged and never hashed into a
-//     version string.
+//   - Private keys in SDS secrets are never logged, and ward's version
+//     strings never hash them. On delta streams go-control-plane v0.14 sends
+//     each resource's SHA-256 as its version, to the node that receives the
+//     key itself.
 package xds

@@ -32,6 +32,7 @@ var resourceTypes = []resource.Type{
 type typeSet struct {
 	version string
 	items   []types.Resource
+	digests [][sha256.Size]byte // per item, for delta resource versions
 }
 
 // nodeSet is a node's complete configuration, indexed by type URL.
@@ -50,18 +51,20 @@ func buildSet(res map[resource.Type][]types.Resource, f factCache) (nodeSet, err
 		})
 
 		h := sha256.New()
-		for _, r := range items {
+		sums := make([][sha256.Size]byte, len(items))
+		for i, r := range items {
 			facts, err := f.get(r)
 			if err != nil {
 				return nil, err
 			}
 			h.Write(facts.digest[:])
+			sums[i] = facts.digest
 		}
 		version := ""
 		if len(items) > 0 {
 			version = hex.EncodeToString(h.Sum(nil)[:8])
 		}
-		out[typ] = typeSet{version: version, items: items}
+		out[typ] = typeSet{version: version, items: items, digests: sums}
 	}
 
 	if err := checkConsistent(out, f); err != nil {
@@ -107,10 +110,28 @@ func hashable(r types.Resource) types.Resource {
 
 // snapshot converts a node set into a go-control-plane snapshot with one
 // version per type.
-func (ns nodeSet) snapshot() *cache.Snapshot {
+//
+// With delta, the snapshot also carries the per-resource versions that
+// go-control-plane diffs against what a node holds. ward sets them from its
+// own digests, which leave SDS private keys out, so the cache need not
+// marshal and hash every resource again. The version on the wire is still
+// go-control-plane's own SHA-256 of the whole resource (v0.14 computes it
+// when sending), which only the node that receives the resource sees.
+func (ns nodeSet) snapshot(delta bool) *cache.Snapshot {
 	s := &cache.Snapshot{}
+	if delta {
+		s.VersionMap = make(map[string]map[string]string, len(resourceTypes))
+		for _, typ := range resourceTypes {
+			s.VersionMap[typ] = map[string]string{}
+		}
+	}
 	for typ, set := range ns {
 		s.Resources[cache.GetResponseType(typ)] = cache.NewResources(set.version, set.items)
+		if delta {
+			for i, r := range set.items {
+				s.VersionMap[typ][cache.GetResourceName(r)] = hex.EncodeToString(set.digests[i][:8])
+			}
+		}
 	}
 	return s
 }
@@ -141,7 +162,7 @@ func checkConsistent(ns nodeSet, f factCache) error {
 	rest[resource.RouteType] = typeSet{version: ns[resource.RouteType].version, items: slices.DeleteFunc(slices.Clone(ns[resource.RouteType].items), func(r types.Resource) bool {
 		return apiRoutes[cache.GetResourceName(r)]
 	})}
-	if err := rest.snapshot().Consistent(); err != nil {
+	if err := rest.snapshot(false).Consistent(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidSnapshot, err)
 	}
 

@@ -73,7 +73,8 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	// In go-control-plane v0.14 every watch channel has room for the one
 	// response a watch receives, so SetSnapshot does not block while s.mu
 	// is held.
-	if err := s.cache.SetSnapshot(context.Background(), id, next.snapshot()); err != nil {
+	// Only Envoy nodes use delta xDS, and only they need resource versions.
+	if err := s.cache.SetSnapshot(context.Background(), id, next.snapshot(st.kind == KindEnvoy)); err != nil {
 		s.log.Error("xds set snapshot failed", "node", id, "error", err)
 	}
 }
@@ -95,7 +96,7 @@ func (st *nodeState) rollback(typ resource.Type, version string, rejected typeSe
 			return set
 		}
 	}
-	return typeSet{version: version, items: rejected.items}
+	return typeSet{version: version, items: rejected.items, digests: rejected.digests}
 }
 
 func (st *nodeState) remember(typ resource.Type, set typeSet) {
