@@ -48,7 +48,7 @@ type Default string
 // Defaults for unnamed columns.
 const (
 	DefaultKeep Default = "keep"
-	DefaultMask Default = "mask"
+	DefaultMask Default = "mask" // redact on text columns, NULL on others
 	DefaultNull Default = "null"
 )
 

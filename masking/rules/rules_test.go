@@ -307,3 +307,27 @@ func TestForeignKeyUniqueFake(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultMaskByType(t *testing.T) {
+	rs, _ := rules.Parse("r.yaml", []byte("default: mask\ncolumns:\n  public.customer.customer_id: keep\n"))
+	plan, err := rules.Compile(rs, chinookLikeCatalog(), testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, _ := plan.Table("public", "invoice", []string{"invoice_id", "customer_code"})
+	row := []rules.Field{{Text: "4"}, {Text: "CUST0001"}}
+	if err := inv.MaskRow(row); err != nil {
+		t.Fatal(err)
+	}
+	if !row[0].Null || row[1].Text != "REDACTED" {
+		t.Errorf("row = %+v, want NULL for the integer and REDACTED for the text column", row)
+	}
+	findings := rules.Validate(rs, chinookLikeCatalog(), testKeys(t), false)
+	var all []string
+	for _, f := range findings {
+		all = append(all, f.String())
+	}
+	if !strings.Contains(strings.Join(all, "\n"), "public.invoice.invoice_id: default mask sets NULL in this NOT NULL integer column") {
+		t.Errorf("Validate findings = %v, want default mask on NOT NULL invoice_id", all)
+	}
+}

@@ -75,7 +75,13 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 			cp.null = true
 			t.masks = true
 		case DefaultMask:
-			cp.whole = p.mask
+			// Text columns get redact; a column of another type, or one too
+			// short for the text, gets NULL, since redact's text would not fit.
+			if ci, ok := p.catalog.Lookup(Column{schema, table, c}); ok && !maskableByRedact(ci) {
+				cp.null = true
+			} else {
+				cp.whole = p.mask
+			}
 			t.masks = true
 		}
 	}

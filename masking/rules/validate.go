@@ -77,8 +77,8 @@ func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) 
 				if rs.Default == DefaultNull && ci.NotNull {
 					add(rs.File, ci.Column, "default null on a NOT NULL column")
 				}
-				if rs.Default == DefaultMask && ci.Kind() != transform.KindText {
-					add(rs.File, ci.Column, "default mask writes text into a %s column", ci.Type)
+				if rs.Default == DefaultMask && !maskableByRedact(ci) && ci.NotNull {
+					add(rs.File, ci.Column, "default mask sets NULL in this NOT NULL %s column, because redact writes text", ci.Type)
 				}
 			}
 		}
@@ -103,6 +103,16 @@ func posLine(pos string) int {
 		n = n*10 + int(c-'0')
 	}
 	return n
+}
+
+// maskableByRedact reports whether default mask can write redact's text
+// into the column; other columns get NULL.
+func maskableByRedact(ci ColumnInfo) bool {
+	if ci.Kind() != transform.KindText || ci.IsJSON() || ci.IsArray() {
+		return false
+	}
+	n := ci.MaxLen()
+	return n < 0 || n >= len("REDACTED")
 }
 
 func validateRule(r *Rule, ci ColumnInfo, keys *transform.Keys, report func(string, ...any)) {
