@@ -24,6 +24,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -58,6 +59,20 @@ type Agent struct {
 	failures map[string]int       // consecutive failures, for backoff
 	writeErr error                // the last write or render failure
 	changed  chan struct{}        // closed and replaced on every update
+
+	issued atomic.Uint64 // credentials and agent certificates obtained
+	failed atomic.Uint64 // failed attempts to obtain one
+}
+
+// Stats counts the agent's requests to the broker.
+type Stats struct {
+	Issued uint64 // credentials and agent certificates obtained
+	Failed uint64 // attempts that failed (each retry counts)
+}
+
+// Stats returns the counters since New.
+func (a *Agent) Stats() Stats {
+	return Stats{Issued: a.issued.Load(), Failed: a.failed.Load()}
 }
 
 // identityKey is the key of the agent's own certificate in due.
@@ -190,6 +205,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 
 	if a.dueAt(identityKey, now) {
 		if err := a.refreshIdentity(ctx); err != nil {
+			a.failed.Add(1)
 			a.log.Error("agent identity renewal failed, will retry", "error", err)
 			a.retryLater(identityKey, a.identityLifetime())
 		}
@@ -206,6 +222,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		}
 		c, err := cr.kind.issue(ctx, a.broker, cr)
 		if err != nil {
+			a.failed.Add(1)
 			a.log.Error("credential renewal failed, will retry", "credential", cr.Name, "error", err)
 			a.retryLater(cr.Name, a.lifetimeOf(cr.Name, cr.TTL.Duration))
 			if unauthorized(err) {
@@ -215,6 +232,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 			}
 			continue
 		}
+		a.issued.Add(1)
 		a.log.Info("credential issued", "credential", c)
 		a.mu.Lock()
 		a.creds[cr.Name] = c

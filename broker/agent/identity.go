@@ -105,6 +105,7 @@ func (a *Agent) setIdentity(key crypto.Signer, resp x509Response) error {
 		tlsCert.Certificate = append(tlsCert.Certificate, cert.Raw)
 	}
 	a.broker.setIdentity(tlsCert)
+	a.issued.Add(1)
 
 	a.mu.Lock()
 	a.identity = c
