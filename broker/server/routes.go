@@ -42,6 +42,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/leases/revoke", s.serve("revoke", true, s.handleRevoke))
 	mux.HandleFunc("POST /v1/policy/check", s.serve("policy-check", true, s.handlePolicyCheck))
 	mux.HandleFunc("POST /v1/policy/reload", s.serve("policy-reload", true, s.handlePolicyReload))
+	mux.HandleFunc("POST /v1/transform/tokenize", s.serve("tokenize", true, s.handleTransform(false)))
+	mux.HandleFunc("POST /v1/transform/detokenize", s.serve("detokenize", true, s.handleTransform(true)))
 	mux.HandleFunc("POST /v1/mesh/quarantine", s.serve("quarantine", true, s.handleQuarantine))
 	mux.HandleFunc("POST /v1/mesh/release", s.serve("release", true, s.handleRelease))
 	mux.HandleFunc("GET /v1/mesh/quarantine", s.serve("list-quarantine", true, s.handleListQuarantine))

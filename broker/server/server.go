@@ -38,6 +38,8 @@ import (
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
+	"ward.dev/ward/masking/rules"
+	"ward.dev/ward/masking/transform"
 )
 
 const (
@@ -72,8 +74,11 @@ type Server struct {
 	pg     *pgcred.Issuer // nil when no database roles are configured
 
 	backends *backends
-	kek      kek.KEK                // probed while serving; see watchKEK
-	sealed   atomic.Pointer[string] // why the server is sealed; nil when unsealed
+
+	maskKeys  *transform.Keys        // the masking key for tokenize and detokenize
+	maskRules *rules.Ruleset         // nil unless masking.rules is configured
+	kek       kek.KEK                // probed while serving; see watchKEK
+	sealed    atomic.Pointer[string] // why the server is sealed; nil when unsealed
 
 	adminID     string
 	adminDigest [sha256.Size]byte
@@ -108,6 +113,9 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	s.kek = k.kek
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
+	if err := s.openMasking(k.keyset); err != nil {
+		return nil, err
+	}
 	if s.ca, err = ca.New(k.caCert, k.caSigner); err != nil {
 		return nil, err
 	}

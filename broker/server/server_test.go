@@ -85,7 +85,9 @@ func (ts *testServer) call(tb testing.TB, method, path string, body any, out any
 		rd = bytes.NewReader(b)
 	}
 	req, _ := http.NewRequest(method, ts.addr+path, rd)
-	req.Header.Set("Authorization", "Bearer "+ts.token)
+	if ts.token != "" {
+		req.Header.Set("Authorization", "Bearer "+ts.token)
+	}
 	resp, err := ts.http.Do(req)
 	if err != nil {
 		tb.Fatalf("%s %s: %v", method, path, err)
@@ -198,4 +200,29 @@ func insecureClient() *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}, //nolint:gosec // test of the sealed listener
 	}}
+}
+
+// workloadClient issues a certificate for id and returns a client that
+// authenticates with it instead of the admin token.
+func (ts *testServer) workloadClient(tb testing.TB, id string) *testServer {
+	tb.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csr := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	var resp x509Response
+	if code := ts.call(tb, "POST", "/v1/issue/x509", map[string]any{"csr": csr, "spiffe_id": id}, &resp); code != http.StatusOK {
+		tb.Fatalf("issue workload certificate = %d", code)
+	}
+	block, _ := pem.Decode([]byte(resp.Certificate))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ts.srv.CAPEM())
+	transport := &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs:      pool,
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{block.Bytes}, PrivateKey: key}},
+	}}
+	return &testServer{srv: ts.srv, addr: ts.addr, http: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
 }

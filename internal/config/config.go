@@ -41,6 +41,7 @@ type Config struct {
 	Log         Log            `yaml:"log"`
 	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
 	Databases   []DatabaseRole `yaml:"databases"`
+	Masking     Masking        `yaml:"masking"`
 
 	path string
 }
@@ -132,6 +133,12 @@ func (d *DatabaseRole) UnmarshalYAML(n *yaml.Node) error {
 	}
 	d.Line = n.Line
 	return nil
+}
+
+// Masking configures the tokenize and detokenize API.
+type Masking struct {
+	Rules   string `yaml:"rules"`    // masking rules file; its tokenize rules name columns
+	KeyFile string `yaml:"key_file"` // masking key, sealed by the keyset; default data_dir/masking.key
 }
 
 // SecretRef names an environment variable or a file that holds a secret.
@@ -379,7 +386,7 @@ func lineOf(root *yaml.Node, dotted string) int {
 // resolvePaths makes relative paths relative to the configuration file's directory.
 func (c *Config) resolvePaths(dir string) {
 	paths := []*string{&c.DataDir, &c.Store.Path, &c.Policy.Model, &c.Policy.File, &c.Audit.Path, &c.KEK.Path,
-		&c.HSM.PINFile, &c.KEK.Vault.Token.File, &c.KEK.Vault.CACert}
+		&c.HSM.PINFile, &c.KEK.Vault.Token.File, &c.KEK.Vault.CACert, &c.Masking.Rules, &c.Masking.KeyFile}
 	for i := range c.Databases {
 		paths = append(paths, &c.Databases[i].Password.File)
 	}
@@ -402,4 +409,5 @@ func (c *Config) FillDataDirPaths() {
 	set(&c.Policy.File, "policy.csv")
 	set(&c.Audit.Path, "audit.log")
 	set(&c.KEK.Path, "kek.key")
+	set(&c.Masking.KeyFile, "masking.key")
 }
