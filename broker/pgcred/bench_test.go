@@ -3,6 +3,7 @@ package pgcred_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,4 +70,46 @@ func BenchmarkCreateRevoke(b *testing.B) {
 	b.ReportMetric(perOp(wardRevoke), "ward-revoke-µs")
 	b.ReportMetric(perOp(directCreate), "direct-create-µs")
 	b.ReportMetric(perOp(directDrop), "direct-drop-µs")
+}
+
+// BenchmarkRevokeLogins measures a mass revocation, such as the sweep after
+// a restart, with one revocation at a time and with four. The logins are
+// created directly, without passwords, because only revocation is timed.
+func BenchmarkRevokeLogins(b *testing.B) {
+	ctx := context.Background()
+	srv := pgtest.Shared(b)
+	db := newShop(b, srv)
+
+	for _, concurrency := range []int{1, 4} {
+		b.Run(fmt.Sprintf("concurrency=%d", concurrency), func(b *testing.B) {
+			name := fmt.Sprintf("mass%d", concurrency)
+			iss := newIssuer(b, pgcred.Options{MaxConns: int32(concurrency), RevokeConcurrency: concurrency}, adminRole(b, srv, db, name, readonlyCreation))
+
+			var create strings.Builder
+			for i := range b.N {
+				ident := pgx.Identifier{fmt.Sprintf("ward_%s_%s", name, letterSuffix(i))}.Sanitize()
+				fmt.Fprintf(&create, "CREATE ROLE %s LOGIN VALID UNTIL 'infinity'; GRANT SELECT ON products TO %s;\n", ident, ident)
+			}
+			srv.Exec(b, db, create.String())
+
+			b.ResetTimer()
+			n, err := iss.RevokeLogins(ctx, name)
+			b.StopTimer()
+			if err != nil || n != b.N {
+				b.Fatalf("RevokeLogins = %d, %v; want %d, nil", n, err, b.N)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "logins/s")
+		})
+	}
+}
+
+// letterSuffix returns i in base 26 as 16 letters, shaped like the random
+// suffix of a generated username.
+func letterSuffix(i int) string {
+	b := []byte("aaaaaaaaaaaaaaaa")
+	for pos := len(b) - 1; i > 0 && pos >= 0; pos-- {
+		b[pos] = byte('a' + i%26)
+		i /= 26
+	}
+	return string(b)
 }
