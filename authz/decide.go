@@ -220,17 +220,17 @@ func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
 		}
 		filter(b.exact[obj])
 		filter(b.other[act])
-		filter(b.other[wildcard])
+		filter(b.anyAct)
 	}
 
 	add(s.bySubject[sub])
 
-	memberOf := s.memberOf[dom]
-	if memberOf == nil {
-		memberOf = s.memberOf[otherDomain]
+	roleBuckets, ok := s.roleBuckets[dom]
+	if !ok {
+		roleBuckets = s.roleBuckets[otherDomain]
 	}
-	for _, role := range memberOf[sub] {
-		add(s.bySubject[role])
+	for _, b := range roleBuckets[sub] {
+		add(b)
 	}
 
 	for _, n := range s.prefixLengths {

@@ -50,9 +50,9 @@ type snapshot struct {
 	byPrefix      map[string]*bucket // subject prefix (pattern minus *) to its p lines
 	prefixLengths []int              // distinct lengths of the keys of byPrefix
 	domains       map[string]bool    // domains named by any p or g line
-	// memberOf maps a domain (or otherDomain) and a member to every role
-	// the member holds there.
-	memberOf map[string]map[string][]string
+	// roleBuckets maps a domain (or otherDomain) and a member to the
+	// buckets of every role the member holds there.
+	roleBuckets map[string]map[string][]*bucket
 
 	evaluator *lineEvaluator // nil when the matcher is custom
 	boxed     [][]any        // policy.rules fields for the evaluator
@@ -65,16 +65,22 @@ type snapshot struct {
 // jwt/self) by action, so a request looks up only lines that name its object
 // or its action (or *).
 type bucket struct {
-	exact map[string][]int32
-	other map[string][]int32
+	exact  map[string][]int32
+	other  map[string][]int32
+	anyAct []int32 // the lines of other with action *
 }
 
 func (b *bucket) add(i int32, obj, act string) {
-	if strings.HasSuffix(obj, wildcard) || obj == selfX509 || obj == selfJWT {
-		b.other[act] = append(b.other[act], i)
+	if !strings.HasSuffix(obj, wildcard) && obj != selfX509 && obj != selfJWT {
+		b.exact[obj] = append(b.exact[obj], i)
 		return
 	}
-	b.exact[obj] = append(b.exact[obj], i)
+
+	if act == wildcard {
+		b.anyAct = append(b.anyAct, i)
+		return
+	}
+	b.other[act] = append(b.other[act], i)
 }
 
 func bucketFor(m map[string]*bucket, key string) *bucket {
@@ -263,11 +269,25 @@ func (s *snapshot) buildIndex() {
 	}
 	_ = s.roles.AddLink(domainAnchor, domainAnchor, otherDomain)
 
-	s.memberOf = make(map[string]map[string][]string, len(s.domains)+1)
+	s.roleBuckets = make(map[string]map[string][]*bucket, len(s.domains)+1)
 	for dom := range s.domains {
-		s.memberOf[dom] = s.closeRoles(dom)
+		s.roleBuckets[dom] = s.bucketsOfRoles(s.closeRoles(dom))
 	}
-	s.memberOf[otherDomain] = s.closeRoles(otherDomain)
+	s.roleBuckets[otherDomain] = s.bucketsOfRoles(s.closeRoles(otherDomain))
+}
+
+// bucketsOfRoles maps each member to the buckets of its roles, leaving out
+// roles that no p line names.
+func (s *snapshot) bucketsOfRoles(memberOf map[string][]string) map[string][]*bucket {
+	out := make(map[string][]*bucket, len(memberOf))
+	for member, roles := range memberOf {
+		for _, role := range roles {
+			if b := s.bySubject[role]; b != nil {
+				out[member] = append(out[member], b)
+			}
+		}
+	}
+	return out
 }
 
 // closeRoles returns, for each member, every role it holds in dom directly
