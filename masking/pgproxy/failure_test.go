@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -263,4 +262,25 @@ func TestPgbenchScript(t *testing.T) {
 	}
 }
 
-var _ = io.EOF
+
+func TestSyntaxErrorNotForwarded(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
+		_, err := conn.Exec(ctx, "SELEC email FROM customer", mode)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "42601" {
+			t.Errorf("mode %v: syntax error: err = %v, want SQLSTATE 42601", mode, err)
+		}
+		var n int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM genre", mode).Scan(&n); err != nil || n == 0 {
+			t.Errorf("mode %v: query after syntax error = %d, %v", mode, n, err)
+		}
+	}
+}

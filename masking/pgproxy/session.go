@@ -208,14 +208,12 @@ func (s *session) relayClient() error {
 		switch m := msg.(type) {
 		case *pgproto3.Query:
 			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
-			if perr == nil {
-				if rej := s.check(stmts); rej != nil {
-					s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
-					if err := s.flushLocal(); err != nil {
-						return err
-					}
-					continue
+			if rej := s.check(stmts, perr); rej != nil {
+				s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
+				if err := s.flushLocal(); err != nil {
+					return err
 				}
+				continue
 			}
 			s.push(&expectation{kind: expQuery, stmts: stmts})
 			s.fe.Send(m)
@@ -226,13 +224,11 @@ func (s *session) relayClient() error {
 			if perr == nil && len(stmts) == 1 {
 				p.st = stmts[0]
 			}
-			if perr == nil {
-				if rej := s.check(stmts); rej != nil {
-					if err := s.rejectExtended(rej); err != nil {
-						return err
-					}
-					continue
+			if rej := s.check(stmts, perr); rej != nil {
+				if err := s.rejectExtended(rej); err != nil {
+					return err
 				}
+				continue
 			}
 			s.mu.Lock()
 			s.stmts[m.Name] = p
@@ -248,8 +244,11 @@ func (s *session) relayClient() error {
 				p = &prepared{}
 			}
 			pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
-			if p.fields != nil {
-				pt.plan, err = s.plan(p.st, withFormats(p.fields, pt.formats))
+			s.mu.Lock()
+			fields := p.fields
+			s.mu.Unlock()
+			if fields != nil {
+				pt.plan, err = s.plan(p.st, withFormats(fields, pt.formats))
 				if err != nil {
 					if err := s.rejectExtended(rejection("%v", err)); err != nil {
 						return err
@@ -278,11 +277,12 @@ func (s *session) relayClient() error {
 		case *pgproto3.Execute:
 			s.mu.Lock()
 			pt := s.portals[m.Portal]
-			s.mu.Unlock()
 			if pt == nil {
 				pt = &portal{stmt: &prepared{}}
 			}
-			if pt.plan == nil {
+			planned := pt.plan != nil
+			s.mu.Unlock()
+			if !planned {
 				// The rows need a plan, so the proxy sends its own Describe
 				// of the portal and does not relay the response.
 				s.push(&expectation{kind: expDescribePortal, portal: pt, injected: true})
@@ -342,8 +342,12 @@ func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
 }
 
 // check returns the error that rejects statements, or nil to let them
-// through. It also records the cursors they declare.
-func (s *session) check(stmts []*statement) *pgproto3.ErrorResponse {
+// through. It also records the cursors they declare. Text the parser
+// rejects is not sent upstream, since its writes and lineage are unknown.
+func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorResponse {
+	if parseErr != nil {
+		return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42601", Message: parseErr.Error()}
+	}
 	for _, st := range stmts {
 		if st.protected != "" {
 			return rejection("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)

@@ -48,7 +48,9 @@ func (s *session) relayUpstream() error {
 				relay = false
 			case head.kind == expDescribeStatement:
 				if head.stmt != nil {
+					s.mu.Lock()
 					head.stmt.fields = cloneFields(fields)
+					s.mu.Unlock()
 				}
 				pop()
 			case head.kind == expDescribePortal:
@@ -56,11 +58,14 @@ func (s *session) relayUpstream() error {
 					relay = false
 				}
 				if head.portal != nil {
-					head.portal.plan, err = s.plan(head.portal.stmt.st, fields)
+					plan, err := s.plan(head.portal.stmt.st, fields)
 					if err != nil {
 						s.replaceWithError(err)
 						suppress, relay = true, false
 					}
+					s.mu.Lock()
+					head.portal.plan = plan
+					s.mu.Unlock()
 				}
 				pop()
 			case head.kind == expQuery:
@@ -77,7 +82,9 @@ func (s *session) relayUpstream() error {
 					relay = false
 				}
 				if head.portal != nil {
+					s.mu.Lock()
 					head.portal.plan = &resultPlan{}
+					s.mu.Unlock()
 				}
 				pop()
 			}
@@ -199,6 +206,8 @@ func (s *session) currentPlan(head *expectation) *resultPlan {
 		return head.plan
 	case expExecute:
 		if head.portal != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
 			return head.portal.plan
 		}
 	}
