@@ -28,8 +28,8 @@ const otherDomain = "\x00other"
 const domainAnchor = "\x00ward-domain-anchor"
 
 // snapshot is one accepted model and policy with everything derived from it.
-// It is immutable after load except for its cache, which is safe for
-// concurrent use.
+// It is immutable after load except for its caches of decisions and role
+// lookups, which are safe for concurrent use.
 type snapshot struct {
 	version uint64
 	model   *modelFile
@@ -231,7 +231,7 @@ func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
 }
 
 // buildIndex fills the subject index and the role closure. The index may
-// select more lines than match, never fewer: Casbin evaluates the selection.
+// select more lines than match, never fewer: Casbin's matcher evaluates the selection.
 func (s *snapshot) buildIndex() {
 	s.bySubject = make(map[string]*bucket)
 	s.byPrefix = make(map[string]*bucket)
