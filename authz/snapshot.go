@@ -231,7 +231,8 @@ func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
 }
 
 // buildIndex fills the subject index and the role closure. The index may
-// select more lines than match, never fewer: Casbin's matcher evaluates the selection.
+// select more lines than match, never fewer, because Casbin's matcher then
+// evaluates the selection.
 func (s *snapshot) buildIndex() {
 	s.bySubject = make(map[string]*bucket)
 	s.byPrefix = make(map[string]*bucket)
