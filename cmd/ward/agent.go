@@ -55,6 +55,9 @@ SIGINT and SIGTERM stop the agent.`,
 			if cmd.ArgsLenAtDash() < 0 && len(args) > 0 {
 				return usagef("put the application command after --, as in: ward agent --config FILE -- myapp")
 			}
+			if err := checkLogFlags(logLevel, logFormat); err != nil {
+				return err
+			}
 			cfg, err := agent.LoadConfig(configPath)
 			if err != nil {
 				return err
@@ -91,4 +94,17 @@ SIGINT and SIGTERM stop the agent.`,
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	return cmd
+}
+
+// checkLogFlags validates --log-level and --log-format.
+func checkLogFlags(level, format string) error {
+	switch level {
+	case "debug", "info", "warn", "error":
+	default:
+		return usagef("invalid --log-level %q, want debug, info, warn or error", level)
+	}
+	if format != "text" && format != "json" {
+		return usagef("invalid --log-format %q, want text or json", format)
+	}
+	return nil
 }

@@ -51,6 +51,9 @@ The TLS certificate and key are read again when their files change.`,
 			default:
 				return usagef("invalid --failure-policy %q, want deny or allow", failurePolicy)
 			}
+			if err := checkLogFlags(logLevel, logFormat); err != nil {
+				return err
+			}
 			log := newLogger(config.Log{Level: logLevel, Format: logFormat})
 			in, err := inject.New(cfg, log)
 			if err != nil {
