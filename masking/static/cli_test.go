@@ -3,6 +3,7 @@ package static_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -152,5 +153,29 @@ func TestCLITargetRefusesRow(t *testing.T) {
 	}
 	if n := tableCount(t, dst); n != 0 {
 		t.Errorf("target has %d tables after the failed copy, want 0", n)
+	}
+}
+
+func TestCLITokenizeRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if code, _, stderr := runWard(t, dir, nil, "mask", "keygen", "--key-file", "k"); code != 0 {
+		t.Fatalf("keygen: exit %d, %s", code, stderr)
+	}
+	code, stdout, stderr := runWard(t, dir, nil, "tokenize", "--key-file", "k", "--rule", "email", "--output", "json", "alice@example.com", "bob@example.com")
+	if code != 0 {
+		t.Fatalf("tokenize: exit %d, %s", code, stderr)
+	}
+	var got struct{ Tokens []string }
+	if err := json.Unmarshal([]byte(stdout), &got); err != nil || len(got.Tokens) != 2 {
+		t.Fatalf("tokenize --output json = %q (%v), want two tokens", stdout, err)
+	}
+
+	code, stdout, _ = runWard(t, dir, nil, "detokenize", "--key-file", "k", "--rule", "email", got.Tokens[1])
+	if code != 0 || stdout != "bob@example.com\n" {
+		t.Errorf("detokenize = %d, %q, want 0 and bob@example.com", code, stdout)
+	}
+	code, _, stderr = runWard(t, dir, nil, "detokenize", "--key-file", "k", "--rule", "phone", got.Tokens[1])
+	if code != 1 || !strings.Contains(stderr, "invalid token") {
+		t.Errorf("detokenize in another domain = %d, %q, want 1 and invalid token", code, stderr)
 	}
 }
