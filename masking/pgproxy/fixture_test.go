@@ -145,6 +145,7 @@ type fixture struct {
 	srv      *pgproxy.Server
 	logins   *pgproxy.MemoryLogins
 	db       string
+	enf      *authz.Enforcer
 }
 
 // startProxy starts a proxy in front of the Chinook database; extra is
@@ -238,7 +239,7 @@ rules: rules.yaml
 		<-done
 		srv.Close()
 	})
-	return &fixture{pg: pg, addr: ln.Addr().String(), password: password, logs: logs, srv: srv, logins: logins, db: db}
+	return &fixture{pg: pg, addr: ln.Addr().String(), password: password, logs: logs, srv: srv, logins: logins, db: db, enf: enf}
 }
 
 // proxyDSN returns a libpq URL for user through the proxy.

@@ -30,6 +30,15 @@ type Decider interface {
 
 var _ Decider = (*authz.Enforcer)(nil)
 
+// quarantineLister is implemented by deciders that quarantine callers; the
+// proxy then rejects a quarantined caller at login, in addition to the
+// denials Decide already returns for it.
+type quarantineLister interface {
+	Quarantined() map[string]string
+}
+
+var _ quarantineLister = (*authz.Enforcer)(nil)
+
 // Options are the dependencies of a Server.
 type Options struct {
 	Config *Config

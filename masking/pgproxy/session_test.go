@@ -206,3 +206,33 @@ func TestTLSClientCertificate(t *testing.T) {
 		t.Errorf("support by certificate sees %q, want the original %q", email, emails[0])
 	}
 }
+
+func TestQuarantinedCallerRejected(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	emails := direct(t, f.pg, "SELECT email FROM customer ORDER BY customer_id")
+	conn, err := pgx.Connect(ctx, f.proxyDSN("support", supportPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	f.enf.Quarantine(supportID, "test")
+	var email string
+	if err := conn.QueryRow(ctx, "SELECT email FROM customer ORDER BY customer_id LIMIT 1").Scan(&email); err != nil {
+		t.Fatal(err)
+	}
+	if email == emails[0] {
+		t.Errorf("quarantined support session still sees e-mail %q in clear", email)
+	}
+	_, err = pgconn.Connect(ctx, f.proxyDSN("support", supportPW))
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "28000" {
+		t.Errorf("quarantined login: err = %v, want SQLSTATE 28000", err)
+	}
+
+	f.enf.Release(supportID)
+	if err := conn.QueryRow(ctx, "SELECT email FROM customer ORDER BY customer_id LIMIT 1").Scan(&email); err != nil || email != emails[0] {
+		t.Errorf("released support sees %q, %v; want %q", email, err, emails[0])
+	}
+}

@@ -60,6 +60,13 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		fail("28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		return
 	}
+	if q, ok := s.authz.(quarantineLister); ok {
+		if _, quarantined := q.Quarantined()[subject]; quarantined {
+			s.log.Warn("pgproxy rejected quarantined caller", "remote", remote, "spiffe_id", subject)
+			fail("28000", "caller "+subject+" is quarantined")
+			return
+		}
+	}
 
 	params := map[string]string{}
 	for _, k := range forwardedParams {
