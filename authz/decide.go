@@ -52,6 +52,13 @@ func checkRequest(subject, domain, object, action string) string {
 		return "domain and action must be concrete, not *"
 	}
 
+	// x509/self and jwt/self are policy words for "the caller's own ID". A
+	// request names the ID itself, so a caller that passes the word on has a
+	// bug that could issue a credential for an ID that no one checked.
+	if object == selfX509 || object == selfJWT {
+		return "object " + object + " is a policy keyword; request x509/<SPIFFE ID> or jwt/<SPIFFE ID>"
+	}
+
 	// SPIFFE IDs have no . or .. path segments. Rejecting them here keeps a
 	// prefix line such as spiffe://example.org/ns/shop/* from matching a
 	// name that a path resolver would read as outside that prefix.
