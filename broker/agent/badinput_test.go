@@ -197,3 +197,57 @@ credentials:
 		t.Errorf("child output = %q, want %q", stdout, want)
 	}
 }
+
+// TestExecRestartsAndSignals runs a shell child in --exec mode with
+// 4-second certificates: with on_exec restart a new child starts after
+// each renewal; with signal the same child receives SIGHUP.
+func TestExecRestartsAndSignals(t *testing.T) {
+	t.Parallel()
+	srv := wardtest.StartDev(t)
+	for _, mode := range []string{"restart", "signal"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			log := filepath.Join(dir, "child.log")
+			path := filepath.Join(dir, "agent.yaml")
+			yaml := fmt.Sprintf(`broker: {addr: %s, ca_file: %s}
+auth: {method: join_token, join_token_file: %s}
+output_dir: %s
+credentials:
+  - {name: svid, path: x509, ttl: 4s}
+notify: {on_exec: %s, signal: HUP}
+`, srv.Addr(), srv.CACertPath(), joinToken(t, srv, dir, webID), dir, mode)
+			if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := agent.LoadConfig(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			script := fmt.Sprintf(`echo "start $$" >> %[1]q; trap 'echo "hup $$" >> %[1]q' HUP; while :; do sleep 0.1; done`, log)
+			a, err := agent.New(cfg, agent.Options{Exec: []string{"/bin/sh", "-c", script}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+
+			want := "start"
+			if mode == "signal" {
+				want = "hup"
+			}
+			waitFor(t, 20*time.Second, "two "+want+" lines", func() bool {
+				b, _ := os.ReadFile(log)
+				return strings.Count(string(b), want) >= 2
+			})
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v, want nil after cancel", err)
+			}
+			b, _ := os.ReadFile(log)
+			if mode == "signal" && strings.Count(string(b), "start") != 1 {
+				t.Errorf("child log = %q, want one start in signal mode", b)
+			}
+		})
+	}
+}
