@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -190,6 +191,73 @@ func LoadConfig(path string) (*Config, error) {
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+): `)
+
+// ParseConfigNode decodes and validates the configuration in n, a mapping
+// node of a larger file such as the pgproxy section of ward serve's
+// configuration. Errors name file and the line in it; relative paths are
+// resolved against dir.
+func ParseConfigNode(file, dir string, n *yaml.Node) (*Config, error) {
+	if n == nil || n.Kind != yaml.MappingNode {
+		line := 0
+		if n != nil {
+			line = n.Line
+		}
+		return nil, fmt.Errorf("%w: %s:%d: want a mapping of pgproxy settings", ErrConfig, file, line)
+	}
+	if err := checkKnownKeys(file, n, reflect.TypeOf(Config{})); err != nil {
+		return nil, err
+	}
+	cfg := &Config{file: file}
+	if err := n.Decode(cfg); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrConfig, yamlErr(file, err))
+	}
+	cfg.applyDefaults()
+	if err := cfg.validate(n); err != nil {
+		return nil, err
+	}
+	cfg.resolvePaths(dir)
+	return cfg, nil
+}
+
+// checkKnownKeys rejects mapping keys that no yaml tag of t names, because
+// yaml.v3 checks unknown fields only when decoding from bytes.
+func checkKnownKeys(file string, n *yaml.Node, t reflect.Type) error {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() != reflect.Struct:
+		return nil
+	case n.Kind == yaml.SequenceNode:
+		for _, item := range n.Content {
+			if err := checkKnownKeys(file, item, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	case n.Kind != yaml.MappingNode:
+		return nil
+	}
+
+	fields := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag != "" && tag != "-" {
+			fields[tag] = f.Type
+		}
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := n.Content[i]
+		ft, ok := fields[k.Value]
+		if !ok {
+			return fmt.Errorf("%w: %s:%d: field %s not found in type %s", ErrConfig, file, k.Line, k.Value, t)
+		}
+		if err := checkKnownKeys(file, n.Content[i+1], ft); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // ParseConfig parses and validates configuration data; file names it in
 // errors. Paths are left as written.

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"gopkg.in/yaml.v3"
 )
 
 const validConfig = `environment: test
@@ -59,4 +61,38 @@ func TestSecretRefResolve(t *testing.T) {
 	if _, err := (SecretRef{Env: "WARD_TEST_UNSET_SECRET"}).Resolve(); err == nil {
 		t.Error("Resolve of an unset variable succeeded")
 	}
+}
+
+func TestParseConfigNode(t *testing.T) {
+	var doc yaml.Node
+	file := "ward.yaml"
+	text := "listen:\n  api: 127.0.0.1:8443\npgproxy:\n" + indent(validConfig)
+	if err := yaml.Unmarshal([]byte(text), &doc); err != nil {
+		t.Fatal(err)
+	}
+	section := doc.Content[0].Content[3]
+	cfg, err := ParseConfigNode(file, "/etc/ward", section)
+	if err != nil {
+		t.Fatalf("ParseConfigNode: %v", err)
+	}
+	if cfg.Rules != "/etc/ward/rules.yaml" || cfg.Upstream.Database != "chinook" {
+		t.Errorf("ParseConfigNode: rules %q, database %q", cfg.Rules, cfg.Upstream.Database)
+	}
+
+	bad := "pgproxy:\n" + indent(strings.Replace(validConfig, "  user: ward\n", "  user: ward\n  pasword: x\n", 1))
+	if err := yaml.Unmarshal([]byte(bad), &doc); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ParseConfigNode(file, "", doc.Content[0].Content[1])
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "ward.yaml:7: field pasword not found") {
+		t.Errorf("ParseConfigNode(misspelled key) = %v, want ward.yaml:7 error", err)
+	}
+}
+
+func indent(s string) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i := range lines {
+		lines[i] = "  " + lines[i]
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
