@@ -58,7 +58,7 @@ func (p *pipeline) maskBatches() {
 	defer p.wg.Done()
 	var row []rules.Field
 	for b := range p.work {
-		b.out, b.err = maskLines(p.table, b.in, b.firstRow, row, b.out[:0])
+		b.out, b.err = maskLines(p.table, b.in, b.firstRow, row, make([]byte, 0, len(b.in)+len(b.in)/2))
 		close(b.done)
 	}
 }
@@ -145,10 +145,13 @@ type maskWriter struct {
 	partial  []byte
 	rows     int64
 
-	pipe  *pipeline
-	batch *rowBatch
-	row   []rules.Field
-	buf   []byte
+	pipe    *pipeline
+	batch   *rowBatch
+	row     []rules.Field
+	buf     []byte
+	checked bool // masks and ordered are set
+	masks   bool
+	ordered bool
 }
 
 func (m *maskWriter) Write(p []byte) (int, error) {
@@ -180,11 +183,14 @@ func (m *maskWriter) line(line []byte) error {
 	if m.progress != nil && m.rows%progressEvery == 0 {
 		m.progress(m.table.Name(), m.rows, false)
 	}
+	if !m.checked {
+		m.masks, m.ordered, m.checked = m.table.Masks(), m.table.Ordered(), true
+	}
 	switch {
-	case !m.table.Masks():
+	case !m.masks:
 		_, err := m.out.Write(line)
 		return err
-	case m.table.Ordered():
+	case m.ordered:
 		var err error
 		m.buf, err = maskLines(m.table, line, m.rows, m.row, m.buf[:0])
 		if err != nil {
@@ -198,7 +204,8 @@ func (m *maskWriter) line(line []byte) error {
 		m.pipe = newPipeline(m.table, m.out)
 	}
 	if m.batch == nil {
-		m.batch = &rowBatch{firstRow: m.rows}
+		// Sized for typical rows, so appends rarely grow the buffer.
+		m.batch = &rowBatch{firstRow: m.rows, in: make([]byte, 0, batchRows*128)}
 	}
 	m.batch.in = append(m.batch.in, line...)
 	if m.rows-m.batch.firstRow+1 < batchRows {
