@@ -206,3 +206,22 @@ func TestReloadLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadDropsRole checks that role lookups remembered for one policy
+// version do not survive into the next.
+func TestReloadDropsRole(t *testing.T) {
+	withRole := basePolicy + "g, " + webID + ", role:admin, prod\n"
+	modelPath, policyPath := writeFiles(t, withRole)
+	e := newEnforcerAt(t, modelPath, policyPath, authz.WithCacheSize(0))
+	if d := e.Decide(webID, "prod", "db/orders", "read"); !d.Allowed {
+		t.Fatalf("Decide(web) with role:admin = %+v, want allowed", d)
+	}
+
+	writePolicy(t, policyPath, basePolicy)
+	if err := e.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if d := e.Decide(webID, "prod", "db/orders", "read"); d.Allowed {
+		t.Errorf("Decide(web) after its role was removed = %+v, want denied", d)
+	}
+}
