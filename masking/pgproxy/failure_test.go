@@ -262,7 +262,6 @@ func TestPgbenchScript(t *testing.T) {
 	}
 }
 
-
 func TestSyntaxErrorNotForwarded(t *testing.T) {
 	f := startProxy(t, "")
 	ctx := context.Background()
