@@ -9,7 +9,7 @@ LDFLAGS   := -X ward.dev/ward/internal/version.Version=$(VERSION)
 DATA_DIR  ?= ./ward-data
 BENCHTIME ?= 2s
 
-.PHONY: build run test test-deps bench lint clean
+.PHONY: build run test test-deps test-vault bench lint clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/ward
@@ -30,6 +30,12 @@ test: test-deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -count=1 -race -timeout 10m $(RACE_PKGS)
+
+# The Vault suites run against the in-process stand-in in make test; here
+# they run again against a real Vault or OpenBao dev server as well.
+test-vault: test-deps
+	@test -n "$$VAULT_ADDR" -a -n "$$VAULT_TOKEN" || { echo "test-vault: set VAULT_ADDR and VAULT_TOKEN (a dev server: vault server -dev)"; exit 2; }
+	$(GO) test -count=1 -v -run . ./broker/vault/... ./crypto/kek/vaulttransit/...
 
 bench: test-deps build
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./...

@@ -17,11 +17,15 @@ import (
 // openDatabases prepares the issuer of dynamic PostgreSQL logins, when the
 // configuration names any database role, and registers its lease actions.
 func (s *Server) openDatabases(roles []config.DatabaseRole) error {
-	if len(roles) == 0 {
-		return nil
-	}
 	converted := make([]pgcred.Role, 0, len(roles))
 	for _, r := range roles {
+		if r.Issuer == "vault" {
+			if s.vaultDB == nil {
+				s.vaultDB = map[string]string{}
+			}
+			s.vaultDB[r.Name] = r.VaultPath
+			continue
+		}
 		converted = append(converted, pgcred.Role{
 			Name:       r.Name,
 			DSN:        r.DSN,
@@ -31,6 +35,9 @@ func (s *Server) openDatabases(roles []config.DatabaseRole) error {
 			DefaultTTL: r.DefaultTTL.Duration,
 			MaxTTL:     r.MaxTTL.Duration,
 		})
+	}
+	if len(converted) == 0 {
+		return nil
 	}
 	iss, err := pgcred.New(converted, pgcred.Options{Logger: s.log, Now: s.now})
 	if err != nil {
@@ -81,6 +88,9 @@ func (s *Server) handleIssueDB(req *request) (any, *apiError) {
 	req.rec.Object = object
 	if body.Role == "" {
 		return nil, errorf(http.StatusBadRequest, "missing role")
+	}
+	if path, ok := s.vaultDB[body.Role]; ok {
+		return s.issueFromVault(req, path, object, body.TTL)
 	}
 	if s.pg == nil {
 		return nil, errorf(http.StatusNotFound, "no database roles are configured on this server")

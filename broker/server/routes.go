@@ -37,6 +37,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/issue/x509", s.serve("issue", true, s.handleIssueX509))
 	mux.HandleFunc("POST /v1/issue/jwt", s.serve("issue", true, s.handleIssueJWT))
 	mux.HandleFunc("POST /v1/issue/db", s.serve("issue", true, s.handleIssueDB))
+	mux.HandleFunc("POST /v1/issue/vault", s.serve("issue", true, s.handleIssueVault))
 	mux.HandleFunc("GET /v1/leases", s.serve("list-leases", true, s.handleListLeases))
 	mux.HandleFunc("POST /v1/leases/renew", s.serve("renew", true, s.handleRenew))
 	mux.HandleFunc("POST /v1/leases/revoke", s.serve("revoke", true, s.handleRevoke))

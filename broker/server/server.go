@@ -34,6 +34,7 @@ import (
 	"ward.dev/ward/broker/jwtsvid"
 	"ward.dev/ward/broker/lease"
 	"ward.dev/ward/broker/pgcred"
+	"ward.dev/ward/broker/vault"
 	"ward.dev/ward/crypto/kek"
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
@@ -74,6 +75,10 @@ type Server struct {
 	pg     *pgcred.Issuer // nil when no database roles are configured
 
 	backends *backends
+
+	vault    *vault.Client // nil unless a vault: section is configured
+	vaultIss *vault.Issuer
+	vaultDB  map[string]string // database role name -> Vault path, for issuer: vault
 
 	maskKeys  *transform.Keys        // the masking key for tokenize and detokenize
 	maskRules *rules.Ruleset         // nil unless masking.rules is configured
@@ -148,6 +153,9 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := s.loadQuarantines(context.Background()); err != nil {
 		return nil, err
 	}
+	if err := s.openVault(&cfg); err != nil {
+		return nil, err
+	}
 	if err := s.openDatabases(cfg.Databases); err != nil {
 		return nil, err
 	}
@@ -173,6 +181,9 @@ func (s *Server) Close() error {
 	var errs []error
 	if s.pg != nil {
 		s.pg.Close()
+	}
+	if s.vault != nil {
+		s.vault.Close()
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())

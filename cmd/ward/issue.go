@@ -27,7 +27,7 @@ func newIssueCmd() *cobra.Command {
 		Use:   "issue",
 		Short: "Obtain a short-lived credential",
 	}
-	cmd.AddCommand(newIssueX509Cmd(), newIssueJWTCmd(), newIssueDBCmd())
+	cmd.AddCommand(newIssueX509Cmd(), newIssueJWTCmd(), newIssueDBCmd(), newIssueVaultCmd())
 	return cmd
 }
 

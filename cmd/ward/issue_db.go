@@ -66,3 +66,54 @@ shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.`,
 	addOutputFlag(cmd, &output)
 	return cmd
 }
+
+func newIssueVaultCmd() *cobra.Command {
+	var ttl, output string
+	cmd := &cobra.Command{
+		Use:   "vault PATH [--ttl 1h]",
+		Short: "Obtain a Vault-held secret through ward: kv/<mount>/<path> or <mount>/creds/<role>",
+		Long: `Ask ward for a secret that Vault holds. ward checks its policy (issue on
+vault/<PATH>), reads the secret with its own Vault token and records a lease:
+a KV v2 secret (kv/<mount>/<path>) is returned with its version; dynamic
+credentials (<mount>/creds/<role>) come with a Vault lease that "ward lease
+renew" and "ward lease revoke" forward to Vault.`,
+		Example: `  ward issue vault kv/secret/payments/stripe --output json
+  ward issue vault database/creds/orders --ttl 30m`,
+		Args: argsUsage(cobra.ExactArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			c, err := newAPIClient()
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Data      map[string]string `json:"data,omitempty"`
+				Version   int               `json:"version,omitempty"`
+				Username  string            `json:"username,omitempty"`
+				Password  string            `json:"password,omitempty"`
+				LeaseID   string            `json:"lease_id"`
+				ExpiresAt time.Time         `json:"expires_at"`
+			}
+			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/issue/vault", map[string]string{"path": args[0], "ttl": ttl}, &resp); err != nil {
+				return apiError("issue Vault secret", err)
+			}
+			if output == outputJSON {
+				return printJSON(cmd.OutOrStdout(), resp)
+			}
+			w := cmd.OutOrStdout()
+			for k, v := range resp.Data {
+				fmt.Fprintf(w, "%-11s %s\n", k, v)
+			}
+			if resp.Username != "" {
+				fmt.Fprintf(w, "username    %s\npassword    %s\n", resp.Username, resp.Password)
+			}
+			fmt.Fprintf(w, "lease_id    %s\nexpires_at  %s\n", resp.LeaseID, resp.ExpiresAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&ttl, "ttl", "", "lease lifetime, such as 1h")
+	addOutputFlag(cmd, &output)
+	return cmd
+}

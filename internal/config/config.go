@@ -42,6 +42,9 @@ type Config struct {
 	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
 	Databases   []DatabaseRole `yaml:"databases"`
 	Masking     Masking        `yaml:"masking"`
+	// Vault is the Vault connection, decoded by the broker into its own
+	// settings (address, ca_cert, timeout, auth). Nil when not configured.
+	Vault *yaml.Node `yaml:"vault"`
 
 	path string
 }
@@ -113,7 +116,12 @@ type HSM struct {
 // per lease (issuer: postgres). The admin password is read from an
 // environment variable or a file, never from this file.
 type DatabaseRole struct {
-	Name       string    `yaml:"name"`
+	Name string `yaml:"name"`
+	// Issuer is postgres (ward creates the login itself, the default) or
+	// vault (Vault's database secrets engine at VaultPath, such as
+	// database/creds/orders).
+	Issuer     string    `yaml:"issuer"`
+	VaultPath  string    `yaml:"vault_path"`
 	DSN        string    `yaml:"dsn"`
 	Password   SecretRef `yaml:"password"`
 	Creation   string    `yaml:"creation"`
@@ -331,6 +339,20 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 	}
 	for i, db := range c.Databases {
 		at := fmt.Sprintf("%s:%d: databases[%d]", name, db.Line, i)
+		if db.Issuer == "vault" {
+			switch {
+			case db.Name == "":
+				return fmt.Errorf("%w: %s: missing name", ErrInvalid, at)
+			case c.Vault == nil:
+				return fmt.Errorf("%w: %s (%s): issuer vault needs a vault: section", ErrInvalid, at, db.Name)
+			case !strings.Contains(db.VaultPath, "/creds/"):
+				return fmt.Errorf("%w: %s (%s): vault_path %q must look like <mount>/creds/<role>", ErrInvalid, at, db.Name, db.VaultPath)
+			}
+			continue
+		}
+		if db.Issuer != "" && db.Issuer != "postgres" {
+			return fmt.Errorf("%w: %s (%s): unknown issuer %q, want postgres or vault", ErrInvalid, at, db.Name, db.Issuer)
+		}
 		switch {
 		case db.Name == "":
 			return fmt.Errorf("%w: %s: missing name", ErrInvalid, at)

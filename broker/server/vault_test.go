@@ -1,0 +1,89 @@
+package server
+
+import (
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"ward.dev/ward/broker/vault/vaulttest"
+	"ward.dev/ward/internal/config"
+)
+
+// startWithVault starts a ward server against the in-process Vault
+// stand-in, with a KV secret and a database role behind it.
+func startWithVault(t *testing.T) (*testServer, *vaulttest.Server) {
+	t.Helper()
+	v := vaulttest.New(t)
+	v.PutKV("secret", "payments/stripe", map[string]any{"api_key": "sk_live_stand_in_value"})
+	v.AddDatabaseRole("orders", vaulttest.DatabaseRole{DefaultTTL: 3600e9, MaxTTL: 7200e9})
+	t.Setenv("WARD_TEST_VAULT_TOKEN", v.RootToken())
+
+	var node yaml.Node
+	doc := "address: " + v.Addr() + "\nauth:\n  method: token\n  token: {env: WARD_TEST_VAULT_TOKEN}\n"
+	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Vault = node.Content[0]
+		c.Databases = []config.DatabaseRole{{Name: "orders", Issuer: "vault", VaultPath: "database/creds/orders"}}
+	})
+	return ts, v
+}
+
+func TestVaultKVAndDatabaseThroughAPI(t *testing.T) {
+	ts, v := startWithVault(t)
+
+	var kv vaultResponse
+	if code := ts.call(t, "POST", "/v1/issue/vault", map[string]string{"path": "kv/secret/payments/stripe"}, &kv); code != http.StatusOK {
+		t.Fatalf("issue vault kv = %d, want 200", code)
+	}
+	if kv.Data["api_key"] != "sk_live_stand_in_value" || kv.Version != 1 {
+		t.Errorf("kv = %+v, want the stored secret at version 1", kv)
+	}
+
+	var db vaultResponse
+	if code := ts.call(t, "POST", "/v1/issue/db", map[string]string{"role": "orders", "ttl": "30m"}, &db); code != http.StatusOK {
+		t.Fatalf("issue db through vault = %d, want 200", code)
+	}
+	if db.Username == "" || db.Password == "" {
+		t.Fatalf("db credential = %+v, want username and password", db)
+	}
+	if code := ts.call(t, "POST", "/v1/leases/renew", map[string]string{"lease_id": db.LeaseID, "increment": "1h"}, nil); code != http.StatusOK {
+		t.Errorf("renew vault lease = %d, want 200", code)
+	}
+	if code := ts.call(t, "POST", "/v1/leases/revoke", map[string]string{"lease_id": db.LeaseID}, nil); code != http.StatusOK {
+		t.Errorf("revoke vault lease = %d, want 200", code)
+	}
+	if v.Requests("PUT", "/v1/sys/leases/revoke")+v.Requests("POST", "/v1/sys/leases/revoke") == 0 {
+		t.Error("revocation did not reach Vault's sys/leases/revoke")
+	}
+
+	audit, _ := os.ReadFile(ts.srv.cfg.Audit.Path)
+	for _, secret := range []string{"sk_live_stand_in_value", db.Password, v.RootToken()} {
+		if strings.Contains(string(audit), secret) {
+			t.Errorf("audit log contains a secret value %q", secret[:4]+"...")
+		}
+	}
+}
+
+func TestVaultSealedIs503AndRecovers(t *testing.T) {
+	ts, v := startWithVault(t)
+	v.Seal()
+	req, _ := http.NewRequest("POST", ts.addr+"/v1/issue/db", strings.NewReader(`{"role":"orders"}`))
+	req.Header.Set("Authorization", "Bearer "+ts.token)
+	resp, err := ts.http.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("issue with Vault sealed = %d (Retry-After %q), want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	v.Unseal()
+	if code := ts.call(t, "POST", "/v1/issue/db", map[string]string{"role": "orders"}, nil); code != http.StatusOK {
+		t.Errorf("issue after unseal = %d, want 200", code)
+	}
+}
