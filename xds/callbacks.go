@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -28,6 +29,11 @@ type streamState struct {
 	acked map[string]string
 	// sent maps a type URL to the version last sent on the stream.
 	sent map[string]string
+	// Delta streams only: the nonce of the last response of a type not yet
+	// acknowledged or rejected, and whether the type is subscribed as a
+	// wildcard.
+	pending  map[string]string
+	wildcard map[string]bool
 }
 
 // streamKey identifies an ADS stream. go-control-plane numbers state of the
@@ -61,7 +67,11 @@ func (c callbacks) open(ctx context.Context, id int64, delta bool) error {
 
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	c.s.streams[streamKey{delta, id}] = &streamState{peer: spiffeID, delta: delta, acked: map[string]string{}, sent: map[string]string{}}
+	c.s.streams[streamKey{delta, id}] = &streamState{
+		peer: spiffeID, delta: delta,
+		acked: map[string]string{}, sent: map[string]string{},
+		pending: map[string]string{}, wildcard: map[string]bool{},
+	}
 	return nil
 }
 
@@ -150,12 +160,10 @@ func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.
 	}
 }
 
-// OnStreamDeltaRequest binds the stream and records NACKs. go-control-plane's
-// delta server records a resource version when it sends it, so a rejected
-// resource is not resent until its content changes. Delta streams do not
-// count towards WaitConverged.
-// TODO: track delta ACKs per resource so WaitConverged and Status cover
-// Envoy on delta xDS; until then Status shows only delta NACKs.
+// OnStreamDeltaRequest binds the stream, records NACKs and notes which
+// responses are answered. go-control-plane's delta server records a
+// resource version when it sends it, so a rejected resource is not resent
+// until its content changes.
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
@@ -164,11 +172,28 @@ func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscover
 	if err != nil {
 		return err
 	}
-	if detail := req.GetErrorDetail(); detail != nil {
-		st := c.s.nodeLocked(ss.node)
-		st.nacks[resource.Type(req.GetTypeUrl())] = NACK{Version: ss.sent[req.GetTypeUrl()], Message: cleanMessage(detail.GetMessage()), At: c.s.now()}
-		c.s.log.Warn("xds node rejected configuration", "node", ss.node, "type", req.GetTypeUrl(), "delta", true, "message", cleanMessage(detail.GetMessage()))
+
+	typ := req.GetTypeUrl()
+	if _, seen := ss.wildcard[typ]; !seen {
+		// As in the delta protocol, a first request that names no resource,
+		// or names "*", subscribes to all of them.
+		names := req.GetResourceNamesSubscribe()
+		ss.wildcard[typ] = len(names) == 0 || slices.Contains(names, "*")
 	}
+	answered := req.GetResponseNonce() != "" && req.GetResponseNonce() == ss.pending[typ]
+	if answered {
+		delete(ss.pending, typ)
+	}
+	st := c.s.nodeLocked(ss.node)
+	if n, ok := st.nacks[resource.Type(typ)]; ok && answered && req.GetErrorDetail() == nil && n.Version != ss.sent[typ] {
+		// The node accepted a later version, so the rejection is history.
+		delete(st.nacks, resource.Type(typ))
+	}
+	if detail := req.GetErrorDetail(); detail != nil {
+		st.nacks[resource.Type(typ)] = NACK{Version: ss.sent[typ], Message: cleanMessage(detail.GetMessage()), At: c.s.now(), delta: true}
+		c.s.log.Warn("xds node rejected configuration", "node", ss.node, "type", typ, "delta", true, "message", cleanMessage(detail.GetMessage()))
+	}
+	c.s.broadcastLocked()
 	return nil
 }
 
@@ -177,6 +202,7 @@ func (c callbacks) OnStreamDeltaResponse(id int64, _ *discoveryv3.DeltaDiscovery
 	defer c.s.mu.Unlock()
 	if ss, ok := c.s.streams[streamKey{true, id}]; ok {
 		ss.sent[resp.GetTypeUrl()] = resp.GetSystemVersionInfo()
+		ss.pending[resp.GetTypeUrl()] = resp.GetNonce()
 		c.s.nodeLocked(ss.node).pushes[resource.Type(resp.GetTypeUrl())]++
 	}
 }

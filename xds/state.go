@@ -28,6 +28,10 @@ type NACK struct {
 	Version string    `json:"version"`
 	Message string    `json:"message"` // the node's error_detail, at most 2 KiB, PEM blocks removed
 	At      time.Time `json:"at"`
+	// delta is set for a NACK on a delta stream. The server does not roll
+	// those back: it holds no accepted version for them, and the delta
+	// server does not resend a rejected resource anyway.
+	delta bool
 }
 
 func (s *Server) nodeLocked(id string) *nodeState {
@@ -56,7 +60,7 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	next := make(nodeSet, len(st.desired))
 	changed := st.served == nil
 	for typ, set := range st.desired {
-		if n, ok := st.nacks[typ]; ok && n.Version == set.version {
+		if n, ok := st.nacks[typ]; ok && !n.delta && n.Version == set.version {
 			set = st.rollback(typ, st.accepted[typ], set)
 		}
 		next[typ] = set

@@ -98,13 +98,29 @@ func (s *Server) WaitConverged(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// pendingLocked lists nodes with a stream whose acknowledged version of a
-// subscribed type differs from the served one.
+// pendingLocked lists nodes with a stream that has not yet answered the
+// version it is offered.
+//
+// A state-of-the-world stream is pending while its acknowledged version of
+// a subscribed type differs from the served one. A delta stream is pending
+// while a wildcard type (Envoy's listeners and clusters, which carry RBAC
+// and upstreams) has a response unanswered or not yet sent. Delta types
+// subscribed by name are not awaited: a change may not concern the names a
+// stream holds, and then no response comes.
 func (s *Server) pendingLocked() []string {
 	var pending []string
 	for _, ss := range s.streams {
 		st := s.nodes[ss.node]
-		if ss.delta || st == nil || st.served == nil {
+		if st == nil || st.served == nil {
+			continue
+		}
+		if ss.delta {
+			for typ, all := range ss.wildcard {
+				if all && (ss.pending[typ] != "" || ss.sent[typ] != st.served[resource.Type(typ)].version) {
+					pending = append(pending, ss.node)
+					break
+				}
+			}
 			continue
 		}
 		for typ, v := range ss.acked {
