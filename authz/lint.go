@@ -131,23 +131,35 @@ func lintPolicy(pf *policyFile) []Finding {
 		}
 	}
 
-	var denies []rule
+	// Denies are grouped by subject, so each line is compared only with the
+	// denies that can cover its subject: same subject, or a pattern.
+	denyBySubject := make(map[string][]rule)
+	var denyPatterns []rule
 	for _, r := range pf.rules {
-		if r.fields[4] == effectDeny {
-			denies = append(denies, r)
+		switch {
+		case r.fields[4] != effectDeny:
+		case strings.HasSuffix(r.fields[0], wildcard):
+			denyPatterns = append(denyPatterns, r)
+		default:
+			denyBySubject[r.fields[0]] = append(denyBySubject[r.fields[0]], r)
 		}
 	}
 	for _, r := range pf.rules {
-		for _, d := range denies {
-			if d.line == r.line || !covers(d.fields, r.fields) {
-				continue
+		cover := 0 // line of the first deny that covers r
+		for _, group := range [][]rule{denyBySubject[r.fields[0]], denyPatterns} {
+			for _, d := range group {
+				if d.line != r.line && (cover == 0 || d.line < cover) && covers(d.fields, r.fields) {
+					cover = d.line
+				}
 			}
-			if r.fields[4] == effectDeny {
-				add(r.line, "deny is redundant: the deny at line %d already covers every request it matches", d.line)
-			} else {
-				add(r.line, "allow never takes effect: the deny at line %d matches every request it matches, and deny wins", d.line)
-			}
-			break
+		}
+
+		switch {
+		case cover == 0:
+		case r.fields[4] == effectDeny:
+			add(r.line, "deny is redundant: the deny at line %d already covers every request it matches", cover)
+		default:
+			add(r.line, "allow never takes effect: the deny at line %d matches every request it matches, and deny wins", cover)
 		}
 	}
 
