@@ -2,6 +2,7 @@ package authz_test
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -274,5 +275,26 @@ func TestCustomMatcher(t *testing.T) {
 	}
 	if d := e.Decide("spiffe://ward.test/a", "dev", "db/y", "read"); d.Allowed {
 		t.Errorf("Decide(db/y) = %+v, want denied", d)
+	}
+}
+
+// TestDecideCasbinError checks that an error inside Casbin denies the
+// request and goes to the log, not into the Decision.
+func TestDecideCasbinError(t *testing.T) {
+	const sub = "spiffe://ward.test/a"
+	modelPath, policyPath := writeFiles(t, "p, "+sub+", dev, db/(, read, allow\n")
+	custom := strings.Replace(authz.DefaultModel, "keyMatch(r.obj, p.obj)", "regexMatch(r.obj, p.obj)", 1)
+	if err := os.WriteFile(modelPath, []byte(custom), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logged strings.Builder
+	e := newEnforcerAt(t, modelPath, policyPath, authz.WithLogger(slog.New(slog.NewTextHandler(&logged, nil))))
+
+	d := e.Decide(sub, "dev", "db/x", "read")
+	if d.Allowed || !strings.HasPrefix(d.Reason, "authorization failed") || strings.Contains(d.Reason, "goroutine") {
+		t.Errorf("Decide() = %+v, want denied with a short failure reason", d)
+	}
+	if !strings.Contains(logged.String(), "authorization failed") || !strings.Contains(logged.String(), "subject="+sub) {
+		t.Errorf("log = %q, want the failure with the subject", logged.String())
 	}
 }
