@@ -55,6 +55,7 @@ type Agent struct {
 	mu       sync.Mutex
 	identity *issued
 	creds    map[string]*issued
+	written  map[string]*issued // the credential whose files are on disk
 	due      map[string]time.Time // next renewal of each credential; "" is the identity
 	failures map[string]int       // consecutive failures, for backoff
 	writeErr error                // the last write or render failure
@@ -107,6 +108,7 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 		broker:   b,
 		out:      writer{dir: cfg.OutputDir, owner: cfg.Owner},
 		creds:    map[string]*issued{},
+		written:  map[string]*issued{},
 		due:      map[string]time.Time{},
 		failures: map[string]int{},
 		changed:  make(chan struct{}),
@@ -358,6 +360,9 @@ func (a *Agent) Ready() error {
 		}
 		if !now.Before(c.expiresAt) {
 			return fmt.Errorf("credential %q expired at %s", name, c.expiresAt.Format(time.RFC3339))
+		}
+		if a.cfg.OutputDir != "" && a.written[name] != c {
+			return fmt.Errorf("credential %q not yet written", name)
 		}
 	}
 	if a.writeErr != nil {

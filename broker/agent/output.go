@@ -18,14 +18,6 @@ import (
 // that fails leaves every rendered file as it was. The error names the
 // credential or template and the file.
 func (a *Agent) writeChanged(names []string) error {
-	err := a.writeFiles(names)
-	a.mu.Lock()
-	a.writeErr = err
-	a.mu.Unlock()
-	return err
-}
-
-func (a *Agent) writeFiles(names []string) error {
 	a.mu.Lock()
 	snapshot := make(map[string]*issued, len(a.creds))
 	for k, v := range a.creds {
@@ -33,6 +25,20 @@ func (a *Agent) writeFiles(names []string) error {
 	}
 	a.mu.Unlock()
 
+	err := a.writeFiles(names, snapshot)
+
+	a.mu.Lock()
+	a.writeErr = err
+	if err == nil {
+		for _, name := range names {
+			a.written[name] = snapshot[name]
+		}
+	}
+	a.mu.Unlock()
+	return err
+}
+
+func (a *Agent) writeFiles(names []string, snapshot map[string]*issued) error {
 	for _, name := range names {
 		cr := a.credential(name)
 		c := snapshot[name]
