@@ -55,7 +55,7 @@ type Agent struct {
 	mu       sync.Mutex
 	identity *issued
 	creds    map[string]*issued
-	written  map[string]*issued // the credential whose files are on disk
+	written  map[string]*issued   // the credential whose files are on disk
 	due      map[string]time.Time // next renewal of each credential; "" is the identity
 	failures map[string]int       // consecutive failures, for backoff
 	writeErr error                // the last write or render failure
