@@ -86,7 +86,15 @@ func newLineEvaluator(m model.Model, roles rbac.RoleManager) (*lineEvaluator, er
 // as Casbin does. Each line holds its five fields as strings in interfaces
 // (see boxLine). It returns whether the request is allowed and the index in
 // lines of the line that decided, or -1 when none did.
-func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]any) (bool, int, error) {
+func (ev *lineEvaluator) decide(sub, dom, obj, act string, lines [][]any) (allowed bool, decided int, err error) {
+	// Like Casbin's enforce, turn a panic in a matcher function into an
+	// error, so the request is denied and the caller keeps running.
+	defer func() {
+		if r := recover(); r != nil {
+			allowed, decided, err = false, -1, fmt.Errorf("panic in the matcher: %v", r)
+		}
+	}()
+
 	w := ev.work.Get().(*evaluation)
 	defer ev.work.Put(w)
 
