@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -281,5 +282,22 @@ func TestSyntaxErrorNotForwarded(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM genre", mode).Scan(&n); err != nil || n == 0 {
 			t.Errorf("mode %v: query after syntax error = %d, %v", mode, n, err)
 		}
+	}
+}
+
+func TestGSSEncDeclined(t *testing.T) {
+	f := startProxy(t, "")
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte{0, 0, 0, 8, 4, 210, 22, 48}); err != nil {
+		t.Fatal(err)
+	}
+	answer := make([]byte, 1)
+	if _, err := io.ReadFull(c, answer); err != nil || answer[0] != 'N' {
+		t.Errorf("GSSENCRequest answer = %q, %v; want N", answer, err)
 	}
 }

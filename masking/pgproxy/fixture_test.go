@@ -53,6 +53,7 @@ columns:
   public.employee.phone: {transformer: partial, keep_last: 2}
   public.employee.fax: {transformer: partial, keep_last: 2}
   public.employee.email: email
+  public.employee.birth_date: {transformer: date-shift, max_days: 300}
   public.person.email: email
   public.person.phone: {transformer: partial, keep_last: 2}
   public.person.name: redact

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -111,6 +112,15 @@ func TestSupportSeesEmailOnly(t *testing.T) {
 		if got[i] == phones[i] {
 			t.Errorf("support phone %d = %q, the original; want it masked", i, got[i])
 		}
+	}
+
+	// Through a view the same decisions hold.
+	out, err = f.psql(t, "support", supportPW, "SELECT email, phone FROM customer_contact ORDER BY customer_id LIMIT 1")
+	if err != nil {
+		t.Fatalf("psql: %v\n%s", err, out)
+	}
+	if want := emails[0] + "|"; !strings.HasPrefix(out, want) || strings.Contains(out, phones[0]) {
+		t.Errorf("support through view = %q, want e-mail %q in clear and phone masked", out, emails[0])
 	}
 
 	// Mixing a visible and a masked column masks the result.
@@ -285,5 +295,40 @@ func TestReadOnlyRejectsWrites(t *testing.T) {
 	}
 	if n := direct(t, f.pg, "SELECT count(*)::text FROM genre WHERE genre_id = 1000"); n[0] != "0" {
 		t.Errorf("genre 1000 exists after rejected insert")
+	}
+}
+
+func TestBinaryTimestampMasked(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	direct, err := pgx.Connect(ctx, f.pg.DSN("chinook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(ctx)
+	proxied, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxied.Close(ctx)
+
+	const q = "SELECT birth_date, hire_date FROM employee WHERE employee_id = $1"
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+		var birth, hire, maskedBirth, keptHire time.Time
+		if err := direct.QueryRow(ctx, q, 1).Scan(&birth, &hire); err != nil {
+			t.Fatal(err)
+		}
+		if err := proxied.QueryRow(ctx, q, mode, 1).Scan(&maskedBirth, &keptHire); err != nil {
+			t.Fatalf("mode %v: %v", mode, err)
+		}
+		if maskedBirth.Equal(birth) {
+			t.Errorf("mode %v: birth_date = %v, the original; want it shifted", mode, maskedBirth)
+		}
+		if d := maskedBirth.Sub(birth); d > 300*24*time.Hour || d < -300*24*time.Hour {
+			t.Errorf("mode %v: birth_date moved by %v, want at most 300 days", mode, d)
+		}
+		if !keptHire.Equal(hire) {
+			t.Errorf("mode %v: hire_date = %v, want the original %v", mode, keptHire, hire)
+		}
 	}
 }
