@@ -1,7 +1,7 @@
 // Package agent is ward's sidecar: it authenticates a workload to the ward
 // broker, fetches the credentials its configuration lists (X.509-SVIDs with
 // their trust bundle, JWT-SVIDs), writes them and rendered templates into a
-// directory, renews each at half its lifetime, tells the application, and
+// directory, renews each at half its lifetime, notifies the application, and
 // serves them over the SPIFFE Workload API and Envoy SDS on Unix sockets.
 //
 // Security contract: files are replaced atomically (temporary file, then
@@ -339,9 +339,9 @@ func (a *Agent) allNames() []string {
 	return names
 }
 
-// Ready reports whether the agent holds a valid certificate of its own and
-// an unexpired copy of every credential, all written out; when not, the
-// error says why.
+// Ready returns nil when the agent holds a valid certificate of its own and
+// an unexpired copy of every credential, all written out. Otherwise the
+// error gives the reason.
 func (a *Agent) Ready() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -405,7 +405,7 @@ func (a *Agent) current(kindName string) []*issued {
 	return out
 }
 
-// revokeAll asks the broker to revoke the leases of the current
+// revokeAll requests revocation of the leases of the current
 // credentials. Failures are logged: the leases then end at their expiry.
 func (a *Agent) revokeAll(ctx context.Context) {
 	if !a.cfg.RevokeOnShutdown {

@@ -19,7 +19,7 @@ import (
 // maxResponse bounds a broker response read into memory.
 const maxResponse = 1 << 20
 
-// APIError is a request the broker answered with a non-2xx status.
+// APIError is a non-2xx response of the broker.
 type APIError struct {
 	Status  int
 	Message string

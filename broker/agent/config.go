@@ -102,7 +102,7 @@ type Template struct {
 	line int
 }
 
-// Notify says how the application learns of new credentials: a signal to
+// Notify selects how the application learns of new credentials: a signal to
 // the process whose id is in PIDFile, or to the child in --exec mode.
 type Notify struct {
 	PIDFile string `yaml:"pid_file"`

@@ -123,7 +123,7 @@ func (x509Kind) validate(cr *Credential) error {
 	return err
 }
 
-// x509Response is the broker's answer to POST /v1/issue/x509 and the
+// x509Response is the broker's response to POST /v1/issue/x509 and the
 // authentication endpoints.
 type x509Response struct {
 	SPIFFEID    string    `json:"spiffe_id"`
@@ -235,8 +235,8 @@ func issueJWT(ctx context.Context, b *brokerClient, name, target string, audienc
 	if resp.Token == "" || resp.ExpiresAt.IsZero() {
 		return nil, errors.New("broker returned an empty JWT-SVID")
 	}
-	// The broker's response has no issue time; the local clock stands in,
-	// which only shifts the renewal point by the request's latency.
+	// The broker's response has no issue time, so the local clock is used.
+	// That shifts the renewal point only by the request's latency.
 	return &issued{
 		name:      name,
 		values:    map[string][]byte{"token": []byte(resp.Token)},

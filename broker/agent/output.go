@@ -110,7 +110,7 @@ func (a *Agent) templateData(creds map[string]*issued) TemplateData {
 	return d
 }
 
-// notify tells the application that new credentials are on disk: the
+// notify informs the application that new credentials are on disk: the
 // configured signal to the process in notify.pid_file, or to the child (or
 // a restart of it) in --exec mode.
 func (a *Agent) notify() {

@@ -24,8 +24,8 @@ const (
 	sdsRootCA  = "ROOTCA"
 )
 
-// oneNode hashes every Envoy to the same snapshot: the socket is local to
-// one workload, so whoever connects gets that workload's secrets.
+// oneNode hashes every Envoy to the same snapshot. The socket is local to
+// one workload, so every client that connects gets that workload's secrets.
 type oneNode struct{}
 
 func (oneNode) ID(*corev3.Node) string { return "" }

@@ -15,7 +15,7 @@ import (
 // maxTemplateSize bounds a template source file and a rendered template.
 const maxTemplateSize = 1 << 20
 
-// TemplateData is what a template sees as dot: Creds maps credential name
+// TemplateData is the dot value of a template: Creds maps credential name
 // to its fields (cert, key, bundle, token, spiffe_id, expires_at, lease_id),
 // and SPIFFEID is the agent's own ID.
 type TemplateData struct {

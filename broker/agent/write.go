@@ -28,9 +28,9 @@ type file struct {
 }
 
 // writeAll replaces each file atomically. Every file is first staged as a
-// temporary file in the same directory with its mode, owner and content,
-// synced; only when all are staged are they renamed over their names, key
-// files first as the caller orders them. A failure while staging leaves
+// synced temporary file in the same directory with its mode, owner and
+// content. Only when all are staged are they renamed over their names, in
+// the caller's order (keys first). A failure while staging leaves
 // every old file as it was. A rename failing part-way (rare on one
 // directory) can leave a new key beside an old certificate.
 func (w writer) writeAll(files []file) error {

@@ -113,7 +113,7 @@ func New(cfg Config, log *slog.Logger) (*Injector, error) {
 	return &Injector{cfg: cfg, log: log}, nil
 }
 
-// Review answers one AdmissionReview. The response carries the request's
+// Review builds the response to one AdmissionReview. The response carries the request's
 // UID, and a JSONPatch when the pod is mutated.
 func (in *Injector) Review(review *admissionv1.AdmissionReview) *admissionv1.AdmissionReview {
 	out := &admissionv1.AdmissionReview{TypeMeta: review.TypeMeta}

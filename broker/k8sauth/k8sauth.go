@@ -4,9 +4,9 @@
 //
 // Two verifiers are offered: JWKS checks the token's signature locally
 // against the cluster's JSON Web Key Set (a file, or the issuer's
-// /openid/v1/jwks URL) and its iss, aud, exp, nbf and iat claims (RFC 7519);
-// TokenReview asks the API server (authentication.k8s.io/v1), which also
-// notices deleted pods and service accounts.
+// /openid/v1/jwks URL) and its iss, aud, exp, nbf and iat claims (RFC 7519).
+// TokenReview sends the token to the API server (authentication.k8s.io/v1),
+// which also rejects tokens of deleted pods and service accounts.
 //
 // Security contract: a token is accepted only with the configured audience,
 // an expiry no further than the leeway in the past, and a signature by a key
