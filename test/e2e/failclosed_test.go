@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ward.dev/ward/test/wardtest"
 )
@@ -84,12 +87,12 @@ func TestDataDirModes(t *testing.T) {
 }
 
 // TestDamagedKeysStopStart shows that ward refuses to start, naming the
-// file, when a sealed key or the KEK does not match.
+// file, when a sealed key does not decrypt.
 func TestDamagedKeysStopStart(t *testing.T) {
 	s := startDev(t)
 	s.Stop()
 	dataDir := s.DataDir()
-	serve := []string{"serve", "--dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}
+	serve := []string{"--dev", "--data-dir", dataDir, "--listen", "127.0.0.1:0"}
 
 	// Flip one byte of the sealed CA key: the AEAD tag no longer verifies.
 	caKey := filepath.Join(dataDir, "ca-key.sealed")
@@ -102,7 +105,7 @@ func TestDamagedKeysStopStart(t *testing.T) {
 	if err := os.WriteFile(caKey, damaged, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, code := s.RunEnv(t, workloadEnv(s), serve...)
+	code, stderr := serveMustFail(t, s, serve...)
 	if code != 1 || !strings.Contains(stderr, "ca-key.sealed") {
 		t.Errorf("ward serve with a damaged ca-key.sealed: exit %d, stderr %q; want 1 naming ca-key.sealed", code, stderr)
 	}
@@ -110,8 +113,17 @@ func TestDamagedKeysStopStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Another KEK: the keyset does not unseal.
-	kekPath := filepath.Join(dataDir, "kek.key")
+	// With the files restored, the server starts again.
+	s.Restart()
+}
+
+// TestWrongKEKKeepsServerSealed restarts ward with another KEK in
+// kek.key. The keyset does not unseal, so the server must serve sealed:
+// 503 for everything, over a certificate that ward's bundle does not
+// verify. Once the right kek.key is back it unseals without a restart.
+func TestWrongKEKKeepsServerSealed(t *testing.T) {
+	s := startDev(t, wardtest.AllowSealed())
+	kekPath := filepath.Join(s.DataDir(), "kek.key")
 	origKEK, err := os.ReadFile(kekPath)
 	if err != nil {
 		t.Fatal(err)
@@ -120,24 +132,25 @@ func TestDamagedKeysStopStart(t *testing.T) {
 	if _, err := rand.Read(otherKEK); err != nil {
 		t.Fatal(err)
 	}
+
+	s.Stop()
 	if err := os.WriteFile(kekPath, otherKEK, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, stderr, code = s.RunEnv(t, workloadEnv(s), serve...)
-	if code != 1 || !strings.Contains(stderr, "kek.key") {
-		t.Errorf("ward serve with another KEK: exit %d, stderr %q; want 1 naming kek.key", code, stderr)
-	}
+	s.Restart()
+	checkSealed(t, s, "kek.key")
+
 	if err := os.WriteFile(kekPath, origKEK, 0o600); err != nil {
 		t.Fatal(err)
 	}
-
-	// With the files restored, the server starts again.
-	s.Restart()
+	s.WaitReady(t, 15*time.Second)
+	checkUnsealedIssues(t, s)
 }
 
 // TestMissingKEKStopsStart removes kek.key from a data directory whose
-// keyset it sealed. The start must fail naming kek.key, and must not write
-// a new KEK that can never open the existing keyset.
+// keyset it sealed. The server must exit naming kek.key, or keep running
+// sealed, and must not write a new KEK that can never open the existing
+// keyset.
 func TestMissingKEKStopsStart(t *testing.T) {
 	s := startDev(t)
 	s.Stop()
@@ -146,12 +159,98 @@ func TestMissingKEKStopsStart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
-	if code != 1 || !strings.Contains(stderr, "kek.key") {
+	exited, code, stderr := serveBriefly(t, s, 10*time.Second, "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	switch {
+	case !exited:
+		t.Logf("ward serve without kek.key kept running (sealed) for 10s")
+	case code != 1 || !strings.Contains(stderr, "kek.key"):
 		t.Errorf("ward serve without kek.key: exit %d, stderr %q; want 1 naming kek.key", code, stderr)
 	}
 	if _, err := os.Stat(kekPath); err == nil {
-		t.Errorf("ward serve without kek.key created a new %s although keyset.sealed exists; want no new KEK (stderr was %q)", kekPath, stderr)
+		t.Errorf("ward serve without kek.key created a new %s although keyset.sealed exists", kekPath)
+	}
+}
+
+// serveMustFail runs `ward serve` with args and returns its exit code and
+// stderr. It fails the test if the server is still running after 10s.
+func serveMustFail(t *testing.T, s *wardtest.Server, args ...string) (code int, stderr string) {
+	t.Helper()
+	exited, code, stderr := serveBriefly(t, s, 10*time.Second, args...)
+	if !exited {
+		t.Fatalf("ward serve %s kept running for 10s, want it to exit (stderr: %s)", strings.Join(args, " "), stderr)
+	}
+	return code, stderr
+}
+
+// serveBriefly runs `ward serve` with args for at most timeout and reports
+// whether it exited by itself, with its exit code and stderr. A server
+// still running at the timeout is killed. Tests of a start that must fail
+// use it, so a server that keeps running costs seconds and not the whole
+// run's timeout.
+func serveBriefly(t *testing.T, s *wardtest.Server, timeout time.Duration, args ...string) (exited bool, code int, stderr string) {
+	t.Helper()
+	cmd := exec.Command(wardtest.Build(t), append([]string{"serve"}, args...)...)
+	cmd.Env = workloadEnv(s)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatalf("ward serve: %v", err)
+		}
+		return true, cmd.ProcessState.ExitCode(), errOut.String()
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return false, -1, errOut.String()
+	}
+}
+
+// checkSealed asserts that s is sealed: health and every call return 503,
+// the error names file, and ward's trust bundle does not verify the
+// throwaway certificate, so a client never sends it credentials.
+func checkSealed(t *testing.T, s *wardtest.Server, file string) {
+	t.Helper()
+	if !s.Sealed() {
+		t.Fatal("server is not sealed, want sealed")
+	}
+	dir := t.TempDir()
+
+	out := mustTool(t, dir, "curl", "-sS", "-k", "--tlsv1.3", "-w", "\n%{http_code}", s.Addr()+"/v1/health")
+	body, status := curlStatus(t, out)
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, `"sealed"`) {
+		t.Errorf("sealed GET /v1/health = %d %s, want 503 {\"status\":\"sealed\"}", status, body)
+	}
+	out = mustTool(t, dir, "curl", "-sS", "-k", "--tlsv1.3", "-X", "POST", "-d", "{}", "-w", "\n%{http_code}", s.Addr()+"/v1/issue/x509")
+	body, status = curlStatus(t, out)
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "sealed") || !strings.Contains(body, file) {
+		t.Errorf("sealed POST /v1/issue/x509 = %d %s, want 503 naming %s", status, body, file)
+	}
+
+	_, stderr, code := runTool(t, dir, "curl", "-sS", "--tlsv1.3", "--cacert", s.CACertPath(), s.Addr()+"/v1/health")
+	if code == 0 {
+		t.Error("curl --cacert ca.pem to the sealed server: exit 0, want certificate verification to fail")
+	}
+	t.Logf("sealed server with ward's bundle: curl exit %d: %s", code, strings.TrimSpace(stderr))
+}
+
+// checkUnsealedIssues asserts that s issues certificates under its CA.
+func checkUnsealedIssues(t *testing.T, s *wardtest.Server) {
+	t.Helper()
+	if s.Sealed() {
+		t.Fatal("server still sealed")
+	}
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+	status, body := s.Do(t, http.MethodPost, "/v1/issue/x509", map[string]string{"csr": string(newCSR(t, id)), "spiffe_id": id})
+	if status != http.StatusOK {
+		t.Errorf("POST /v1/issue/x509 after unsealing = %d %s, want 200", status, body)
 	}
 }
 
@@ -160,7 +259,7 @@ func TestMissingKEKStopsStart(t *testing.T) {
 func TestSecondServerOnSameDataDir(t *testing.T) {
 	s := startDev(t)
 
-	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	code, stderr := serveMustFail(t, s, "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
 	if code != 1 || !strings.Contains(stderr, "in use") {
 		t.Errorf("second ward serve on %s: exit %d, stderr %q; want 1 and \"in use\"", s.DataDir(), code, stderr)
 	}
@@ -188,7 +287,7 @@ func TestServeRejectsBadConfig(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tc.yaml), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--config", path,
+			code, stderr := serveMustFail(t, s, "--config", path,
 				"--data-dir", filepath.Join(dir, "data"), "--listen", "127.0.0.1:0")
 			if code != 1 || !strings.Contains(stderr, tc.want) {
 				t.Errorf("ward serve --config with %s: exit %d, stderr %q; want 1 naming %s", tc.name, code, stderr, tc.want)
@@ -211,7 +310,7 @@ func TestBrokenPolicyStopsStart(t *testing.T) {
 	line := strings.Count(string(data), "\n") + 1
 	writeFileAtomic(t, policyPath, append(data, "p, spiffe://ward.test/ns/shop/sa/web, dev\n"...))
 
-	_, stderr, code := s.RunEnv(t, workloadEnv(s), "serve", "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	code, stderr := serveMustFail(t, s, "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
 	want := fmt.Sprintf("policy.csv:%d", line)
 	if code != 1 || !strings.Contains(stderr, want) {
 		t.Errorf("ward serve with a broken policy: exit %d, stderr %q; want 1 naming %s", code, stderr, want)

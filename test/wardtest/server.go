@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,10 +32,11 @@ const (
 type Option func(*options)
 
 type options struct {
-	dir    string
-	config string
-	args   []string
-	env    []string
+	dir         string
+	config      string
+	args        []string
+	env         []string
+	allowSealed bool
 }
 
 // WithDir puts the data directory and the output files under dir instead of
@@ -55,6 +59,13 @@ func WithEnv(kv ...string) Option {
 	return func(o *options) { o.env = append(o.env, kv...) }
 }
 
+// AllowSealed lets Start return a server that started sealed (its key
+// provider unreachable, so it serves only 503 over a throwaway certificate)
+// instead of failing the test. Sealed reports the state, and WaitReady
+// waits for the server to unseal. The server then listens on a port that
+// wardtest picked, because a sealed server prints no address.
+func AllowSealed() Option { return func(o *options) { o.allowSealed = true } }
+
 // Server is one `ward serve` subprocess. Its methods are safe for concurrent
 // use, except that Start, Restart, Stop and Kill9 must not race with each
 // other.
@@ -68,6 +79,7 @@ type Server struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when cmd has exited
+	watch  *envWatcher   // stdout of the current process
 	addr   string        // https://127.0.0.1:PORT of the current process
 	cacert string
 	stderr *os.File
@@ -178,7 +190,31 @@ func (s *Server) Pid() int {
 func (s *Server) start(tb testing.TB) {
 	tb.Helper()
 
-	args := []string{"serve", "--data-dir", s.dataDir, "--listen", "127.0.0.1:0"}
+	// A sealed server prints no address, so it gets a port picked here.
+	// Another process may take that port first. Then ward exits and the
+	// start is retried on a new port.
+	for attempt := 1; ; attempt++ {
+		listen := "127.0.0.1:0"
+		if s.opts.allowSealed {
+			listen = pickPort(tb)
+		}
+		retry := s.startOnce(tb, listen)
+		if !retry {
+			return
+		}
+		if attempt == 3 {
+			tb.Fatalf("wardtest: ward serve found no free port in 3 attempts; log:\n%s", tail(s.LogPath()))
+		}
+	}
+}
+
+// startOnce starts one process listening on listen and waits until it is
+// ready (or sealed, when allowed). It returns true when the process exited
+// because the port was taken.
+func (s *Server) startOnce(tb testing.TB, listen string) (retry bool) {
+	tb.Helper()
+
+	args := []string{"serve", "--data-dir", s.dataDir, "--listen", listen}
 	if s.opts.config != "" {
 		args = append(args, "--config", s.ConfigPath())
 	} else {
@@ -194,6 +230,7 @@ func (s *Server) start(tb testing.TB) {
 	watch := newEnvWatcher(s.stdout)
 	cmd.Stdout = watch
 
+	logStart := logSize(s.LogPath())
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("wardtest: start %s: %v", s.bin, err)
 	}
@@ -204,27 +241,132 @@ func (s *Server) start(tb testing.TB) {
 	}()
 
 	s.mu.Lock()
-	s.cmd, s.exited = cmd, exited
+	s.cmd, s.exited, s.watch = cmd, exited, watch
+	s.addr, s.cacert = "", filepath.Join(s.dataDir, "ca.pem")
+	if s.opts.allowSealed {
+		s.addr = "https://" + listen
+	}
 	s.mu.Unlock()
 
+	var sealed <-chan struct{}
+	if s.opts.allowSealed {
+		sealed = s.pollSealed(exited)
+	}
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	select {
 	case <-watch.ready:
+	case <-sealed:
+		return false
 	case <-exited:
+		if strings.Contains(tailFrom(s.LogPath(), logStart), "address already in use") {
+			s.clearProcess()
+			return true
+		}
 		tb.Fatalf("wardtest: ward serve exited before printing its address (%s); log:\n%s", cmd.ProcessState, tail(s.LogPath()))
 	case <-timer.C:
 		s.Kill9()
 		tb.Fatalf("wardtest: ward serve printed no address within %s; log:\n%s", startTimeout, tail(s.LogPath()))
 	}
 
-	s.mu.Lock()
-	s.addr, s.cacert = watch.addr, watch.cacert
-	s.mu.Unlock()
-	if err := s.waitHealthy(exited); err != nil {
+	if err := s.becomeReady(exited, watch); err != nil {
 		s.Kill9()
 		tb.Fatalf("wardtest: %v; log:\n%s", err, tail(s.LogPath()))
 	}
+	return false
+}
+
+// becomeReady records the printed address and waits for /v1/health.
+func (s *Server) becomeReady(exited <-chan struct{}, watch *envWatcher) error {
+	s.mu.Lock()
+	s.addr, s.cacert = watch.addr, watch.cacert
+	s.mu.Unlock()
+	return s.waitHealthy(exited)
+}
+
+// Sealed reports whether the running server has not unsealed yet: it
+// started sealed (see AllowSealed) and has printed no address since.
+func (s *Server) Sealed() bool {
+	s.mu.Lock()
+	watch := s.watch
+	s.mu.Unlock()
+	if watch == nil {
+		return false
+	}
+	select {
+	case <-watch.ready:
+		return false
+	default:
+		return true
+	}
+}
+
+// WaitReady waits up to timeout for a sealed server to unseal, print its
+// address and return 200 for /v1/health, and fails the test otherwise.
+func (s *Server) WaitReady(tb testing.TB, timeout time.Duration) {
+	tb.Helper()
+	s.mu.Lock()
+	watch, exited := s.watch, s.exited
+	s.mu.Unlock()
+	if watch == nil {
+		tb.Fatal("wardtest: WaitReady: server not running")
+	}
+
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-watch.ready:
+	case <-exited:
+		tb.Fatalf("wardtest: ward serve exited while sealed; log:\n%s", tail(s.LogPath()))
+	case <-timer.C:
+		tb.Fatalf("wardtest: ward serve still sealed after %s; log:\n%s", timeout, tail(s.LogPath()))
+	}
+	if err := s.becomeReady(exited, watch); err != nil {
+		tb.Fatalf("wardtest: %v; log:\n%s", err, tail(s.LogPath()))
+	}
+}
+
+// pollSealed returns a channel that is closed once GET /v1/health returns
+// {"status":"sealed"}. The sealed server's certificate is a throwaway one
+// that no bundle holds, so only this probe skips verification, and it
+// sends no credentials.
+func (s *Server) pollSealed(exited <-chan struct{}) <-chan struct{} {
+	sealed := make(chan struct{})
+	addr := s.Addr()
+	client := &http.Client{
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}},
+		Timeout:   5 * time.Second,
+	}
+	go func() {
+		deadline := time.Now().Add(startTimeout)
+		for time.Now().Before(deadline) {
+			select {
+			case <-exited:
+				return
+			default:
+			}
+			resp, err := client.Get(addr + "/v1/health")
+			if err == nil {
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), `"sealed"`) {
+					close(sealed)
+					return
+				}
+				if resp.StatusCode == http.StatusOK {
+					return // unsealed: the printed address will follow
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return sealed
+}
+
+func (s *Server) clearProcess() {
+	s.mu.Lock()
+	s.cmd, s.watch = nil, nil
+	s.mu.Unlock()
 }
 
 // waitHealthy polls GET /v1/health until it returns 200.
@@ -276,9 +418,7 @@ func (s *Server) Stop() {
 		_ = cmd.Process.Kill()
 		<-exited
 	}
-	s.mu.Lock()
-	s.cmd = nil
-	s.mu.Unlock()
+	s.clearProcess()
 }
 
 // Kill9 kills the server with SIGKILL, as a crash would, and waits until
@@ -292,9 +432,7 @@ func (s *Server) Kill9() {
 	}
 	_ = cmd.Process.Kill()
 	<-exited
-	s.mu.Lock()
-	s.cmd = nil
-	s.mu.Unlock()
+	s.clearProcess()
 }
 
 // Signal sends sig to the running server.
@@ -329,7 +467,7 @@ func (s *Server) Run(tb testing.TB, args ...string) (stdout, stderr string, code
 	return s.RunEnv(tb, s.Env(), args...)
 }
 
-// RunEnv is Run with the environment env instead of Env; use it to run as
+// RunEnv is Run with the environment env instead of Env. Use it to run as
 // another caller (a client certificate, no token).
 func (s *Server) RunEnv(tb testing.TB, env []string, args ...string) (stdout, stderr string, code int) {
 	tb.Helper()
@@ -419,6 +557,34 @@ func unquote(v string) string {
 		return strings.ReplaceAll(v[1:len(v)-1], `'\''`, `'`)
 	}
 	return v
+}
+
+// pickPort returns 127.0.0.1:PORT with a port that was free a moment ago.
+func pickPort(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("wardtest: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func logSize(path string) int64 {
+	info, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return info.Size()
+}
+
+// tailFrom returns what was appended to a file after offset.
+func tailFrom(path string, offset int64) string {
+	b, err := os.ReadFile(path)
+	if err != nil || int64(len(b)) < offset {
+		return ""
+	}
+	return string(b[offset:])
 }
 
 // tail returns the last 4 KiB of a file, for failure messages.
