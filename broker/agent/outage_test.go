@@ -1,6 +1,8 @@
 package agent_test
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"ward.dev/ward/broker/agent"
 	"ward.dev/ward/test/wardtest"
 )
 
@@ -74,4 +77,56 @@ health: {listen: %s}
 		t.Errorf("agent log shows %d authentications, want a second one after the outage", n)
 	}
 	checkNoSecretsLogged(t, logs.String(), out)
+}
+
+// TestAgentRevokesOnShutdown stops an agent configured with
+// revoke_on_shutdown and checks that the broker lists its certificate's
+// lease as revoked.
+func TestAgentRevokesOnShutdown(t *testing.T) {
+	t.Parallel()
+	srv := wardtest.StartDev(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	yaml := fmt.Sprintf(`broker: {addr: %s, ca_file: %s}
+auth: {method: join_token, join_token_file: %s}
+output_dir: %s
+credentials:
+  - {name: svid, path: x509, ttl: 10m}
+revoke_on_shutdown: true
+`, srv.Addr(), srv.CACertPath(), joinToken(t, srv, dir, webID), dir)
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(cfg, agent.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, 20*time.Second, "agent ready", func() bool { return a.Ready() == nil })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+
+	status, body := srv.Do(t, "GET", "/v1/leases?state=revoked&prefix=x509/"+webID, nil)
+	if status != http.StatusOK {
+		t.Fatalf("GET /v1/leases = %d %s", status, body)
+	}
+	var resp struct {
+		Leases []struct {
+			Object string `json:"object"`
+		} `json:"leases"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Leases) != 1 {
+		t.Errorf("revoked leases = %s, want the one credential lease", body)
+	}
 }
