@@ -9,6 +9,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -290,4 +291,62 @@ func typeStatus(st Status, node string, typ resource.Type) TypeStatus {
 		}
 	}
 	return TypeStatus{}
+}
+
+// TestGRPCPeerServerListenerNACK forces a rejection of one node's server
+// listener. The node's server and client xDS streams share the listener
+// type, so the test checks that neither loses working configuration.
+func TestGRPCPeerServerListenerNACK(t *testing.T) {
+	az := newFakeAuthz([2]string{testID("a"), testID("b")}, [2]string{testID("b"), testID("a")})
+	m := startGRPCMesh(t, az, "a", "b")
+	ab, ba := m.client(t, "a", "b"), m.client(t, "b", "a")
+	waitCode(t, ab, codes.OK, 10*time.Second)
+	waitCode(t, ba, codes.OK, 10*time.Second)
+
+	m.ward.buildMu.Lock()
+	m.ward.mutate = func(node string, res map[resource.Type][]types.Resource) {
+		if node != testID("a") {
+			return
+		}
+		for i, r := range res[resource.ListenerType] {
+			l := r.(*listenerv3.Listener)
+			if len(l.GetFilterChains()) == 0 {
+				continue
+			}
+			l = proto.Clone(l).(*listenerv3.Listener)
+			ts := l.FilterChains[0].TransportSocket
+			ctx := &tlsv3.DownstreamTlsContext{}
+			if err := ts.GetTypedConfig().UnmarshalTo(ctx); err != nil {
+				panic(err)
+			}
+			ctx.CommonTlsContext.TlsParams = tls13()
+			ts.ConfigType = &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(ctx)}
+			res[resource.ListenerType][i] = l
+		}
+	}
+	m.ward.buildMu.Unlock()
+	m.ward.PolicyChanged()
+
+	var ts TypeStatus
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(20 * time.Millisecond) {
+		if ts = typeStatus(m.ward.Status(), testID("a"), resource.ListenerType); ts.NACK != nil {
+			break
+		}
+	}
+	if ts.NACK == nil || !strings.Contains(ts.NACK.Message, "tls_params") {
+		t.Fatalf("Status() LDS on a = %+v, want a tls_params NACK", ts)
+	}
+
+	// a's client side keeps its listeners, a fresh client resolves, and a's
+	// server keeps serving with its accepted listener.
+	for range 5 {
+		if err := call(ab); err != nil {
+			t.Fatalf("a -> b after a's LDS NACK: Check() = %v, want OK", err)
+		}
+		if err := call(ba); err != nil {
+			t.Fatalf("b -> a after a's LDS NACK: Check() = %v, want OK", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitCode(t, m.client(t, "a", "b"), codes.OK, 5*time.Second)
 }

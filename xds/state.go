@@ -7,17 +7,11 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 )
 
-// historySize is how many served versions per type a node keeps, so that a
-// NACK can roll the node back to the version it last accepted.
-const historySize = 4
-
 // nodeState is the server's record of one node id. Guarded by Server.mu.
 type nodeState struct {
-	kind    Kind
-	desired nodeSet // the latest successful build
-	served  nodeSet // the configuration the cache offers now
-	// history holds recently served versions per type, newest last.
-	history  map[resource.Type][]typeSet
+	kind     Kind
+	desired  nodeSet // the latest successful build
+	served   nodeSet // the configuration the cache offers now
 	accepted map[resource.Type]string
 	nacks    map[resource.Type]NACK
 	pushes   map[resource.Type]int // responses sent, over all streams
@@ -38,7 +32,6 @@ func (s *Server) nodeLocked(id string) *nodeState {
 	st, ok := s.nodes[id]
 	if !ok {
 		st = &nodeState{
-			history:  map[resource.Type][]typeSet{},
 			accepted: map[resource.Type]string{},
 			nacks:    map[resource.Type]NACK{},
 			pushes:   map[resource.Type]int{},
@@ -49,9 +42,9 @@ func (s *Server) nodeLocked(id string) *nodeState {
 }
 
 // pushLocked computes what the node should be offered and hands it to the
-// cache when it differs from what is offered now. For a type whose desired
-// version the node has rejected, the node keeps being offered the version
-// it last accepted, so the rejected one is not resent.
+// cache when it differs from what is offered now. A type whose desired
+// version the node has rejected is held (see hold), so the rejected version
+// is not resent.
 func (s *Server) pushLocked(id string, st *nodeState) {
 	if st.desired == nil {
 		return
@@ -61,13 +54,12 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	changed := st.served == nil
 	for typ, set := range st.desired {
 		if n, ok := st.nacks[typ]; ok && !n.delta && n.Version == set.version {
-			set = st.rollback(typ, st.accepted[typ], set)
+			set = hold(st.accepted[typ], set)
 		}
 		next[typ] = set
 		if st.served == nil || st.served[typ].version != set.version {
 			changed = true
 		}
-		st.remember(typ, set)
 	}
 	if !changed {
 		return
@@ -83,44 +75,19 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 	}
 }
 
-// rollback returns what to offer a node that rejected the rejected set of
-// typ while holding version: the set it accepted, from history.
+// hold returns what to offer for a type whose content the node rejected
+// while it still holds version: the rejected content, under the version
+// string the node holds.
 //
-// When version is not in history (the node accepted it from an earlier
-// server process), the rejected content is offered under the node's own
-// version string. The cache then sends nothing, since the versions match,
-// and the node keeps what it has. Offering an empty set instead would make
-// the node delete its resources.
-func (st *nodeState) rollback(typ resource.Type, version string, rejected typeSet) typeSet {
-	if version == "" {
-		return typeSet{}
-	}
-	for _, set := range st.history[typ] {
-		if set.version == version {
-			return set
-		}
-	}
+// The cache compares version strings only, so the stream that rejected the
+// content gets nothing more and keeps its configuration. Another stream of
+// the same node (a gRPC process has one per xDS client) that accepted the
+// content receives it again under the held version string, with no change.
+// Rolling back to older content instead would take accepted configuration
+// away from such a stream, and offering an empty set would make a node
+// delete its resources.
+func hold(version string, rejected typeSet) typeSet {
 	return typeSet{version: version, items: rejected.items, digests: rejected.digests}
-}
-
-func (st *nodeState) remember(typ resource.Type, set typeSet) {
-	h := st.history[typ]
-	for _, old := range h {
-		if old.version == set.version {
-			return
-		}
-	}
-	h = append(h, set)
-	if len(h) > historySize {
-		// Never evict the accepted version: a later NACK rolls back to it.
-		for i, old := range h {
-			if old.version != st.accepted[typ] {
-				h = append(h[:i], h[i+1:]...)
-				break
-			}
-		}
-	}
-	st.history[typ] = h
 }
 
 // broadcastLocked wakes everyone waiting for a change of ACK state.
