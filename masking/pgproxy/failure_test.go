@@ -301,3 +301,13 @@ func TestGSSEncDeclined(t *testing.T) {
 		t.Errorf("GSSENCRequest answer = %q, %v; want N", answer, err)
 	}
 }
+
+func TestRaisedValuesScrubbed(t *testing.T) {
+	f := startProxy(t, "writes: passthrough\n")
+	emails := direct(t, f.pg, "SELECT email FROM customer")
+	for _, level := range []string{"NOTICE", "WARNING", "EXCEPTION"} {
+		out, _ := f.psql(t, "tester", testerPW, `\set VERBOSITY verbose
+DO $$ BEGIN RAISE `+level+` '%', (SELECT email FROM customer WHERE customer_id = 1) USING ERRCODE = '42P01'; END $$`)
+		assertNoEmail(t, "RAISE "+level, out, emails)
+	}
+}

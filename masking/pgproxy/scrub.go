@@ -28,10 +28,17 @@ func scrubError(e *pgproto3.ErrorResponse) {
 		class = e.Code[:2]
 	}
 
+	// RAISE may set any SQLSTATE, so a raised error is recognized by the
+	// server routine that reported it.
+	if e.Routine == "exec_stmt_raise" || e.File == "pl_exec.c" {
+		class = "P0"
+	}
+
 	switch class {
 	case "P0":
 		// RAISE builds its message from anything the function read.
 		e.Message = "a function raised an error; its message was removed by ward"
+		e.Detail = ""
 	case "22", "XX", "38", "39", "2F":
 		// Data exceptions quote the value that failed to convert.
 		e.Message = messagePrefix(e.Message)
