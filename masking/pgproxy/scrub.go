@@ -34,6 +34,11 @@ func scrubError(e *pgproto3.ErrorResponse) {
 		class = "P0"
 	}
 
+	// Inside a function (WHERE is set) a message can quote text the
+	// function built from data, as with dynamic SQL naming a value, so
+	// only the part before the first quote or colon is kept.
+	inFunction := e.Where != ""
+
 	switch class {
 	case "P0":
 		// RAISE builds its message from anything the function read.
@@ -46,6 +51,12 @@ func scrubError(e *pgproto3.ErrorResponse) {
 		// RAISE NOTICE and warnings from functions carry arbitrary text.
 		if e.Code == "00000" || e.Code == "01000" {
 			e.Message = "message removed by ward"
+		} else if inFunction {
+			e.Message = messagePrefix(e.Message)
+		}
+	default:
+		if inFunction {
+			e.Message = messagePrefix(e.Message)
 		}
 	}
 
