@@ -89,6 +89,12 @@ func TestInvalidSPIFFEIDsRejected(t *testing.T) {
 				t.Errorf("POST /v1/issue/x509 for %q = %d (%s), want 400", id, status, outcome(body))
 			}
 			status, body = s.Do(t, http.MethodPost, "/v1/tokens/join", map[string]string{"spiffe_id": id})
+			var created struct {
+				Token string `json:"token"`
+			}
+			if json.Unmarshal(body, &created) == nil {
+				addSecret("join token for "+id, []byte(created.Token))
+			}
 			if status != http.StatusBadRequest {
 				t.Errorf("POST /v1/tokens/join for %q = %d (%s), want 400", id, status, outcome(body))
 			}
