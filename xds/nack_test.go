@@ -147,3 +147,53 @@ func TestDeltaNACKNotResent(t *testing.T) {
 	case <-time.After(300 * time.Millisecond):
 	}
 }
+
+// TestHeldTypeReplacedByAcceptedContent rejects a change and then reverts
+// it: the cache must end up with the accepted content again, although its
+// version equals the version string the held content was offered under.
+func TestHeldTypeReplacedByAcceptedContent(t *testing.T) {
+	s, err := New(Config{TrustDomain: testTD, Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: newTestCA(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Rebuild(ctx); err != nil {
+		t.Fatal(err)
+	}
+	node := testID("a")
+	s.mu.Lock()
+	accepted := s.nodes[node].served[resource.ClusterType]
+	for _, typ := range resourceTypes {
+		s.recordACK(node, typ, s.nodes[node].served[typ].version)
+	}
+	s.mu.Unlock()
+
+	// The node rejects new content.
+	if err := s.SetServices(ctx, append(threeServices(), Service{Name: "d", SPIFFEID: testID("d"), Kind: KindGRPC, Endpoints: []string{"127.0.0.1:7004"}})); err != nil {
+		t.Fatal(err)
+	}
+	// The node rejects every type, so every type is held.
+	s.mu.Lock()
+	st := s.nodes[node]
+	rejected := st.desired[resource.ClusterType]
+	for _, typ := range resourceTypes {
+		s.recordNACK(node, typ, st.desired[typ].version, st.accepted[typ], "rejected for the test")
+	}
+	held := st.served[resource.ClusterType]
+	s.mu.Unlock()
+	if !held.held || held.version != accepted.version || len(held.items) != len(rejected.items) {
+		t.Fatalf("after NACK served = version %q held %v with %d items, want the rejected %d items held under %q", held.version, held.held, len(held.items), len(rejected.items), accepted.version)
+	}
+
+	// Reverting the change restores the accepted content in the cache.
+	if err := s.SetServices(ctx, threeServices()); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.cache.GetSnapshot(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(snap.GetResources(resource.ClusterType)); got != len(accepted.items) {
+		t.Errorf("cache clusters after revert = %d, want the accepted %d", got, len(accepted.items))
+	}
+}

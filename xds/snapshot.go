@@ -33,6 +33,9 @@ type typeSet struct {
 	version string
 	items   []types.Resource
 	digests [][sha256.Size]byte // per item, for delta resource versions
+	// held marks rejected content offered under the version the node
+	// holds, so version no longer identifies the content.
+	held bool
 }
 
 // nodeSet is a node's complete configuration, indexed by type URL.

@@ -57,7 +57,7 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 			set = hold(st.accepted[typ], set)
 		}
 		next[typ] = set
-		if st.served == nil || st.served[typ].version != set.version {
+		if st.served == nil || st.served[typ].version != set.version || st.served[typ].held != set.held {
 			changed = true
 		}
 	}
@@ -87,7 +87,7 @@ func (s *Server) pushLocked(id string, st *nodeState) {
 // away from such a stream, and offering an empty set would make a node
 // delete its resources.
 func hold(version string, rejected typeSet) typeSet {
-	return typeSet{version: version, items: rejected.items, digests: rejected.digests}
+	return typeSet{version: version, items: rejected.items, digests: rejected.digests, held: true}
 }
 
 // broadcastLocked wakes everyone waiting for a change of ACK state.
