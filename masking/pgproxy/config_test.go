@@ -96,3 +96,13 @@ func indent(s string) string {
 	}
 	return strings.Join(lines, "\n") + "\n"
 }
+
+func TestLoadConfigExample(t *testing.T) {
+	cfg, err := LoadConfig("testdata/pgproxy.yaml")
+	if err != nil {
+		t.Fatalf("LoadConfig(example): %v", err)
+	}
+	if !strings.HasSuffix(cfg.Rules, "testdata/rules.yaml") || cfg.Limits.ConnectTimeout.Seconds() != 10 || len(cfg.Logins) != 1 {
+		t.Errorf("LoadConfig(example) = rules %q, timeout %v, %d logins", cfg.Rules, cfg.Limits.ConnectTimeout, len(cfg.Logins))
+	}
+}
