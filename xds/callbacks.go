@@ -161,7 +161,7 @@ func (c callbacks) OnStreamResponse(_ context.Context, id int64, _ *discoveryv3.
 }
 
 // OnStreamDeltaRequest binds the stream, records NACKs and notes which
-// responses are answered. go-control-plane's delta server records a
+// responses the node has acknowledged or rejected. go-control-plane's delta server records a
 // resource version when it sends it, so a rejected resource is not resent
 // until its content changes.
 func (c callbacks) OnStreamDeltaRequest(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {

@@ -43,9 +43,9 @@ type ConnectRule struct {
 //
 // ConnectRules must return every allow rule in domain whose action matches
 // connect, including rules for every domain ("*") and every action ("*").
-// Subjects are SPIFFE IDs, patterns ending in "*", or "*"; a role should be
-// expanded to its members, because an unexpanded role makes every service a
-// candidate for that rule. A missing rule would silently drop a permitted
+// Subjects are SPIFFE IDs, patterns ending in "*", or "*". Roles should be
+// expanded to their members, because an unexpanded role makes every service
+// a candidate for that rule. A missing rule would silently drop a permitted
 // connection, never add one.
 type RuleLister interface {
 	ConnectRules(domain string) []ConnectRule

@@ -119,7 +119,7 @@ func hashable(r types.Resource) types.Resource {
 // own digests, which leave SDS private keys out, so the cache need not
 // marshal and hash every resource again. The version on the wire is still
 // go-control-plane's own SHA-256 of the whole resource (v0.14 computes it
-// when sending), which only the node that receives the resource sees.
+// when sending), and only the node that receives the resource gets it.
 func (ns nodeSet) snapshot(delta bool) *cache.Snapshot {
 	s := &cache.Snapshot{}
 	if delta {

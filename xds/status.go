@@ -98,8 +98,8 @@ func (s *Server) WaitConverged(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// pendingLocked lists nodes with a stream that has not yet answered the
-// version it is offered.
+// pendingLocked lists nodes with a stream that has not yet acknowledged or
+// rejected the version it is offered.
 //
 // A state-of-the-world stream is pending while its acknowledged version of
 // a subscribed type differs from the served one. A delta stream is pending
