@@ -132,9 +132,11 @@ func (in *Injector) container(name string, initOnly bool) corev1.Container {
 			{Name: TokenVolume, MountPath: TokenPath, ReadOnly: true},
 			{Name: CAVolume, MountPath: CAPath, ReadOnly: true},
 		},
+		// One agent process measured 47 MiB resident; the limit leaves room
+		// for many credentials and Workload API clients.
 		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
 		},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             &yes,
