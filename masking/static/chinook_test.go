@@ -220,6 +220,28 @@ func TestChinookCopy(t *testing.T) {
 			}
 		}
 
+		// A dump written as INSERT statements, masked and restored,
+		// holds the same customers as the masked database.
+		inserts := filepath.Join(dir, "inserts.sql")
+		cmd = exec.Command(filepath.Join(srv.BinDir(), "pg_dump"), "--no-owner", "--inserts", "--rows-per-insert=25", "--dbname", srcDSN, "--file", inserts)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("pg_dump --inserts: %v\n%s", err, out)
+		}
+		maskedInserts := filepath.Join(dir, "inserts-masked.sql")
+		if _, err := static.MaskFile(chinookRules(t), testKeys(t), inserts, maskedInserts, static.FileOptions{Format: static.FormatPGDump}); err != nil {
+			t.Fatalf("MaskFile(inserts): %v", err)
+		}
+		restoredDSN := srv.CreateDB(t, "chinook_restored")
+		script, _ := os.ReadFile(maskedInserts)
+		psql(t, srv, restoredDSN, string(script))
+		restored := connect(t, restoredDSN)
+		for _, table := range []string{"customer", "employee", "invoice"} {
+			q := "SELECT * FROM " + table + " ORDER BY 1"
+			if got, want := copyOut(t, restored, q, ""), copyOut(t, dst, q, ""); got != want {
+				t.Errorf("%s: restored INSERT dump and masked database differ", table)
+			}
+		}
+
 		// A CSV export of the source, masked as a file, matches a CSV
 		// export of the masked database.
 		csvIn := filepath.Join(dir, "customer.csv")
