@@ -82,8 +82,10 @@ type Server struct {
 	watch  *envWatcher   // stdout of the current process
 	addr   string        // https://127.0.0.1:PORT of the current process
 	cacert string
-	stderr *os.File
-	stdout *os.File
+
+	lastExit *os.ProcessState // of the most recent process that exited
+	stderr   *os.File
+	stdout   *os.File
 }
 
 // StartDev starts `ward serve --dev` with a fresh data directory on a free
@@ -177,6 +179,14 @@ func (s *Server) AdminToken() string {
 	return strings.TrimSpace(string(b))
 }
 
+// LastExit returns how the most recent server process ended (after Stop,
+// Kill9 or a crash), or nil if none has ended.
+func (s *Server) LastExit() *os.ProcessState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastExit
+}
+
 // Pid returns the process id of the running server, or 0.
 func (s *Server) Pid() int {
 	s.mu.Lock()
@@ -237,6 +247,9 @@ func (s *Server) startOnce(tb testing.TB, listen string) (retry bool) {
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
+		s.mu.Lock()
+		s.lastExit = cmd.ProcessState
+		s.mu.Unlock()
 		close(exited)
 	}()
 

@@ -93,3 +93,25 @@ func TestStartWithConfig(t *testing.T) {
 		t.Errorf("log %s is not JSON with environment staging:\n%s", s.LogPath(), log)
 	}
 }
+
+func TestStopAndKill9ExitStatus(t *testing.T) {
+	s := wardtest.StartDev(t)
+
+	s.Stop()
+	if st := s.LastExit(); st == nil || st.ExitCode() != 0 {
+		t.Errorf("ward serve after SIGTERM: LastExit() = %v, want exit status 0", st)
+	}
+	log, err := os.ReadFile(s.LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(log, []byte("ward stopped")) {
+		t.Errorf("log %s has no \"ward stopped\" line after SIGTERM", s.LogPath())
+	}
+
+	s.Restart()
+	s.Kill9()
+	if st := s.LastExit(); st == nil || st.String() != "signal: killed" {
+		t.Errorf("ward serve after Kill9: LastExit() = %v, want signal: killed", st)
+	}
+}
