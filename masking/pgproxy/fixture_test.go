@@ -160,6 +160,13 @@ func startProxy(t *testing.T, extra string) *fixture {
 // cluster.
 func startProxyFor(t testing.TB, db, extra string) *fixture {
 	t.Helper()
+	return startProxyWith(t, db, "", extra)
+}
+
+// startProxyWith starts a proxy with upstreamExtra added to its upstream
+// section, as lines indented by two spaces.
+func startProxyWith(t testing.TB, db, upstreamExtra, extra string) *fixture {
+	t.Helper()
 	pg, password := chinookServer(t)
 	dir := t.TempDir()
 	write := func(name, content string) {
@@ -179,7 +186,7 @@ upstream:
   database: `+db+`
   user: `+upstreamRole+`
   password: {file: upstream.pw}
-policy: {model: model.conf, policy: policy.csv}
+`+upstreamExtra+`policy: {model: model.conf, policy: policy.csv}
 rules: rules.yaml
 `+extra)
 

@@ -30,9 +30,9 @@ type Decider interface {
 
 var _ Decider = (*authz.Enforcer)(nil)
 
-// quarantineLister is implemented by deciders that quarantine callers; the
-// proxy then rejects a quarantined caller at login, in addition to the
-// denials Decide already returns for it.
+// quarantineLister is implemented by deciders that quarantine callers. The
+// proxy rejects a quarantined caller at login, in addition to the denials
+// Decide already returns for it.
 type quarantineLister interface {
 	Quarantined() map[string]string
 }
