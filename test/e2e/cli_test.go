@@ -222,3 +222,26 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Errorf("ward lease list without WARD_CACERT: exit %d, stderr %q; want 1 and a certificate verification error", code, stderr)
 	}
 }
+
+// TestCLIHelpHasExamples runs --help on every credential command: each
+// exits 0 and shows an example.
+func TestCLIHelpHasExamples(t *testing.T) {
+	s := startDev(t)
+	commands := [][]string{
+		{"serve"}, {"version"}, {"token", "create"},
+		{"issue", "x509"}, {"issue", "jwt"},
+		{"lease", "list"}, {"lease", "renew"}, {"lease", "revoke"},
+		{"policy", "check"}, {"policy", "lint"}, {"policy", "reload"},
+	}
+	for _, command := range commands {
+		t.Run(strings.Join(command, " "), func(t *testing.T) {
+			stdout, stderr, code := s.Run(t, append(command, "--help")...)
+			if code != 0 {
+				t.Errorf("ward %s --help: exit %d, stderr %q, want 0", strings.Join(command, " "), code, stderr)
+			}
+			if !strings.Contains(stdout, "Examples:") {
+				t.Errorf("ward %s --help shows no Examples section:\n%s", strings.Join(command, " "), stdout)
+			}
+		})
+	}
+}
