@@ -39,6 +39,7 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 	index := map[string]int{}
 	for i, c := range columns {
 		index[c] = i
+		t.plans[i].entity = -1
 	}
 
 	// Columns go in rule order, so the first missing column reported is the
@@ -95,7 +96,6 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 
 func (cp *columnPlan) add(steps []*compiled, index map[string]int) error {
 	cp.steps = steps
-	cp.entity = -1
 	for _, s := range steps {
 		r := s.rule
 		if r.Entity != "" {
