@@ -139,8 +139,13 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]output
 		if len(left) != len(right) {
 			return nil, errLineage
 		}
+		// The sides may share lineage maps with FROM entries, so the
+		// merge builds new ones.
 		for i := range left {
-			left[i].src.union(right[i].src)
+			var merged sources
+			merged.union(left[i].src)
+			merged.union(right[i].src)
+			left[i].src = merged
 		}
 		r.filterExprs(sc, sel.SortClause)
 		return left, nil

@@ -236,3 +236,55 @@ func TestQuarantinedCallerRejected(t *testing.T) {
 		t.Errorf("released support sees %q, %v; want %q", email, err, emails[0])
 	}
 }
+
+func TestNotifyPayloadRedacted(t *testing.T) {
+	f := startProxy(t, "writes: passthrough\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	listener, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listener.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN ward_test"); err != nil {
+		t.Fatal(err)
+	}
+	f.pg.Exec(t, "chinook", "SELECT pg_notify('ward_test', email) FROM customer WHERE customer_id = 1")
+
+	n, err := listener.WaitForNotification(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Channel != "ward_test" || n.Payload != "REDACTED" {
+		t.Errorf("notification = %q %q, want channel ward_test and payload REDACTED", n.Channel, n.Payload)
+	}
+}
+
+func TestConnectionLimit(t *testing.T) {
+	f := startProxy(t, "limits: {max_connections: 1}\n")
+	ctx := context.Background()
+	first, err := pgconn.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = pgconn.Connect(ctx, f.proxyDSN("tester", testerPW))
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "53300" {
+		t.Errorf("second connection: err = %v, want SQLSTATE 53300", err)
+	}
+	first.Close(ctx)
+
+	// The slot is free again once the first session has ended.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := pgconn.Connect(ctx, f.proxyDSN("tester", testerPW))
+		if err == nil {
+			c.Close(ctx)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection after the first closed: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
