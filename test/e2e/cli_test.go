@@ -245,3 +245,62 @@ func TestCLIHelpHasExamples(t *testing.T) {
 		})
 	}
 }
+
+// TestCLIJSONOutput checks that --output json prints one valid JSON
+// document with the expected fields.
+func TestCLIJSONOutput(t *testing.T) {
+	s := startDev(t)
+	const id = "spiffe://ward.test/ns/shop/sa/web"
+
+	var token struct {
+		Token     string    `json:"token"`
+		SPIFFEID  string    `json:"spiffe_id"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	decodeJSON(t, mustWard(t, s, s.Env(), "token", "create", "--spiffe-id", id, "--ttl", "10m", "--output", "json"), &token)
+	addSecret("join token for "+id, []byte(token.Token))
+	if token.SPIFFEID != id || !strings.HasPrefix(token.Token, "wardjoin.") {
+		t.Errorf("token create --output json: spiffe_id %q, token prefix ok %v; want %s and wardjoin.", token.SPIFFEID, strings.HasPrefix(token.Token, "wardjoin."), id)
+	}
+	if left := time.Until(token.ExpiresAt); left <= 9*time.Minute || left > 10*time.Minute {
+		t.Errorf("token create --ttl 10m: expires_at in %s, want about 10m", left)
+	}
+
+	var jwt struct {
+		SPIFFEID string `json:"spiffe_id"`
+		Token    string `json:"token"`
+		LeaseID  string `json:"lease_id"`
+	}
+	decodeJSON(t, mustWard(t, s, s.Env(), "issue", "jwt", "--audience", "a", "--spiffe-id", id, "--output", "json"), &jwt)
+	addSecret("JWT-SVID", []byte(jwt.Token))
+	if jwt.SPIFFEID != id || !strings.HasPrefix(jwt.LeaseID, "jwt/"+id+"/") {
+		t.Errorf("issue jwt --output json: spiffe_id %q lease_id %q, want %s and a jwt/ lease", jwt.SPIFFEID, jwt.LeaseID, id)
+	}
+
+	var leases struct {
+		Leases []leaseView `json:"leases"`
+	}
+	decodeJSON(t, mustWard(t, s, s.Env(), "lease", "list", "--output", "json"), &leases)
+	if len(leases.Leases) != 1 || leases.Leases[0].ID != jwt.LeaseID {
+		t.Errorf("lease list --output json = %+v, want the one JWT lease %s", leases.Leases, jwt.LeaseID)
+	}
+
+	var decision struct {
+		Decision string `json:"decision"`
+		Rule     string `json:"rule"`
+	}
+	decodeJSON(t, mustWard(t, s, s.Env(), "policy", "check", id, "dev", "x509/"+id, "issue", "--output", "json"), &decision)
+	if decision.Decision != "allow" || decision.Rule == "" {
+		t.Errorf("policy check --output json = %+v, want allow with the deciding rule", decision)
+	}
+}
+
+func decodeJSON(t *testing.T, out string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(out), v); err != nil {
+		t.Fatalf("output %q is not the expected JSON: %v", out, err)
+	}
+	if !json.Valid([]byte(out)) {
+		t.Fatalf("output %q is not one JSON document", out)
+	}
+}
