@@ -3,7 +3,6 @@ package authz
 import (
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -209,74 +208,4 @@ func (s *snapshot) failed(sub, dom, obj, act string, err error) Decision {
 		slog.String("object", obj), slog.String("action", act),
 		slog.Uint64("version", s.version), slog.Any("error", err))
 	return Decision{Reason: "authorization failed: internal error, see the server log"}
-}
-
-// candidates appends to out, in file order, the indexes of the p lines
-// whose subject, domain, object and action can match the request.
-func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
-	filter := func(lines []int32) {
-		for _, i := range lines {
-			if s.lineCanMatch(i, sub, dom, obj, act) {
-				out = append(out, i)
-			}
-		}
-	}
-	add := func(b *bucket) {
-		if b == nil {
-			return
-		}
-		filter(b.exact[obj])
-		filter(b.other[act])
-		filter(b.anyAct)
-	}
-
-	add(s.bySubject[sub])
-
-	roleBuckets, ok := s.roleBuckets[dom]
-	if !ok {
-		roleBuckets = s.roleBuckets[otherDomain]
-	}
-	for _, b := range roleBuckets[sub] {
-		add(b)
-	}
-
-	for _, n := range s.prefixLengths {
-		if n > len(sub) {
-			break
-		}
-		add(s.byPrefix[sub[:n]])
-	}
-
-	slices.Sort(out)
-	return out
-}
-
-// lineCanMatch tests domain, object and action the way DefaultModel's
-// matcher does; the subject was matched by the index lookup.
-func (s *snapshot) lineCanMatch(i int32, sub, dom, obj, act string) bool {
-	f := s.policy.rules[i].fields
-	pdom, pobj, pact := f[1], f[2], f[3]
-	if pact != wildcard && pact != act {
-		return false
-	}
-
-	if pdom != wildcard && pdom != dom {
-		return false
-	}
-
-	if prefix, ok := strings.CutSuffix(pobj, wildcard); ok {
-		return strings.HasPrefix(obj, prefix)
-	}
-
-	switch pobj {
-	case obj:
-		return true
-	case selfX509:
-		id, ok := strings.CutPrefix(obj, "x509/")
-		return ok && id == sub
-	case selfJWT:
-		id, ok := strings.CutPrefix(obj, "jwt/")
-		return ok && id == sub
-	}
-	return false
 }

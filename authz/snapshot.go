@@ -50,6 +50,8 @@ type snapshot struct {
 	byPrefix      map[string]*bucket // subject prefix (pattern minus *) to its p lines
 	prefixLengths []int              // distinct lengths of the keys of byPrefix
 	domains       map[string]bool    // domains named by any p or g line
+	domainIDs     nameIDs            // numbers of the domains of p lines
+	actionIDs     nameIDs            // numbers of the actions of p lines
 	// roleBuckets maps a domain (or otherDomain) and a member to the
 	// buckets of every role the member holds there.
 	roleBuckets map[string]map[string][]*bucket
@@ -58,38 +60,6 @@ type snapshot struct {
 	boxed     [][]any        // policy.rules fields for the evaluator
 	cache     *decisionCache
 	logger    *slog.Logger
-}
-
-// bucket holds the p lines of one subject. Lines naming an exact object are
-// keyed by that object, and the rest (object patterns, x509/self and
-// jwt/self) by action, so a request looks up only lines that name its object
-// or its action (or *).
-type bucket struct {
-	exact  map[string][]int32
-	other  map[string][]int32
-	anyAct []int32 // the lines of other with action *
-}
-
-func (b *bucket) add(i int32, obj, act string) {
-	if !strings.HasSuffix(obj, wildcard) && obj != selfX509 && obj != selfJWT {
-		b.exact[obj] = append(b.exact[obj], i)
-		return
-	}
-
-	if act == wildcard {
-		b.anyAct = append(b.anyAct, i)
-		return
-	}
-	b.other[act] = append(b.other[act], i)
-}
-
-func bucketFor(m map[string]*bucket, key string) *bucket {
-	b := m[key]
-	if b == nil {
-		b = &bucket{exact: make(map[string][]int32), other: make(map[string][]int32)}
-		m[key] = b
-	}
-	return b
 }
 
 // loadSnapshot reads and validates both files and builds a snapshot. Every
@@ -201,7 +171,9 @@ func buildSnapshot(mf *modelFile, pf *policyFile, cacheSize int) (*snapshot, err
 	}
 
 	if mf.indexed {
-		s.buildIndex()
+		if err := s.buildIndex(); err != nil {
+			return nil, err
+		}
 		s.evaluator, err = newLineEvaluator(e.GetModel(), s.roles)
 		if err != nil {
 			return nil, invalid(mf.path, mf.matcherLine, "cannot compile the matcher: %v", err)
@@ -233,17 +205,25 @@ func newCasbinEnforcer(mf *modelFile) (*casbin.Enforcer, error) {
 // buildIndex fills the subject index and the role closure. The index may
 // select more lines than match, never fewer, because Casbin's matcher then
 // evaluates the selection.
-func (s *snapshot) buildIndex() {
+func (s *snapshot) buildIndex() error {
 	s.bySubject = make(map[string]*bucket)
 	s.byPrefix = make(map[string]*bucket)
 	s.domains = make(map[string]bool)
+	s.domainIDs, s.actionIDs = newNameIDs(), newNameIDs()
 
 	for i, r := range s.policy.rules {
 		sub, dom, obj, act := r.fields[0], r.fields[1], r.fields[2], r.fields[3]
+		domID, ok1 := s.domainIDs.assign(dom)
+		actID, ok2 := s.actionIDs.assign(act)
+		if !ok1 || !ok2 {
+			return invalid(s.policy.path, r.line, "more than %d distinct domains or actions", unknownName-1)
+		}
+
+		ref := newLineRef(i, obj, domID, actID)
 		if prefix, ok := strings.CutSuffix(sub, wildcard); ok {
-			bucketFor(s.byPrefix, prefix).add(int32(i), obj, act)
+			bucketFor(s.byPrefix, prefix).add(ref, obj)
 		} else {
-			bucketFor(s.bySubject, sub).add(int32(i), obj, act)
+			bucketFor(s.bySubject, sub).add(ref, obj)
 		}
 		if dom != wildcard {
 			s.domains[dom] = true
@@ -275,6 +255,7 @@ func (s *snapshot) buildIndex() {
 		s.roleBuckets[dom] = s.bucketsOfRoles(s.closeRoles(dom))
 	}
 	s.roleBuckets[otherDomain] = s.bucketsOfRoles(s.closeRoles(otherDomain))
+	return nil
 }
 
 // bucketsOfRoles maps each member to the buckets of its roles, leaving out
