@@ -1,9 +1,12 @@
 package pii
 
 import (
+	"strings"
 	"testing"
 
+	"ward.dev/ward/crypto/secret"
 	"ward.dev/ward/masking/rules"
+	"ward.dev/ward/masking/transform"
 )
 
 func TestValueMatches(t *testing.T) {
@@ -69,5 +72,33 @@ func TestClassifyByValues(t *testing.T) {
 	}
 	if _, ok := classify(ci, "", []string{"red", "green", "blue"}); ok {
 		t.Errorf("classify(colours) found personal data")
+	}
+}
+
+func TestSuggestFollowsForeignKeys(t *testing.T) {
+	col := func(table, name, typ string, unique bool) rules.ColumnInfo {
+		return rules.ColumnInfo{Column: rules.Column{Schema: "public", Table: table, Name: name}, Type: typ, Unique: unique}
+	}
+	email := col("users", "email", "text", true)
+	ref := col("orders", "user_email", "text", false)
+	catalog := &rules.Catalog{
+		Tables:      map[string][]rules.ColumnInfo{"public.users": {email}, "public.orders": {col("orders", "id", "integer", true), ref}},
+		ForeignKeys: []rules.ForeignKey{{From: ref.Column, To: email.Column}},
+	}
+	findings := []Finding{{Column: email.Column, Name: email.Column.String(), Type: "text", Kind: Email, Confidence: 1, MinDigits: 0, MinLen: 5}}
+	keys, err := transform.NewKeys(secret.New(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := Suggest(findings, catalog, keys)
+	rs, err := rules.Parse("s.yaml", out)
+	if err != nil {
+		t.Fatalf("Parse(Suggest) = %v\n%s", err, out)
+	}
+	if problems := rules.Validate(rs, catalog, keys, true); len(problems) > 0 {
+		t.Errorf("Validate(Suggest) = %v\n%s", problems, out)
+	}
+	if strings.Contains(string(out), "public.orders.user_email: keep") {
+		t.Errorf("Suggest keeps a column that references a masked key:\n%s", out)
 	}
 }
