@@ -55,8 +55,12 @@ func (s *Server) handleQuarantine(req *request) (any, *apiError) {
 		return nil, &apiError{status: http.StatusServiceUnavailable, cause: err,
 			msg: "quarantined, and revoked " + strconv.Itoa(n) + " leases, but a backend failed; the sweeper retries the rest"}
 	}
+	resp := map[string]any{"spiffe_id": q.SPIFFEID, "revoked_leases": n, "quarantined_at": q.CreatedAt}
+	if s.mesh != nil {
+		resp["mesh"] = s.meshQuarantine(req.r.Context(), q.SPIFFEID, true)
+	}
 	s.log.Info("identity quarantined", "spiffe_id", q.SPIFFEID, "revoked_leases", n, "duration", time.Since(start))
-	return map[string]any{"spiffe_id": q.SPIFFEID, "revoked_leases": n, "quarantined_at": q.CreatedAt}, nil
+	return resp, nil
 }
 
 func (s *Server) handleRelease(req *request) (any, *apiError) {
@@ -80,7 +84,11 @@ func (s *Server) handleRelease(req *request) (any, *apiError) {
 		return nil, unavailable("store unavailable, quarantine not lifted", err)
 	}
 	s.authz.Release(id.String())
-	return map[string]any{"spiffe_id": id.String(), "released": true}, nil
+	resp := map[string]any{"spiffe_id": id.String(), "released": true}
+	if s.mesh != nil {
+		resp["mesh"] = s.meshQuarantine(req.r.Context(), id.String(), false)
+	}
+	return resp, nil
 }
 
 func (s *Server) handleListQuarantine(req *request) (any, *apiError) {
@@ -108,4 +116,26 @@ func (s *Server) loadQuarantines(ctx context.Context) error {
 		s.authz.Quarantine(q.SPIFFEID, q.Reason)
 	}
 	return nil
+}
+
+// meshQuarantine pushes a quarantine change to the mesh and reports the time
+// from the call to the last affected node's ACK.
+func (s *Server) meshQuarantine(ctx context.Context, id string, on bool) map[string]any {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), meshConvergeWait)
+	defer cancel()
+	var (
+		took time.Duration
+		err  error
+	)
+	if on {
+		took, err = s.mesh.Quarantine(ctx, id)
+	} else {
+		took, err = s.mesh.Release(ctx, id)
+	}
+	out := map[string]any{"converged_ms": took.Milliseconds()}
+	if err != nil {
+		s.log.Warn("mesh did not converge on the quarantine change", "spiffe_id", id, "error", err)
+		out["error"] = err.Error()
+	}
+	return out
 }

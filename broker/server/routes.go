@@ -47,6 +47,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/transform/detokenize", s.serve("detokenize", true, s.handleTransform(true)))
 	mux.HandleFunc("POST /v1/mesh/quarantine", s.serve("quarantine", true, s.handleQuarantine))
 	mux.HandleFunc("POST /v1/mesh/release", s.serve("release", true, s.handleRelease))
+	mux.HandleFunc("GET /v1/mesh/status", s.serve("mesh-status", true, s.handleMeshStatus))
+	mux.HandleFunc("GET /v1/mesh/services", s.serve("mesh-services", true, s.handleMeshServices))
+	mux.HandleFunc("POST /v1/mesh/services", s.serve("mesh-service-add", true, s.handleMeshServiceAdd))
+	mux.HandleFunc("DELETE /v1/mesh/services/{name}", s.serve("mesh-service-remove", true, s.handleMeshServiceRemove))
 	mux.HandleFunc("GET /v1/mesh/quarantine", s.serve("list-quarantine", true, s.handleListQuarantine))
 
 	metrics := promhttp.HandlerFor(s.met.registry, promhttp.HandlerOpts{})

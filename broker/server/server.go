@@ -41,6 +41,7 @@ import (
 	"ward.dev/ward/internal/store"
 	"ward.dev/ward/masking/rules"
 	"ward.dev/ward/masking/transform"
+	"ward.dev/ward/xds"
 )
 
 const (
@@ -79,6 +80,9 @@ type Server struct {
 	vault    *vault.Client // nil unless a vault: section is configured
 	vaultIss *vault.Issuer
 	vaultDB  map[string]string // database role name -> Vault path, for issuer: vault
+
+	mesh   *xds.Server // nil unless mesh.enabled
+	meshMu sync.Mutex  // serializes service catalogue changes
 
 	maskKeys  *transform.Keys        // the masking key for tokenize and detokenize
 	maskRules *rules.Ruleset         // nil unless masking.rules is configured
@@ -151,6 +155,9 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 	if err := s.loadQuarantines(context.Background()); err != nil {
+		return nil, err
+	}
+	if err := s.openMesh(context.Background()); err != nil {
 		return nil, err
 	}
 	if err := s.openVault(&cfg); err != nil {
@@ -294,6 +301,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopSweep()
 	go s.leases.RunSweeper(sweepCtx, sweepInterval)
 	go s.watchKEK(sweepCtx, s.kek, kekProbeInterval)
+	if s.mesh != nil {
+		if err := s.serveMesh(sweepCtx); err != nil {
+			return err
+		}
+	}
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()

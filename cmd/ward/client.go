@@ -48,3 +48,10 @@ func apiError(what string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", what, err)
 }
+
+func jsonUnmarshal(raw []byte, v any) error {
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}

@@ -42,6 +42,7 @@ type Config struct {
 	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
 	Databases   []DatabaseRole `yaml:"databases"`
 	Masking     Masking        `yaml:"masking"`
+	Mesh        Mesh           `yaml:"mesh"`
 	// Vault is the Vault connection, decoded by the broker into its own
 	// settings (address, ca_cert, timeout, auth). Nil when not configured.
 	Vault *yaml.Node `yaml:"vault"`
@@ -141,6 +142,26 @@ func (d *DatabaseRole) UnmarshalYAML(n *yaml.Node) error {
 	}
 	d.Line = n.Line
 	return nil
+}
+
+// Mesh configures the xDS control plane on listen.xds.
+type Mesh struct {
+	Enabled bool `yaml:"enabled"`
+	// GRPCClientScope is "all" (every gRPC node learns every service, so a
+	// forbidden call fails with PermissionDenied) or "permitted" (only the
+	// services it may call).
+	GRPCClientScope string        `yaml:"grpc_client_scope"`
+	Services        []MeshService `yaml:"services"`
+}
+
+// MeshService is one workload in the mesh.
+type MeshService struct {
+	Name      string   `yaml:"name" json:"name"`
+	SPIFFEID  string   `yaml:"spiffe_id" json:"spiffe_id"`
+	Kind      string   `yaml:"kind" json:"kind"` // envoy or grpc
+	Endpoints []string `yaml:"endpoints" json:"endpoints"`
+	AppPort   uint32   `yaml:"app_port" json:"app_port,omitempty"`
+	LocalPort uint32   `yaml:"local_port" json:"local_port,omitempty"`
 }
 
 // Masking configures the tokenize and detokenize API.
@@ -363,6 +384,11 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 		case db.MaxTTL.Duration > 0 && db.DefaultTTL.Duration > db.MaxTTL.Duration:
 			return fmt.Errorf("%w: %s (%s): default_ttl %s is longer than max_ttl %s", ErrInvalid, at, db.Name, db.DefaultTTL.Duration, db.MaxTTL.Duration)
 		}
+	}
+	switch c.Mesh.GRPCClientScope {
+	case "", "all", "permitted":
+	default:
+		return fail("mesh.grpc_client_scope", "unknown scope %q, want all or permitted", c.Mesh.GRPCClientScope)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 	expires_at INTEGER NOT NULL,
 	used_at    INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS mesh_services (
+	name TEXT PRIMARY KEY,
+	spec TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS quarantine (
 	spiffe_id  TEXT PRIMARY KEY,
 	reason     TEXT NOT NULL,
