@@ -1,15 +1,10 @@
 package wardtest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,13 +53,6 @@ func WithArgs(args ...string) Option {
 func WithEnv(kv ...string) Option {
 	return func(o *options) { o.env = append(o.env, kv...) }
 }
-
-// AllowSealed lets Start return a server that started sealed (its key
-// provider unreachable, so it serves only 503 over a throwaway certificate)
-// instead of failing the test. Sealed reports the state, and WaitReady
-// waits for the server to unseal. The server then listens on a port that
-// wardtest picked, because a sealed server prints no address.
-func AllowSealed() Option { return func(o *options) { o.allowSealed = true } }
 
 // Server is one `ward serve` subprocess. Its methods are safe for concurrent
 // use, except that Start, Restart, Stop and Kill9 must not race with each
@@ -297,85 +285,6 @@ func (s *Server) becomeReady(exited <-chan struct{}, watch *envWatcher) error {
 	return s.waitHealthy(exited)
 }
 
-// Sealed reports whether the running server has not unsealed yet: it
-// started sealed (see AllowSealed) and has printed no address since.
-func (s *Server) Sealed() bool {
-	s.mu.Lock()
-	watch := s.watch
-	s.mu.Unlock()
-	if watch == nil {
-		return false
-	}
-	select {
-	case <-watch.ready:
-		return false
-	default:
-		return true
-	}
-}
-
-// WaitReady waits up to timeout for a sealed server to unseal, print its
-// address and return 200 for /v1/health, and fails the test otherwise.
-func (s *Server) WaitReady(tb testing.TB, timeout time.Duration) {
-	tb.Helper()
-	s.mu.Lock()
-	watch, exited := s.watch, s.exited
-	s.mu.Unlock()
-	if watch == nil {
-		tb.Fatal("wardtest: WaitReady: server not running")
-	}
-
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	select {
-	case <-watch.ready:
-	case <-exited:
-		tb.Fatalf("wardtest: ward serve exited while sealed; log:\n%s", tail(s.LogPath()))
-	case <-timer.C:
-		tb.Fatalf("wardtest: ward serve still sealed after %s; log:\n%s", timeout, tail(s.LogPath()))
-	}
-	if err := s.becomeReady(exited, watch); err != nil {
-		tb.Fatalf("wardtest: %v; log:\n%s", err, tail(s.LogPath()))
-	}
-}
-
-// pollSealed returns a channel that is closed once GET /v1/health returns
-// {"status":"sealed"}. The sealed server's certificate is a throwaway one
-// that no bundle holds, so only this probe skips verification, and it
-// sends no credentials.
-func (s *Server) pollSealed(exited <-chan struct{}) <-chan struct{} {
-	sealed := make(chan struct{})
-	addr := s.Addr()
-	client := &http.Client{
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}},
-		Timeout:   5 * time.Second,
-	}
-	go func() {
-		deadline := time.Now().Add(startTimeout)
-		for time.Now().Before(deadline) {
-			select {
-			case <-exited:
-				return
-			default:
-			}
-			resp, err := client.Get(addr + "/v1/health")
-			if err == nil {
-				body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), `"sealed"`) {
-					close(sealed)
-					return
-				}
-				if resp.StatusCode == http.StatusOK {
-					return // unsealed: the printed address will follow
-				}
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	return sealed
-}
-
 func (s *Server) clearProcess() {
 	s.mu.Lock()
 	s.cmd, s.watch = nil, nil
@@ -503,111 +412,4 @@ func (s *Server) RunEnv(tb testing.TB, env []string, args ...string) (stdout, st
 		tb.Fatalf("wardtest: ward %s: %v (stderr: %s)", strings.Join(args, " "), err, errOut.String())
 		return "", "", -1
 	}
-}
-
-// cleanEnv returns the process environment without WARD_* variables.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "WARD_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
-
-// envWatcher copies the server's stdout to a file and picks out the
-// `export WARD_ADDR=` and `export WARD_CACERT=` lines it prints at start.
-type envWatcher struct {
-	file  io.Writer
-	ready chan struct{}
-
-	mu      sync.Mutex
-	partial []byte
-	addr    string
-	cacert  string
-	done    bool
-}
-
-func newEnvWatcher(file io.Writer) *envWatcher {
-	return &envWatcher{file: file, ready: make(chan struct{})}
-}
-
-func (w *envWatcher) Write(p []byte) (int, error) {
-	if _, err := w.file.Write(p); err != nil {
-		return 0, err
-	}
-
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return len(p), nil
-	}
-	w.partial = append(w.partial, p...)
-	sc := bufio.NewScanner(bytes.NewReader(w.partial))
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "export WARD_ADDR="); ok {
-			w.addr = unquote(v)
-		}
-		if v, ok := strings.CutPrefix(line, "export WARD_CACERT="); ok {
-			w.cacert = unquote(v)
-		}
-	}
-	if w.addr != "" && w.cacert != "" {
-		w.done = true
-		w.partial = nil
-		close(w.ready)
-	}
-	return len(p), nil
-}
-
-// unquote removes the single quotes that ward's shellQuote adds around a
-// path with unusual characters.
-func unquote(v string) string {
-	v = strings.TrimSpace(v)
-	if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
-		return strings.ReplaceAll(v[1:len(v)-1], `'\''`, `'`)
-	}
-	return v
-}
-
-// pickPort returns 127.0.0.1:PORT with a port that was free a moment ago.
-func pickPort(tb testing.TB) string {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("wardtest: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func logSize(path string) int64 {
-	info, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return info.Size()
-}
-
-// tailFrom returns what was appended to a file after offset.
-func tailFrom(path string, offset int64) string {
-	b, err := os.ReadFile(path)
-	if err != nil || int64(len(b)) < offset {
-		return ""
-	}
-	return string(b[offset:])
-}
-
-// tail returns the last 4 KiB of a file, for failure messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > 4096 {
-		b = b[len(b)-4096:]
-	}
-	return string(b)
 }
