@@ -85,7 +85,10 @@ func TestSuggestFollowsForeignKeys(t *testing.T) {
 		Tables:      map[string][]rules.ColumnInfo{"public.users": {email}, "public.orders": {col("orders", "id", "integer", true), ref}},
 		ForeignKeys: []rules.ForeignKey{{From: ref.Column, To: email.Column}},
 	}
-	findings := []Finding{{Column: email.Column, Name: email.Column.String(), Type: "text", Kind: Email, Confidence: 1, MinDigits: 0, MinLen: 5}}
+	findings := []Finding{
+		{Column: email.Column, Name: email.Column.String(), Type: "text", Kind: Email, Confidence: 1, MinLen: 5},
+		{Column: ref.Column, Name: ref.Column.String(), Type: "text", Kind: Email, Confidence: 1, MinLen: 5},
+	}
 	keys, err := transform.NewKeys(secret.New(make([]byte, 32)))
 	if err != nil {
 		t.Fatal(err)

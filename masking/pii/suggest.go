@@ -157,7 +157,9 @@ func accepted(s suggestion, ci rules.ColumnInfo, keys *transform.Keys) bool {
 }
 
 // referencing returns the columns that reference a masked column through
-// foreign keys, transitively, each with the masked column it follows.
+// foreign keys, transitively, each with the masked column it follows. A
+// referencing column follows the key even when it is a finding itself,
+// since a rule of its own would break the join.
 func referencing(catalog *rules.Catalog, masked map[rules.Column]string) map[rules.Column]rules.Column {
 	out := map[rules.Column]rules.Column{}
 	origin := func(c rules.Column) (rules.Column, bool) {
@@ -174,7 +176,7 @@ func referencing(catalog *rules.Catalog, masked map[rules.Column]string) map[rul
 			if !ok {
 				continue
 			}
-			if _, done := origin(fk.From); done {
+			if _, done := out[fk.From]; done {
 				continue
 			}
 			out[fk.From] = key

@@ -16,8 +16,13 @@ type Finding struct {
 	Problem string `json:"problem"`
 }
 
-// String returns "pos: column: problem".
-func (f Finding) String() string { return f.Pos + ": " + f.Column + ": " + f.Problem }
+// String returns "pos: column: problem", or "pos: problem" without a column.
+func (f Finding) String() string {
+	if f.Column == "" {
+		return f.Pos + ": " + f.Problem
+	}
+	return f.Pos + ": " + f.Column + ": " + f.Problem
+}
 
 // Validate checks rs against catalog and returns every problem, sorted by
 // line. It reports rules on tables or columns the catalog lacks (schema
