@@ -61,19 +61,19 @@ type lineRef struct {
 }
 
 // bucket holds the p lines of one subject. Lines naming an exact object are
-// keyed by that object, and the rest (object patterns, x509/self and
-// jwt/self) by action, so a request looks up only lines that name its object
-// or its action (or *).
+// keyed by that object's number (see snapshot.objectIDs), and the rest
+// (object patterns, x509/self and jwt/self) by action, so a request looks up
+// only lines that name its object or its action (or *).
 type bucket struct {
-	exact  map[string][]lineRef
+	exact  map[uint32][]lineRef
 	other  map[uint16][]lineRef
 	anyAct []lineRef // the lines of other with action *
 }
 
-func (b *bucket) add(ref lineRef, obj string) {
+func (b *bucket) add(ref lineRef, objID uint32) {
 	switch {
 	case ref.kind == objectExact:
-		b.exact[obj] = append(b.exact[obj], ref)
+		b.exact[objID] = append(b.exact[objID], ref)
 	case ref.act == anyName:
 		b.anyAct = append(b.anyAct, ref)
 	default:
@@ -84,7 +84,7 @@ func (b *bucket) add(ref lineRef, obj string) {
 func bucketFor(m map[string]*bucket, key string) *bucket {
 	b := m[key]
 	if b == nil {
-		b = &bucket{exact: make(map[string][]lineRef), other: make(map[uint16][]lineRef)}
+		b = &bucket{exact: make(map[uint32][]lineRef), other: make(map[uint16][]lineRef)}
 		m[key] = b
 	}
 	return b
@@ -140,6 +140,7 @@ func (r *lineRef) matches(req *indexRequest) bool {
 // whose subject, domain, object and action can match the request.
 func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
 	req := indexRequest{sub: sub, obj: obj, dom: s.domainIDs.lookup(dom), act: s.actionIDs.lookup(act)}
+	objID, exact := s.objectIDs[obj]
 	filter := func(refs []lineRef) {
 		for k := range refs {
 			if refs[k].matches(&req) {
@@ -151,7 +152,9 @@ func (s *snapshot) candidates(out []int32, sub, dom, obj, act string) []int32 {
 		if b == nil {
 			return
 		}
-		filter(b.exact[obj])
+		if exact {
+			filter(b.exact[objID])
+		}
 		if req.act != unknownName {
 			filter(b.other[req.act])
 		}

@@ -52,6 +52,7 @@ type snapshot struct {
 	domains       map[string]bool    // domains named by any p or g line
 	domainIDs     nameIDs            // numbers of the domains of p lines
 	actionIDs     nameIDs            // numbers of the actions of p lines
+	objectIDs     map[string]uint32  // numbers of the exact objects of p lines
 	// roleBuckets maps a domain (or otherDomain) and a member to the
 	// buckets of every role the member holds there.
 	roleBuckets map[string]map[string][]*bucket
@@ -210,6 +211,7 @@ func (s *snapshot) buildIndex() error {
 	s.byPrefix = make(map[string]*bucket)
 	s.domains = make(map[string]bool)
 	s.domainIDs, s.actionIDs = newNameIDs(), newNameIDs()
+	s.objectIDs = make(map[string]uint32)
 
 	for i, r := range s.policy.rules {
 		sub, dom, obj, act := r.fields[0], r.fields[1], r.fields[2], r.fields[3]
@@ -220,10 +222,16 @@ func (s *snapshot) buildIndex() error {
 		}
 
 		ref := newLineRef(i, obj, domID, actID)
+		objID, ok := s.objectIDs[obj]
+		if !ok && ref.kind == objectExact {
+			objID = uint32(len(s.objectIDs))
+			s.objectIDs[obj] = objID
+		}
+
 		if prefix, ok := strings.CutSuffix(sub, wildcard); ok {
-			bucketFor(s.byPrefix, prefix).add(ref, obj)
+			bucketFor(s.byPrefix, prefix).add(ref, objID)
 		} else {
-			bucketFor(s.bySubject, sub).add(ref, obj)
+			bucketFor(s.bySubject, sub).add(ref, objID)
 		}
 		if dom != wildcard {
 			s.domains[dom] = true
