@@ -71,6 +71,7 @@ type Server struct {
 	catalog    *pgCatalog
 	maskers    *maskers
 	statements statementCache
+	limiter    *loginLimiter
 	slots      chan struct{}
 
 	mu       sync.Mutex
@@ -101,6 +102,8 @@ func New(opts Options) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+
+	s.limiter = newLoginLimiter(s.clock)
 
 	var err error
 	if s.clientTLS, err = clientTLSConfig(opts.Config.TLS); err != nil {

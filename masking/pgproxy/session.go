@@ -209,6 +209,7 @@ func (s *session) relayClient() error {
 		case *pgproto3.Query:
 			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
 			if rej := s.check(stmts, perr); rej != nil {
+				s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", rej.Message)
 				s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
 				if err := s.flushLocal(); err != nil {
 					return err
@@ -334,6 +335,7 @@ func (s *session) relayClient() error {
 // rejectExtended sends an error for an extended-protocol message and
 // drops the client's messages up to Sync, as PostgreSQL does after an error.
 func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
+	s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", rej.Message)
 	s.mu.Lock()
 	s.skipping = true
 	s.mu.Unlock()
@@ -448,6 +450,20 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		}
 		p.cols[i] = a
 		p.masks = p.masks || a.kind != actionKeep
+	}
+	if p.masks {
+		// Column names and counts only: values and statement text, which
+		// may quote values, are never logged.
+		var masked, redacted []string
+		for i, a := range p.cols {
+			switch a.kind {
+			case actionMask:
+				masked = append(masked, string(fields[i].Name))
+			case actionRedact:
+				redacted = append(redacted, string(fields[i].Name))
+			}
+		}
+		s.log.Debug("pgproxy masking result", "masked", masked, "redacted", redacted)
 	}
 	return p, nil
 }

@@ -198,6 +198,9 @@ func (s *Server) authenticate(ctx context.Context, be *pgproto3.Backend, conn ne
 	if user == "" {
 		return "", errors.New("no user name")
 	}
+	if !s.limiter.allowed(user) {
+		return "", fmt.Errorf("%w: too many failed logins for this user, try again later", ErrAuth)
+	}
 
 	login, err := s.logins.Lookup(ctx, user)
 	valid := err == nil && login.Verifier != nil &&
@@ -207,11 +210,17 @@ func (s *Server) authenticate(ctx context.Context, be *pgproto3.Backend, conn ne
 		v = s.decoyVerifier(user)
 	}
 	if err := scramExchange(be, v, s.rand); err != nil {
+		// A client that hangs up during the exchange made no guess.
+		if errors.Is(err, ErrAuth) {
+			s.limiter.failed(user)
+		}
 		return "", err
 	}
 	if !valid {
+		s.limiter.failed(user)
 		return "", fmt.Errorf("%w: unknown or expired login", ErrNoLogin)
 	}
+	s.limiter.succeeded(user)
 	return login.SPIFFEID, nil
 }
 

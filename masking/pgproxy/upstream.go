@@ -216,6 +216,7 @@ func (s *session) currentPlan(head *expectation) *resultPlan {
 
 // replaceWithError sends an error in place of a result the proxy rejects.
 func (s *session) replaceWithError(err error) {
+	s.log.Info("pgproxy rejected result", "reason", err.Error())
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.be.Send(rejection("%v", err))
