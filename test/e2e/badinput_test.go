@@ -156,6 +156,18 @@ func TestBadInputRejected(t *testing.T) {
 		})
 	}
 
+	// Every rejected request is audited, except the one for an unknown
+	// endpoint, which no handler serves.
+	rejected := 0
+	for _, r := range auditRecords(t, s) {
+		if r.Decision == "error" || r.Decision == "deny" {
+			rejected++
+		}
+	}
+	if rejected != len(cases)-1 {
+		t.Errorf("audit log has %d error or deny lines, want %d (one per rejected request but the unknown endpoint)", rejected, len(cases)-1)
+	}
+
 	// Nothing above may have issued a certificate: the one join succeeded.
 	leases := listLeases(t, s, "x509/")
 	if len(leases) != 1 {
