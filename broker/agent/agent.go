@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -222,7 +223,7 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		if !a.dueAt(cr.Name, now) {
 			continue
 		}
-		c, err := cr.kind.issue(ctx, a.broker, cr)
+		c, fresh, err := a.refresh(ctx, cr)
 		if err != nil {
 			a.failed.Add(1)
 			a.log.Error("credential renewal failed, will retry", "credential", cr.Name, "error", err)
@@ -235,13 +236,21 @@ func (a *Agent) step(ctx context.Context) time.Time {
 			continue
 		}
 		a.issued.Add(1)
-		a.log.Info("credential issued", "credential", c)
 		a.mu.Lock()
+		if !fresh && a.written[cr.Name] == a.creds[cr.Name] {
+			// Same secret, later expiry: the files on disk stay current.
+			a.written[cr.Name] = c
+		}
 		a.creds[cr.Name] = c
 		a.failures[cr.Name] = 0
 		a.due[cr.Name] = a.renewalTime(c)
 		a.mu.Unlock()
-		changed = append(changed, cr.Name)
+		if fresh {
+			a.log.Info("credential issued", "credential", c)
+			changed = append(changed, cr.Name)
+		} else {
+			a.log.Info("credential lease renewed", "credential", c)
+		}
 	}
 
 	if len(changed) > 0 {
@@ -253,6 +262,31 @@ func (a *Agent) step(ctx context.Context) time.Time {
 		a.publish()
 	}
 	return a.nextDue()
+}
+
+// refresh renews the credential's lease when its kind allows and the lease
+// is not at its maximum, keeping the secret (fresh is false); otherwise it
+// issues a new credential (fresh is true).
+func (a *Agent) refresh(ctx context.Context, cr *Credential) (c *issued, fresh bool, err error) {
+	a.mu.Lock()
+	cur := a.creds[cr.Name]
+	a.mu.Unlock()
+	now := a.now()
+	if r, ok := cr.kind.(renewer); ok && cur != nil && cur.leaseID != "" && now.Before(cur.expiresAt) {
+		c, err := r.renew(ctx, a.broker, cr, cur, now)
+		var apiErr *APIError
+		switch {
+		case err == nil:
+			return c, false, nil
+		case errors.Is(err, errLeaseAtMax), errors.As(err, &apiErr) && apiErr.Status != http.StatusUnauthorized && apiErr.Status < 500:
+			// Not renewable (any more): fall through to a new secret.
+			a.log.Info("credential lease not renewable, issuing a new one", "credential", cr.Name, "reason", err)
+		default:
+			return nil, false, err
+		}
+	}
+	c, err = cr.kind.issue(ctx, a.broker, cr)
+	return c, true, err
 }
 
 // renewalTime is half the credential's lifetime after issue, moved by up to

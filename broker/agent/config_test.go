@@ -19,6 +19,8 @@ credentials:
   - {name: svid, path: x509, ttl: 30s, mode: "0640"}
   - {name: peer, path: "x509/spiffe://ward.test/ns/shop/sa/orders"}
   - {name: orders, path: jwt, audience: [orders], files: {token: orders.token}}
+  - {name: shopdb, path: db/shop-readonly, ttl: 10m}
+  - {name: payments, path: vault/kv/payments/api}
 templates:
   - {name: app, inline: "{{ .SPIFFEID }}"}
 notify: {pid_file: app.pid, signal: SIGUSR1}
@@ -77,6 +79,12 @@ func TestParseConfigInvalid(t *testing.T) {
 			[]string{"auth.method", `"password"`}},
 		{"kubernetes without token", "broker: {addr: \"https://x:1\", ca_file: c}\nauth: {method: kubernetes}\n",
 			[]string{"auth.token_file"}},
+		{"db without role", baseConfig + "credentials:\n  - {name: d, path: db/}\n",
+			[]string{"want db/<role>"}},
+		{"vault without path", baseConfig + "credentials:\n  - {name: v, path: vault}\n",
+			[]string{"want vault/<path>"}},
+		{"db file field", baseConfig + "credentials:\n  - {name: d, path: db/r, files: {cert: x}}\n",
+			[]string{`unknown field "cert"`, "username, password, dsn"}},
 		{"unknown signal", baseConfig + "notify: {signal: KILL}\n",
 			[]string{"notify.signal", `"KILL"`}},
 	}

@@ -38,14 +38,16 @@ type kind interface {
 
 // kinds maps the first segment of a credential path to its kind.
 var kinds = map[string]kind{
-	"x509": x509Kind{},
-	"jwt":  jwtKind{},
+	"x509":  x509Kind{},
+	"jwt":   jwtKind{},
+	"db":    dbKind{},
+	"vault": vaultKind{},
 }
 
 func kindOf(path string) (kind, error) {
 	first, _, _ := strings.Cut(path, "/")
 	if path == "" {
-		return nil, errors.New("path: missing, want x509, x509/<spiffe-id>, jwt or jwt/<spiffe-id>")
+		return nil, errors.New("path: missing, want x509, x509/<spiffe-id>, jwt, jwt/<spiffe-id>, db/<role> or vault/<path>")
 	}
 	k, ok := kinds[first]
 	if !ok {
