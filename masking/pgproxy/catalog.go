@@ -24,6 +24,14 @@ type relation struct {
 	Attnums []int16
 	// Definition is the SELECT of a view or materialized view.
 	Definition string
+
+	// lineage caches relationColumns, because tracing a view parses its
+	// definition. Callers clone the slice and do not change the maps.
+	mu         sync.Mutex
+	traced     bool
+	lineage    []outputColumn
+	statsViews []string
+	traceErr   error
 }
 
 // columnIndex returns the position in Columns of attnum, or -1.

@@ -370,8 +370,27 @@ func (r *resolver) rangeVar(rv *pg_query.RangeVar, sc *scope) (*rangeEntry, erro
 }
 
 // relationColumns returns the lineage of each column of rel: itself for a
-// table, the traced definition for a view or materialized view.
+// table, the traced definition for a view or materialized view. Results
+// are cached in rel.
 func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
+	rel.mu.Lock()
+	defer rel.mu.Unlock()
+	if !rel.traced {
+		inner := &resolver{ctx: r.ctx, cat: r.cat, depth: r.depth}
+		rel.lineage, rel.traceErr = inner.traceRelation(rel)
+		rel.statsViews = inner.statsViews
+		// A failure from nesting depth depends on where the relation was
+		// reached, so only results found at the top are kept.
+		rel.traced = r.depth == 0 || rel.traceErr == nil
+	}
+	r.statsViews = append(r.statsViews, rel.statsViews...)
+	if rel.traceErr != nil {
+		return nil, rel.traceErr
+	}
+	return slices.Clone(rel.lineage), nil
+}
+
+func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
 	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) {
 		r.statsViews = append(r.statsViews, rel.Schema+"."+rel.Name)
 	}
