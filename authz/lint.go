@@ -345,12 +345,29 @@ func deepRoles(roles []rule) []deepRole {
 	reported := make(map[string]bool)
 	for _, dom := range roleDomains(roles) {
 		edges := roleEdges(roles, dom)
+
+		// Identities with the same direct roles have the same chains, and
+		// large policies give many identities the same few roles.
+		depthOf := make(map[string]int)
 		for _, r := range roles {
 			member := r.fields[0]
 			if strings.HasPrefix(member, rolePrefix) || reported[member] {
 				continue
 			}
-			if shortestChains(edges, member) > maxRoleDepth {
+
+			var direct []string
+			for _, e := range edges[member] {
+				direct = append(direct, e.fields[1])
+			}
+			slices.Sort(direct)
+			key := strings.Join(direct, "\x00")
+			depth, ok := depthOf[key]
+			if !ok {
+				depth = shortestChains(edges, member)
+				depthOf[key] = depth
+			}
+
+			if depth > maxRoleDepth {
 				reported[member] = true
 				found = append(found, deepRole{line: r.line, member: member})
 			}
