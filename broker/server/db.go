@@ -64,8 +64,9 @@ func (a pgLeaseActions) Renew(ctx context.Context, l store.Lease, expiresAt time
 }
 
 type dbRequest struct {
-	Role string `json:"role"`
-	TTL  string `json:"ttl,omitempty"`
+	Role     string `json:"role"`
+	TTL      string `json:"ttl,omitempty"`
+	ViaProxy bool   `json:"via_proxy,omitempty"` // a login valid only at ward's masking proxy
 }
 
 type dbResponse struct {
@@ -88,6 +89,16 @@ func (s *Server) handleIssueDB(req *request) (any, *apiError) {
 	req.rec.Object = object
 	if body.Role == "" {
 		return nil, errorf(http.StatusBadRequest, "missing role")
+	}
+	if body.ViaProxy {
+		if s.pgproxy == nil {
+			return nil, errorf(http.StatusNotFound, "the PostgreSQL masking proxy is not configured on this server (pgproxy:)")
+		}
+		ttl, aerr := parseTTL(body.TTL, s.cfg.TTL.Default.Duration, s.cfg.TTL.Max.Duration)
+		if aerr != nil {
+			return nil, aerr
+		}
+		return s.issueProxyLogin(req, body.Role, object, ttl)
 	}
 	if path, ok := s.vaultDB[body.Role]; ok {
 		return s.issueFromVault(req, path, object, body.TTL)

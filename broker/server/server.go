@@ -39,6 +39,7 @@ import (
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
+	"ward.dev/ward/masking/pgproxy"
 	"ward.dev/ward/masking/rules"
 	"ward.dev/ward/masking/transform"
 	"ward.dev/ward/xds"
@@ -80,6 +81,10 @@ type Server struct {
 	vault    *vault.Client // nil unless a vault: section is configured
 	vaultIss *vault.Issuer
 	vaultDB  map[string]string // database role name -> Vault path, for issuer: vault
+
+	pgproxy     *pgproxy.Server // nil unless a pgproxy: section is configured
+	pgproxyAddr string
+	pgproxyDB   string
 
 	mesh   *xds.Server // nil unless mesh.enabled
 	meshMu sync.Mutex  // serializes service catalogue changes
@@ -160,6 +165,9 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if err := s.openMesh(context.Background()); err != nil {
 		return nil, err
 	}
+	if err := s.openPGProxy(); err != nil {
+		return nil, err
+	}
 	if err := s.openVault(&cfg); err != nil {
 		return nil, err
 	}
@@ -191,6 +199,9 @@ func (s *Server) Close() error {
 	}
 	if s.vault != nil {
 		s.vault.Close()
+	}
+	if s.pgproxy != nil {
+		s.pgproxy.Close()
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
@@ -303,6 +314,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	go s.watchKEK(sweepCtx, s.kek, kekProbeInterval)
 	if s.mesh != nil {
 		if err := s.serveMesh(sweepCtx); err != nil {
+			return err
+		}
+	}
+	if s.pgproxy != nil {
+		if err := s.servePGProxy(sweepCtx); err != nil {
 			return err
 		}
 	}

@@ -10,15 +10,21 @@ import (
 
 func newIssueDBCmd() *cobra.Command {
 	var ttl, outFile, output string
+	var viaProxy bool
 	cmd := &cobra.Command{
 		Use:   "db ROLE [--ttl 1h] [--out FILE]",
 		Short: "Obtain a dynamic database login: username, password and DSN",
 		Long: `Ask ward for a PostgreSQL login of a configured role. The login expires
 with its lease, and "ward lease revoke" drops it at once. Without --out the
 credential is printed; with --out it is written to FILE (mode 0600) as
-shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.`,
+shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.
+
+With --via-proxy the login works only at ward's PostgreSQL masking proxy,
+which connects upstream with credentials the client never sees and masks
+every column this caller may not see in clear.`,
 		Example: `  ward issue db shop-readonly --ttl 30m
-  ward issue db shop-readonly --out ./db.env --output json`,
+  ward issue db shop-readonly --out ./db.env --output json
+  ward issue db chinook --via-proxy`,
 		Args: argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
@@ -35,7 +41,7 @@ shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.`,
 				LeaseID   string    `json:"lease_id"`
 				ExpiresAt time.Time `json:"expires_at"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/issue/db", map[string]string{"role": args[0], "ttl": ttl}, &resp); err != nil {
+			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/issue/db", map[string]any{"role": args[0], "ttl": ttl, "via_proxy": viaProxy}, &resp); err != nil {
 				return apiError("issue database login", err)
 			}
 
@@ -63,6 +69,7 @@ shell-style lines: WARD_DB_USERNAME, WARD_DB_PASSWORD and WARD_DB_DSN.`,
 	}
 	cmd.Flags().StringVar(&ttl, "ttl", "", "login lifetime, such as 1h (default: the role's default_ttl)")
 	cmd.Flags().StringVar(&outFile, "out", "", "write the credential to this `file` (mode 0600) instead of printing the password")
+	cmd.Flags().BoolVar(&viaProxy, "via-proxy", false, "a login for ward's PostgreSQL masking proxy instead of the database itself")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

@@ -46,6 +46,9 @@ type Config struct {
 	// Vault is the Vault connection, decoded by the broker into its own
 	// settings (address, ca_cert, timeout, auth). Nil when not configured.
 	Vault *yaml.Node `yaml:"vault"`
+	// PGProxy is the PostgreSQL masking proxy's section, decoded by the
+	// masking package. Nil when the proxy is not run by ward serve.
+	PGProxy *yaml.Node `yaml:"pgproxy"`
 
 	path string
 }

@@ -58,6 +58,12 @@ CREATE TABLE IF NOT EXISTS join_tokens (
 	expires_at INTEGER NOT NULL,
 	used_at    INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS proxy_logins (
+	username   TEXT PRIMARY KEY,
+	spiffe_id  TEXT NOT NULL,
+	verifier   TEXT NOT NULL,
+	expires_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS mesh_services (
 	name TEXT PRIMARY KEY,
 	spec TEXT NOT NULL
