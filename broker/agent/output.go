@@ -136,9 +136,9 @@ func (a *Agent) notify() {
 
 // childEnv is the environment of an --exec child: the agent's own, plus
 // WARD_SECRETS_DIR and for each credential field WARD_<NAME>_<FIELD>_FILE
-// with the path of its file. JWT-SVIDs are also given by value in
-// WARD_<NAME>_TOKEN, since they are short and bearer tokens are commonly
-// read from the environment.
+// with the path of its file. Short values (a JWT-SVID's token, a database
+// login's username, password and DSN) are also given by value in
+// WARD_<NAME>_<FIELD>; keys and certificates only as files.
 func (a *Agent) childEnv() []string {
 	env := append(os.Environ(), "WARD_SECRETS_DIR="+a.cfg.OutputDir)
 	a.mu.Lock()
@@ -149,8 +149,14 @@ func (a *Agent) childEnv() []string {
 		for _, field := range cr.kind.fields() {
 			env = append(env, prefix+envName(field)+"_FILE="+a.cfg.OutputDir+"/"+cr.file(field))
 		}
-		if c := a.creds[cr.Name]; c != nil && c.values["token"] != nil {
-			env = append(env, prefix+"TOKEN="+string(c.values["token"]))
+		c := a.creds[cr.Name]
+		if c == nil {
+			continue
+		}
+		for _, field := range []string{"token", "username", "password", "dsn"} {
+			if v, ok := c.values[field]; ok {
+				env = append(env, prefix+envName(field)+"="+string(v))
+			}
 		}
 	}
 	return env

@@ -38,8 +38,10 @@ and /readyz on health.listen, when configured.
 
 With --init-only it writes everything once and exits (an init container).
 With a command after --, it runs the application as its child, with the
-credential file paths in WARD_<NAME>_<FIELD>_FILE, and signals or restarts it
-when credentials change; the agent exits with the child's exit code.
+credential file paths in WARD_<NAME>_<FIELD>_FILE and tokens, database
+usernames, passwords and DSNs also in WARD_<NAME>_<FIELD>. It signals or
+restarts the child when credentials change (notify.on_exec), and exits with
+the child's exit code.
 
 SIGINT and SIGTERM stop the agent.`,
 		Example: `  ward agent --config /etc/ward/agent.yaml
