@@ -57,29 +57,36 @@ var (
 	uniqueIndexRe = regexp.MustCompile(`(?is)^\s*CREATE\s+UNIQUE\s+INDEX\s+[\w"]+\s+ON\s+(?:ONLY\s+)?([\w."]+)\s+(?:USING\s+\w+\s+)?\(([\w"]+)\)`)
 	primaryRe     = regexp.MustCompile(`(?is)^(?:CONSTRAINT\s+[\w"]+\s+)?(PRIMARY\s+KEY|UNIQUE)\s*\(([^)]*)\)`)
 	foreignRe     = regexp.MustCompile(`(?is)^(?:CONSTRAINT\s+[\w"]+\s+)?FOREIGN\s+KEY\s*\(([^)]*)\)\s*REFERENCES\s+([\w."]+)\s*\(([^)]*)\)`)
-	copyRe        = regexp.MustCompile(`^COPY\s+([\w."]+)\s*(?:\(([^)]*)\))?\s+FROM\s+stdin;$`)
+	copyRe        = regexp.MustCompile(`^COPY\s+(` + qualifiedPattern + `)\s*(?:\((.*)\))?\s+FROM\s+stdin;$`)
 	inlineRefRe   = regexp.MustCompile(`(?is)REFERENCES\s+([\w."]+)\s*\(([^)]*)\)`)
 	notNullRe     = regexp.MustCompile(`(?i)\bNOT\s+NULL\b`)
 	typeEndWords  = []string{"NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CONSTRAINT", "CHECK", "COLLATE", "GENERATED"}
 )
 
-func unquote(s string) string { return strings.ReplaceAll(strings.TrimSpace(s), `"`, "") }
+// unquote returns one identifier without its quotes.
+func unquote(s string) string {
+	if parts, err := splitIdents(s, 0); err == nil && len(parts) == 1 {
+		return parts[0]
+	}
+	return strings.TrimSpace(s)
+}
 
-// qualify returns schema.table for a possibly unqualified name.
+// qualify returns schema.table for a possibly unqualified name, for table
+// definitions; a malformed name is returned as written and matches nothing.
 func qualify(name string) string {
-	name = unquote(name)
-	if !strings.Contains(name, ".") {
-		return "public." + name
+	if q, err := qualifiedName(name); err == nil {
+		return q
 	}
 	return name
 }
 
+// splitNames splits a column list of a table definition.
 func splitNames(list string) []string {
-	var out []string
-	for _, p := range strings.Split(list, ",") {
-		out = append(out, unquote(p))
+	names, err := splitIdents(list, ',')
+	if err != nil {
+		return nil
 	}
-	return out
+	return names
 }
 
 // splitTopLevel splits s at commas outside parentheses.

@@ -13,7 +13,11 @@ import (
 // MaxStatement bounds one INSERT statement of a dump, in bytes.
 const MaxStatement = 256 << 20
 
-var insertRe = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+([\w."]+)\s*(?:\(([^)]*)\))?\s*VALUES\s*`)
+var insertRe = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+(` + qualifiedPattern + `)\s*(?:\(((?:"(?:[^"]|"")*"|[^)"])*)\))?\s*VALUES\s*`)
+
+// copyStartRe matches any COPY ... FROM stdin line, so that one copyRe
+// cannot read stops the run instead of passing its rows through unmasked.
+var copyStartRe = regexp.MustCompile(`(?i)^COPY\s.*\sFROM\s+stdin;$`)
 
 // MaskDump masks a plain SQL script such as pg_dump output (pg_dump
 // --format=plain, with or without --inserts): the rows of COPY ... FROM
@@ -75,16 +79,25 @@ func (d *dumpMasker) feed(line string) error {
 		if err := d.openCopy(m[1], m[2]); err != nil {
 			return err
 		}
+	} else if copyStartRe.MatchString(line) {
+		return &RowError{File: d.file, Line: d.line, Err: fmt.Errorf("%w: cannot read the table or columns of this COPY statement", ErrFormat)}
 	}
 	d.out.WriteString(line)
 	return d.out.WriteByte('\n')
 }
 
 func (d *dumpMasker) openCopy(name, cols string) error {
-	schema, table := splitTable(qualify(name))
-	columns := splitNames(cols)
+	qualified, err := qualifiedName(name)
+	if err != nil {
+		return &RowError{File: d.file, Line: d.line, Err: fmt.Errorf("%w: COPY table name: %w", ErrFormat, err)}
+	}
+	schema, table := splitTable(qualified)
+	columns, err := splitIdents(cols, ',')
 	if cols == "" {
-		columns = d.catalogColumns(schema + "." + table)
+		columns, err = d.catalogColumns(schema+"."+table), nil
+	}
+	if err != nil {
+		return &RowError{File: d.file, Line: d.line, Err: fmt.Errorf("%w: COPY column list: %w", ErrFormat, err)}
 	}
 	tbl, err := d.plan.Table(schema, table, columns)
 	if err != nil {
@@ -171,10 +184,16 @@ func (d *dumpMasker) maskInsert(stmt string) (string, error) {
 	if m == nil {
 		return "", &RowError{File: d.file, Line: d.insertLine, Err: fmt.Errorf("%w: cannot read INSERT statement", ErrFormat)}
 	}
-	schema, table := splitTable(qualify(stmt[m[2]:m[3]]))
+	qualified, err := qualifiedName(stmt[m[2]:m[3]])
+	if err != nil {
+		return "", &RowError{File: d.file, Line: d.insertLine, Err: fmt.Errorf("%w: INSERT table name: %w", ErrFormat, err)}
+	}
+	schema, table := splitTable(qualified)
 	var columns []string
 	if m[4] >= 0 {
-		columns = splitNames(stmt[m[4]:m[5]])
+		if columns, err = splitIdents(stmt[m[4]:m[5]], ','); err != nil {
+			return "", &RowError{File: d.file, Line: d.insertLine, Err: fmt.Errorf("%w: INSERT column list: %w", ErrFormat, err)}
+		}
 	} else {
 		columns = d.catalogColumns(schema + "." + table)
 	}

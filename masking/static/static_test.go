@@ -205,3 +205,37 @@ func TestScanDumpCatalog(t *testing.T) {
 		t.Errorf("ForeignKeys = %+v, want invoice.customer_code -> customer.code", cat.ForeignKeys)
 	}
 }
+
+func TestDumpQuotedNames(t *testing.T) {
+	script := "COPY public.\"My Table\" (\"Email, Primary\", \"x\"\"y\") FROM stdin;\na@b.org\tkeep\n\\.\n" +
+		"INSERT INTO public.\"My Table\" (\"Email, Primary\", \"x\"\"y\") VALUES ('c@d.org', 'keep');\n"
+	rs, err := rules.Parse("r.yaml", []byte("columns:\n  \"public.My Table.Email, Primary\": hash\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rules.Compile(rs, nil, testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := static.MaskDump(strings.NewReader(script), &out, plan, nil, "q.sql", nil); err != nil {
+		t.Fatalf("MaskDump: %v", err)
+	}
+	if strings.Contains(out.String(), "a@b.org") || strings.Contains(out.String(), "c@d.org") || !strings.Contains(out.String(), "\tkeep\n") {
+		t.Errorf("masked dump:\n%s\nwant both e-mails hashed and keep kept", out.String())
+	}
+}
+
+func TestDumpUnreadableCopyFails(t *testing.T) {
+	rs, _ := rules.Parse("r.yaml", []byte("columns:\n  public.t.a: hash\n"))
+	plan, _ := rules.Compile(rs, nil, testKeys(t))
+	script := "SELECT 1;\nCOPY public.t (a FROM stdin;\nsecret\n\\.\n"
+	var out strings.Builder
+	err := static.MaskDump(strings.NewReader(script), &out, plan, nil, "u.sql", nil)
+	if err == nil || !strings.Contains(err.Error(), "u.sql:2:") {
+		t.Errorf("MaskDump error = %v, want a failure at u.sql:2", err)
+	}
+	if strings.Contains(out.String(), "secret") {
+		t.Errorf("output contains the row of the unreadable COPY block")
+	}
+}
