@@ -64,7 +64,7 @@ func (l *loginLimiter) failed(user string) {
 	l.failures[user] = r
 }
 
-// succeeded forgets the failures of user.
+// succeeded clears the failure record of user.
 func (l *loginLimiter) succeeded(user string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

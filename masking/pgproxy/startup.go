@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -39,7 +40,12 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 
 	be, conn, startup, err := s.negotiate(conn)
 	if err != nil {
-		if !errors.Is(err, errCancelHandled) {
+		switch {
+		case errors.Is(err, errCancelHandled):
+		case errors.Is(err, io.EOF):
+			// Port probes and health checks connect and close at once.
+			s.log.Debug("pgproxy client closed before startup", "remote", remote)
+		default:
 			s.log.Info("pgproxy startup failed", "remote", remote, "err", err)
 		}
 		return
