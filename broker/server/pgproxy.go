@@ -24,11 +24,11 @@ import (
 // quarantine reaches it at once, and accepts the logins the broker issues
 // with via_proxy as well as those its own section lists.
 func (s *Server) openPGProxy() error {
-	if s.cfg.PGProxy == nil {
+	if !s.cfg.PGProxy.Set() {
 		return nil
 	}
 	path := s.cfg.Path()
-	pcfg, err := pgproxy.ParseConfigNode(path, filepath.Dir(path), withDefaultEnvironment(s.cfg.PGProxy, s.cfg.Environment))
+	pcfg, err := pgproxy.ParseConfigNode(path, filepath.Dir(path), withDefaultEnvironment(s.cfg.PGProxy.Node, s.cfg.Environment))
 	if err != nil {
 		return err
 	}

@@ -52,7 +52,7 @@ unknown_lineage: redact
 	}
 	ts := startServer(t, func(c *config.Config) {
 		c.DataDir = dataDir
-		c.PGProxy = node.Content[0]
+		c.PGProxy = config.Section{Node: node.Content[0]}
 	})
 	workload := ts.workloadClient(t, "spiffe://ward.test/ns/shop/sa/web")
 	// The default policy lets shop workloads get only their own SVIDs, so

@@ -22,11 +22,11 @@ const vaultKVTTL = time.Hour
 // An unreachable Vault is not an error here: the client logs in in the
 // background and issuance answers 503 until it is reachable.
 func (s *Server) openVault(cfg *config.Config) error {
-	if cfg.Vault == nil {
+	if !cfg.Vault.Set() {
 		return nil
 	}
 	var vc vault.Config
-	if err := cfg.Vault.Decode(&vc); err != nil {
+	if err := cfg.Vault.Node.Decode(&vc); err != nil {
 		return fmt.Errorf("%s: vault: %w", s.cfg.Path(), err)
 	}
 	c, err := vault.New(context.Background(), vc, vault.Options{Logger: s.log, Now: s.now})

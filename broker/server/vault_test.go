@@ -27,7 +27,7 @@ func startWithVault(t *testing.T) (*testServer, *vaulttest.Server) {
 		t.Fatal(err)
 	}
 	ts := startServer(t, func(c *config.Config) {
-		c.Vault = node.Content[0]
+		c.Vault = config.Section{Node: node.Content[0]}
 		c.Databases = []config.DatabaseRole{{Name: "orders", Issuer: "vault", VaultPath: "database/creds/orders"}}
 	})
 	return ts, v

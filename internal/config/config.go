@@ -45,10 +45,10 @@ type Config struct {
 	Mesh        Mesh           `yaml:"mesh"`
 	// Vault is the Vault connection, decoded by the broker into its own
 	// settings (address, ca_cert, timeout, auth). Nil when not configured.
-	Vault *yaml.Node `yaml:"vault"`
+	Vault Section `yaml:"vault"`
 	// PGProxy is the PostgreSQL masking proxy's section, decoded by the
 	// masking package. Nil when the proxy is not run by ward serve.
-	PGProxy *yaml.Node `yaml:"pgproxy"`
+	PGProxy Section `yaml:"pgproxy"`
 
 	path string
 }
@@ -146,6 +146,21 @@ func (d *DatabaseRole) UnmarshalYAML(n *yaml.Node) error {
 	d.Line = n.Line
 	return nil
 }
+
+// Section is a part of the file decoded later by the package that owns it;
+// its node keeps the file's line numbers for that package's errors.
+type Section struct {
+	Node *yaml.Node
+}
+
+// UnmarshalYAML keeps the node.
+func (s *Section) UnmarshalYAML(n *yaml.Node) error {
+	s.Node = n
+	return nil
+}
+
+// Set reports whether the section is present.
+func (s Section) Set() bool { return s.Node != nil }
 
 // Mesh configures the xDS control plane on listen.xds.
 type Mesh struct {
@@ -367,7 +382,7 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 			switch {
 			case db.Name == "":
 				return fmt.Errorf("%w: %s: missing name", ErrInvalid, at)
-			case c.Vault == nil:
+			case !c.Vault.Set():
 				return fmt.Errorf("%w: %s (%s): issuer vault needs a vault: section", ErrInvalid, at, db.Name)
 			case !strings.Contains(db.VaultPath, "/creds/"):
 				return fmt.Errorf("%w: %s (%s): vault_path %q must look like <mount>/creds/<role>", ErrInvalid, at, db.Name, db.VaultPath)

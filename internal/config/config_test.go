@@ -81,3 +81,19 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestReadmeExampleParses keeps the configuration shown in the README valid.
+func TestReadmeExampleParses(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(readme), "ward serve --config ward.yaml` reads:\n\n```yaml\n")
+	if !ok {
+		t.Fatal("README has no configuration example")
+	}
+	example, _, _ := strings.Cut(rest, "```")
+	if _, err := config.Parse("README.md", []byte(example)); err != nil {
+		t.Errorf("README configuration example: %v", err)
+	}
+}
