@@ -331,8 +331,13 @@ func (a *Agent) nextDue() time.Time {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	next := a.now().Add(time.Minute)
-	if _, ok := a.due[identityKey]; !ok {
+	idDue, ok := a.due[identityKey]
+	if !ok {
 		return a.now()
+	}
+	if a.identity == nil {
+		// Nothing else can be fetched before the agent has authenticated.
+		return idDue
 	}
 	for i := range a.cfg.Credentials {
 		t, ok := a.due[a.cfg.Credentials[i].Name]

@@ -2,12 +2,19 @@ package agent_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,4 +136,78 @@ revoke_on_shutdown: true
 	if len(resp.Leases) != 1 {
 		t.Errorf("revoked leases = %s, want the one credential lease", body)
 	}
+}
+
+// TestAgentBrokerDownAtStart starts an agent whose broker does not answer:
+// it retries with backoff instead of spinning, stays unready, and says why.
+func TestAgentBrokerDownAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	certFile, err := writeTestCA(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(certFile, ca); err != nil {
+		t.Fatal(err)
+	}
+	token := filepath.Join(dir, "join.token")
+	if err := os.WriteFile(token, []byte("wardjoin.unused"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := agent.ParseConfig("agent.yaml", []byte(fmt.Sprintf(`
+broker: {addr: "https://%s", ca_file: %s}
+auth: {method: join_token, join_token_file: %s}
+output_dir: %s
+credentials:
+  - {name: svid, path: x509, ttl: 1m}
+`, freeAddr(t), ca, token, dir)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Counting clock reads shows whether the renewal loop spins.
+	var clockReads atomic.Int64
+	a, err := agent.New(cfg, agent.Options{Now: func() time.Time {
+		clockReads.Add(1)
+		return time.Now()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	waitFor(t, 10*time.Second, "two failed attempts", func() bool { return a.Stats().Failed >= 2 })
+	failedBefore, readsBefore := a.Stats().Failed, clockReads.Load()
+	time.Sleep(2 * time.Second) // the backoff is 1 s, 2 s, 4 s: at most two more attempts
+	if got := a.Stats().Failed - failedBefore; got > 2 {
+		t.Errorf("%d attempts in 2 s while the broker is down, want at most 2 (backoff)", got)
+	}
+	if got := clockReads.Load() - readsBefore; got > 1000 {
+		t.Errorf("%d clock reads in 2 s while the broker is down, want a sleeping loop", got)
+	}
+	if err := a.Ready(); err == nil || !strings.Contains(err.Error(), "not yet authenticated") {
+		t.Errorf("Ready() = %v, want not yet authenticated", err)
+	}
+}
+
+// writeTestCA writes a self-signed certificate, a CA no broker uses.
+func writeTestCA(t *testing.T, dir string) (string, error) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "test-ca.pem")
+	return path, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 }
