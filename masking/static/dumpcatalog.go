@@ -57,7 +57,7 @@ var (
 	uniqueIndexRe = regexp.MustCompile(`(?is)^\s*CREATE\s+UNIQUE\s+INDEX\s+[\w"]+\s+ON\s+(?:ONLY\s+)?([\w."]+)\s+(?:USING\s+\w+\s+)?\(([\w"]+)\)`)
 	primaryRe     = regexp.MustCompile(`(?is)^(?:CONSTRAINT\s+[\w"]+\s+)?(PRIMARY\s+KEY|UNIQUE)\s*\(([^)]*)\)`)
 	foreignRe     = regexp.MustCompile(`(?is)^(?:CONSTRAINT\s+[\w"]+\s+)?FOREIGN\s+KEY\s*\(([^)]*)\)\s*REFERENCES\s+([\w."]+)\s*\(([^)]*)\)`)
-	copyRe        = regexp.MustCompile(`^COPY\s+(` + qualifiedPattern + `)\s*(?:\((.*)\))?\s+FROM\s+stdin;$`)
+	copyRe        = regexp.MustCompile(`(?i)^COPY\s+(` + qualifiedPattern + `)\s*(?:\((.*)\))?\s+FROM\s+stdin;$`)
 	inlineRefRe   = regexp.MustCompile(`(?is)REFERENCES\s+([\w."]+)\s*\(([^)]*)\)`)
 	notNullRe     = regexp.MustCompile(`(?i)\bNOT\s+NULL\b`)
 	typeEndWords  = []string{"NOT", "NULL", "DEFAULT", "PRIMARY", "UNIQUE", "REFERENCES", "CONSTRAINT", "CHECK", "COLLATE", "GENERATED"}

@@ -17,7 +17,10 @@ var insertRe = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+(` + qualifiedPattern +
 
 // copyStartRe matches any COPY ... FROM stdin line, so that one copyRe
 // cannot read stops the run instead of passing its rows through unmasked.
-var copyStartRe = regexp.MustCompile(`(?i)^COPY\s.*\sFROM\s+stdin;$`)
+var copyStartRe = regexp.MustCompile(`(?i)^\s*COPY\s.*\bFROM\s+stdin\b`)
+
+// insertStartRe matches the start of an INSERT statement in any case.
+var insertStartRe = regexp.MustCompile(`(?i)^\s*INSERT\s+INTO\s`)
 
 // MaskDump masks a plain SQL script such as pg_dump output (pg_dump
 // --format=plain, with or without --inserts): the rows of COPY ... FROM
@@ -72,7 +75,7 @@ func (d *dumpMasker) feed(line string) error {
 	switch {
 	case d.copyTable != nil:
 		return d.copyLine(line)
-	case d.insert.Len() > 0 || strings.HasPrefix(line, "INSERT INTO "):
+	case d.insert.Len() > 0 || insertStartRe.MatchString(line):
 		return d.insertPart(line)
 	}
 	if m := copyRe.FindStringSubmatch(line); m != nil {
@@ -180,7 +183,8 @@ func quotesBalanced(s string) bool {
 }
 
 func (d *dumpMasker) maskInsert(stmt string) (string, error) {
-	m := insertRe.FindStringSubmatchIndex(stmt)
+	m := insertRe.FindStringSubmatchIndex(strings.TrimLeft(stmt, " \t"))
+	stmt = strings.TrimLeft(stmt, " \t")
 	if m == nil {
 		return "", &RowError{File: d.file, Line: d.insertLine, Err: fmt.Errorf("%w: cannot read INSERT statement", ErrFormat)}
 	}

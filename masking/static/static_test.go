@@ -239,3 +239,23 @@ func TestDumpUnreadableCopyFails(t *testing.T) {
 		t.Errorf("output contains the row of the unreadable COPY block")
 	}
 }
+
+func TestDumpLowercaseStatements(t *testing.T) {
+	rs, _ := rules.Parse("r.yaml", []byte("columns:\n  public.t.a: hash\n"))
+	plan, _ := rules.Compile(rs, nil, testKeys(t))
+	tests := []struct{ name, script string }{
+		{"lowercase insert", "insert into t (a) values ('secret');\n"},
+		{"indented insert", "  INSERT INTO public.t (a) VALUES ('secret');\n"},
+		{"lowercase copy", "copy public.t (a) from stdin;\nsecret\n\\.\n"},
+		{"copy with options", "COPY public.t (a) FROM stdin WITH (FORMAT csv);\nsecret\n\\.\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out strings.Builder
+			err := static.MaskDump(strings.NewReader(tc.script), &out, plan, nil, "l.sql", nil)
+			if strings.Contains(out.String(), "secret") {
+				t.Errorf("output %q contains the original value (error %v)", out.String(), err)
+			}
+		})
+	}
+}
