@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -65,6 +66,9 @@ type catalogSource interface {
 // resolved by its old definition until then.
 type pgCatalog struct {
 	pool *pgxpool.Pool
+	// timeout bounds each catalog query, so a hung upstream fails the
+	// statement instead of stalling the session forever.
+	timeout time.Duration
 
 	mu     sync.Mutex
 	byOID  map[uint32]*relation
@@ -74,8 +78,8 @@ type pgCatalog struct {
 
 var _ catalogSource = (*pgCatalog)(nil)
 
-func newPGCatalog(pool *pgxpool.Pool) *pgCatalog {
-	return &pgCatalog{pool: pool, byOID: map[uint32]*relation{}, byName: map[string]*relation{}, funcs: map[string]bool{}}
+func newPGCatalog(pool *pgxpool.Pool, timeout time.Duration) *pgCatalog {
+	return &pgCatalog{pool: pool, timeout: timeout, byOID: map[uint32]*relation{}, byName: map[string]*relation{}, funcs: map[string]bool{}}
 }
 
 const relationQuery = `
@@ -90,6 +94,8 @@ WHERE c.oid = $1
 GROUP BY c.oid, n.nspname, c.relname, c.relkind`
 
 func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	c.mu.Lock()
 	r, ok := c.byOID[oid]
 	c.mu.Unlock()
@@ -116,6 +122,8 @@ func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, e
 }
 
 func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*relation, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	key := schema + "." + name
 	c.mu.Lock()
 	r, ok := c.byName[key]
@@ -146,6 +154,8 @@ func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*r
 }
 
 func (c *pgCatalog) userFunction(ctx context.Context, name string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
 	c.mu.Lock()
 	found, ok := c.funcs[name]
 	c.mu.Unlock()

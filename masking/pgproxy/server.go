@@ -124,7 +124,7 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgproxy: catalog pool: %w", err)
 	}
-	s.catalog = newPGCatalog(s.pool)
+	s.catalog = newPGCatalog(s.pool, opts.Config.Limits.ConnectTimeout)
 	s.maskers = &maskers{plan: opts.Rules, cat: s.catalog, byCol: map[rules.Column]*columnMasker{}, tables: map[string]*rules.Table{}}
 	return s, nil
 }
