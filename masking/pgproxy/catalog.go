@@ -16,6 +16,11 @@ type relation struct {
 	OID    uint32
 	Schema string
 	Name   string
+	// RootSchema and RootName name the top of the partition tree of a
+	// partition, whose rules apply to it; for other relations they repeat
+	// Schema and Name.
+	RootSchema string
+	RootName   string
 	// Kind is pg_class.relkind: r table, p partitioned table, v view,
 	// m materialized view, f foreign table, and so on.
 	Kind byte
@@ -83,15 +88,17 @@ func newPGCatalog(pool *pgxpool.Pool, timeout time.Duration) *pgCatalog {
 }
 
 const relationQuery = `
-SELECT c.oid, n.nspname, c.relname, c.relkind::text,
+SELECT c.oid, n.nspname, c.relname, coalesce(rn.nspname, n.nspname), coalesce(r.relname, c.relname), c.relkind::text,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
        coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) ELSE '' END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.oid = $1
-GROUP BY c.oid, n.nspname, c.relname, c.relkind`
+GROUP BY c.oid, n.nspname, c.relname, rn.nspname, r.relname, c.relkind`
 
 func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -105,7 +112,7 @@ func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, e
 
 	r = &relation{}
 	var kind string
-	err := c.pool.QueryRow(ctx, relationQuery, oid).Scan(&r.OID, &r.Schema, &r.Name, &kind, &r.Columns, &r.Attnums, &r.Definition)
+	err := c.pool.QueryRow(ctx, relationQuery, oid).Scan(&r.OID, &r.Schema, &r.Name, &r.RootSchema, &r.RootName, &kind, &r.Columns, &r.Attnums, &r.Definition)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

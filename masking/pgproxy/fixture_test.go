@@ -54,6 +54,7 @@ columns:
   public.employee.fax: {transformer: partial, keep_last: 2}
   public.employee.email: email
   public.employee.birth_date: {transformer: date-shift, max_days: 300}
+  public.contact_log.email: email
   public.person.email: email
   public.person.phone: {transformer: partial, keep_last: 2}
   public.person.name: redact
@@ -107,6 +108,10 @@ func chinookServer(t testing.TB) (*pgtest.Server, string) {
 			"CREATE VIEW customer_contact AS SELECT customer_id, first_name, email, phone FROM customer",
 			"GRANT SELECT ON customer_contact TO " + upstreamRole,
 			"CREATE FUNCTION email_of(id int) RETURNS text LANGUAGE sql AS 'SELECT email FROM customer WHERE customer_id = id'",
+			"CREATE TABLE contact_log (id int, email text) PARTITION BY RANGE (id)",
+			"CREATE TABLE contact_log_low PARTITION OF contact_log FOR VALUES FROM (0) TO (1000)",
+			"INSERT INTO contact_log SELECT customer_id, email FROM customer",
+			"GRANT SELECT ON contact_log, contact_log_low TO " + upstreamRole,
 		} {
 			if _, err := conn.Exec(ctx, q); err != nil {
 				chinook.err = q + ": " + err.Error()

@@ -398,7 +398,13 @@ func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
 		cols := make([]outputColumn, len(rel.Columns))
 		for i, c := range rel.Columns {
 			cols[i] = outputColumn{name: c}
-			cols[i].src.add(rules.Column{Schema: rel.Schema, Table: rel.Name, Name: c})
+			// A partition holds rows of its root table, so the root's rules
+			// and permissions apply to it.
+			schema, table := rel.Schema, rel.Name
+			if rel.RootName != "" {
+				schema, table = rel.RootSchema, rel.RootName
+			}
+			cols[i].src.add(rules.Column{Schema: schema, Table: table, Name: c})
 		}
 		return cols, nil
 	}

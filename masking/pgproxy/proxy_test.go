@@ -51,6 +51,9 @@ func TestTesterSeesNoEmail(t *testing.T) {
 		"COPY customer TO STDOUT",
 		"COPY (SELECT lower(email) FROM customer) TO STDOUT",
 		"SELECT 1; SELECT email FROM customer; SELECT 2",
+		"SELECT email FROM contact_log",
+		"SELECT email FROM contact_log_low",
+		"SELECT lower(email) FROM contact_log_low",
 	}
 	for _, q := range queries {
 		out, err := f.psql(t, "tester", testerPW, q)
