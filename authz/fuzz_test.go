@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"log/slog"
 	"strings"
 	"testing"
 )
@@ -57,10 +58,67 @@ func FuzzParsePolicy(f *testing.F) {
 			}
 		}
 
-		if _, err := buildSnapshot(mf, pf, 0); err != nil {
+		snap, err := buildSnapshot(mf, pf, 0)
+		if err != nil {
 			t.Fatalf("buildSnapshot() error = %v for a policy the parser accepted", err)
 		}
+		snap.logger = slog.New(slog.DiscardHandler)
+
+		// The index must decide every request as Casbin's Enforce over the
+		// whole policy does. Requests are built from the policy's own lines
+		// so that some of them match.
+		for _, req := range requestsFor(pf) {
+			if checkRequest(req[0], req[1], req[2], req[3]) != "" {
+				continue
+			}
+			got := snap.evaluate(req[0], req[1], req[2], req[3])
+			want, explain, err := snap.enforcer.EnforceEx(req[0], req[1], req[2], req[3])
+			if err != nil {
+				t.Fatalf("EnforceEx(%q) error = %v", req, err)
+			}
+			if got.Allowed != want || (got.Rule == "") != (len(explain) == 0) {
+				t.Fatalf("evaluate(%q) = %+v, want allowed %v by %q", req, got, want, explain)
+			}
+		}
 	})
+}
+
+// requestsFor returns a few requests built from the first lines of pf.
+func requestsFor(pf *policyFile) [][4]string {
+	concrete := func(pattern, fallback string) string {
+		if pattern == wildcard || pattern == "" {
+			return fallback
+		}
+		if prefix, ok := strings.CutSuffix(pattern, wildcard); ok {
+			return prefix + "x"
+		}
+		return pattern
+	}
+
+	var out [][4]string
+	for i, r := range pf.rules {
+		if i == 8 {
+			break
+		}
+		sub := concrete(r.fields[0], "spiffe://fuzz.test/a")
+		for _, g := range pf.roles {
+			if g.fields[1] == r.fields[0] {
+				sub = g.fields[0]
+				break
+			}
+		}
+		dom := concrete(r.fields[1], "dev")
+		obj := concrete(r.fields[2], "db/x")
+		switch r.fields[2] {
+		case selfX509:
+			obj = "x509/" + sub
+		case selfJWT:
+			obj = "jwt/" + sub
+		}
+		act := concrete(r.fields[3], "read")
+		out = append(out, [4]string{sub, dom, obj, act}, [4]string{sub, "other", obj, act})
+	}
+	return out
 }
 
 // FuzzParseModel checks that the model parser never panics and that every
