@@ -16,9 +16,11 @@ type relation struct {
 	OID    uint32
 	Schema string
 	Name   string
-	// RootSchema and RootName name the top of the partition tree of a
-	// partition, whose rules apply to it; for other relations they repeat
-	// Schema and Name.
+	// RootSchema and RootName name the top ancestor of a partition or an
+	// inheritance child, whose rules apply to it; for other relations they
+	// repeat Schema and Name.
+	//
+	// NOTE: with multiple inheritance one of the top ancestors is chosen.
 	RootSchema string
 	RootName   string
 	// Kind is pg_class.relkind: r table, p partitioned table, v view,
@@ -94,7 +96,13 @@ SELECT c.oid, n.nspname, c.relname, coalesce(rn.nspname, n.nspname), coalesce(r.
        CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) ELSE '' END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+LEFT JOIN LATERAL (
+    WITH RECURSIVE up(oid, depth) AS (
+        SELECT c.oid, 0
+        UNION ALL
+        SELECT i.inhparent, up.depth + 1 FROM pg_inherits i JOIN up ON i.inhrelid = up.oid WHERE up.depth < 32)
+    SELECT oid FROM up ORDER BY depth DESC LIMIT 1) root ON true
+LEFT JOIN pg_class r ON r.oid = root.oid
 LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE c.oid = $1

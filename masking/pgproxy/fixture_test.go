@@ -55,6 +55,7 @@ columns:
   public.employee.email: email
   public.employee.birth_date: {transformer: date-shift, max_days: 300}
   public.contact_log.email: email
+  public.contact_note.email: email
   public.person.email: email
   public.person.phone: {transformer: partial, keep_last: 2}
   public.person.name: redact
@@ -111,7 +112,10 @@ func chinookServer(t testing.TB) (*pgtest.Server, string) {
 			"CREATE TABLE contact_log (id int, email text) PARTITION BY RANGE (id)",
 			"CREATE TABLE contact_log_low PARTITION OF contact_log FOR VALUES FROM (0) TO (1000)",
 			"INSERT INTO contact_log SELECT customer_id, email FROM customer",
-			"GRANT SELECT ON contact_log, contact_log_low TO " + upstreamRole,
+			"CREATE TABLE contact_note (id int, email text)",
+			"CREATE TABLE contact_note_old (note text) INHERITS (contact_note)",
+			"INSERT INTO contact_note_old (id, email) SELECT customer_id, email FROM customer",
+			"GRANT SELECT ON contact_log, contact_log_low, contact_note, contact_note_old TO " + upstreamRole,
 		} {
 			if _, err := conn.Exec(ctx, q); err != nil {
 				chinook.err = q + ": " + err.Error()

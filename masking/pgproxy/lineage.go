@@ -398,8 +398,8 @@ func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
 		cols := make([]outputColumn, len(rel.Columns))
 		for i, c := range rel.Columns {
 			cols[i] = outputColumn{name: c}
-			// A partition holds rows of its root table, so the root's rules
-			// and permissions apply to it.
+			// A partition or inheritance child holds rows of its root
+			// table, so the root's rules and permissions apply to it.
 			schema, table := rel.Schema, rel.Name
 			if rel.RootName != "" {
 				schema, table = rel.RootSchema, rel.RootName

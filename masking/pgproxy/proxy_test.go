@@ -54,6 +54,8 @@ func TestTesterSeesNoEmail(t *testing.T) {
 		"SELECT email FROM contact_log",
 		"SELECT email FROM contact_log_low",
 		"SELECT lower(email) FROM contact_log_low",
+		"SELECT email FROM contact_note",
+		"SELECT email FROM contact_note_old",
 	}
 	for _, q := range queries {
 		out, err := f.psql(t, "tester", testerPW, q)
