@@ -31,9 +31,13 @@ type ForeignKey struct {
 type Catalog struct {
 	Tables      map[string][]ColumnInfo // by schema.table
 	ForeignKeys []ForeignKey
+	// Partitions maps each partition (schema.table) to the partitioned
+	// table at the root of its tree, whose rules apply to it.
+	Partitions map[string]string
 }
 
 // Lookup returns the column's information and whether the catalog has it.
+// A column of a partitioned table is looked up in one of its partitions.
 func (c *Catalog) Lookup(col Column) (ColumnInfo, bool) {
 	if c == nil {
 		return ColumnInfo{}, false
@@ -43,7 +47,47 @@ func (c *Catalog) Lookup(col Column) (ColumnInfo, bool) {
 			return ci, true
 		}
 	}
+	for part, root := range c.Partitions {
+		if root != col.TableName() {
+			continue
+		}
+		schema, table, _ := strings.Cut(part, ".")
+		if ci, ok := c.Lookup(Column{Schema: schema, Table: table, Name: col.Name}); ok {
+			ci.Column = col
+			return ci, true
+		}
+	}
 	return ColumnInfo{}, false
+}
+
+// rootColumn returns the same column of the partitioned table at the root
+// of col's partition tree, or col itself when its table is no partition.
+func (c *Catalog) rootColumn(col Column) Column {
+	if c == nil {
+		return col
+	}
+	if root, ok := c.Partitions[col.TableName()]; ok {
+		schema, table, _ := strings.Cut(root, ".")
+		return Column{Schema: schema, Table: table, Name: col.Name}
+	}
+	return col
+}
+
+// HasTable reports whether the catalog has the table, as a table or as
+// the root of partitions.
+func (c *Catalog) HasTable(name string) bool {
+	if c == nil {
+		return false
+	}
+	if _, ok := c.Tables[name]; ok {
+		return true
+	}
+	for _, root := range c.Partitions {
+		if root == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Name returns the column name.

@@ -123,7 +123,9 @@ func (p *Plan) checkClassified() error {
 	var missing []string
 	for _, cols := range p.catalog.Tables {
 		for _, ci := range cols {
-			if _, ok := p.byCol[ci.Column]; !ok {
+			_, own := p.byCol[ci.Column]
+			_, inherited := p.byCol[p.catalog.rootColumn(ci.Column)]
+			if !own && !inherited {
 				missing = append(missing, ci.Column.String())
 			}
 		}
@@ -133,6 +135,32 @@ func (p *Plan) checkClassified() error {
 	}
 	sort.Strings(missing)
 	return fmt.Errorf("%w: %s: strict is set and %d columns have no rule: %s", ErrUnclassified, p.set.File, len(missing), strings.Join(missing, ", "))
+}
+
+// CheckTables returns an error naming the first rule whose table the
+// catalog does not have (partitioned tables count), because such a rule
+// would silently mask nothing. Without a catalog it returns nil.
+func (p *Plan) CheckTables() error {
+	if p.catalog == nil {
+		return nil
+	}
+	known := map[string]bool{}
+	for t := range p.catalog.Tables {
+		known[t] = true
+	}
+	for _, root := range p.catalog.Partitions {
+		known[root] = true
+	}
+	var first *Rule
+	for _, r := range p.set.Rules {
+		if !known[r.Column.TableName()] && (first == nil || r.Line < first.Line) {
+			first = r
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("%w: %s: table %s not found", ErrNoColumn, first.Pos(), first.Column.TableName())
+	}
+	return nil
 }
 
 // Ruleset returns the ruleset the plan was compiled from.

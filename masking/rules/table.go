@@ -36,6 +36,13 @@ type columnPlan struct {
 // must exist, and in strict mode every column must have a rule.
 func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 	t := &Table{name: schema + "." + table, columns: columns, plans: make([]columnPlan, len(columns))}
+
+	// A partition holds rows of its partitioned table, so that table's
+	// rules apply too; a rule on the partition itself takes precedence.
+	root := ""
+	if p.catalog != nil {
+		root = p.catalog.Partitions[t.name]
+	}
 	index := map[string]int{}
 	for i, c := range columns {
 		index[c] = i
@@ -46,7 +53,14 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 	// first in the file.
 	var cols []Column
 	for col := range p.byCol {
-		if col.Schema == schema && col.Table == table {
+		own := col.Schema == schema && col.Table == table
+		inherited := root != "" && col.TableName() == root
+		if inherited {
+			if _, shadowed := p.byCol[Column{Schema: schema, Table: table, Name: col.Name}]; shadowed {
+				continue
+			}
+		}
+		if own || inherited {
 			cols = append(cols, col)
 		}
 	}
@@ -78,7 +92,7 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 		case DefaultMask:
 			// Text columns get redact; a column of another type, or one too
 			// short for the text, gets NULL, since redact's text would not fit.
-			if ci, ok := p.catalog.Lookup(Column{schema, table, c}); ok && !maskableByRedact(ci) {
+			if ci, ok := p.catalog.Lookup(Column{Schema: schema, Table: table, Name: c}); ok && !maskableByRedact(ci) {
 				cp.null = true
 			} else {
 				cp.whole = p.mask

@@ -51,7 +51,7 @@ func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) 
 		}
 		ci, ok := catalog.Lookup(r.Column)
 		if !ok {
-			if _, tableOK := catalog.Tables[r.Column.TableName()]; !tableOK {
+			if !catalog.HasTable(r.Column.TableName()) {
 				add(pos, r.Column, "table %s not found in the database", r.Column.TableName())
 			} else {
 				add(pos, r.Column, "column not found in table %s", r.Column.TableName())
@@ -67,7 +67,7 @@ func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) 
 	if strict || rs.Strict {
 		for _, cols := range catalog.Tables {
 			for _, ci := range cols {
-				if !classified[ci.Column] {
+				if !classified[ci.Column] && !classified[catalog.rootColumn(ci.Column)] {
 					add(rs.File, ci.Column, "no rule classifies this column (strict)")
 				}
 			}
@@ -76,7 +76,7 @@ func Validate(rs *Ruleset, catalog *Catalog, keys *transform.Keys, strict bool) 
 	if rs.Default != DefaultKeep {
 		for _, cols := range catalog.Tables {
 			for _, ci := range cols {
-				if classified[ci.Column] {
+				if classified[ci.Column] || classified[catalog.rootColumn(ci.Column)] {
 					continue
 				}
 				if rs.Default == DefaultNull && ci.NotNull {

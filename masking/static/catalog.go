@@ -41,9 +41,19 @@ JOIN pg_namespace tn ON tn.oid = tc.relnamespace
 JOIN pg_attribute ta ON ta.attrelid = k.confrelid AND ta.attnum = u.pk
 WHERE k.contype = 'f'`
 
+// Each ordinary partition with the root of its partition tree.
+const catalogPartitionSQL = `
+SELECT n.nspname, c.relname, rn.nspname, r.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class r ON r.oid = pg_partition_root(c.oid)
+JOIN pg_namespace rn ON rn.oid = r.relnamespace
+WHERE c.relispartition AND c.relkind = 'r'`
+
 // ReadCatalog reads the ordinary tables of the connected database (every
 // schema but the system ones): columns in order with types and NOT NULL,
-// single-column unique indexes, and foreign keys. Generated columns are
+// single-column unique indexes, partitions with their partitioned table,
+// and foreign keys. Generated columns are
 // left out because COPY cannot load them.
 func ReadCatalog(ctx context.Context, conn *pgx.Conn) (*rules.Catalog, error) {
 	cat := &rules.Catalog{Tables: map[string][]rules.ColumnInfo{}}
@@ -77,6 +87,24 @@ func ReadCatalog(ctx context.Context, conn *pgx.Conn) (*rules.Catalog, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading unique indexes: %w", err)
+	}
+
+	rows, err = conn.Query(ctx, catalogPartitionSQL)
+	if err != nil {
+		return nil, fmt.Errorf("reading partitions: %w", err)
+	}
+	for rows.Next() {
+		var ps, pt, rs, rt string
+		if err := rows.Scan(&ps, &pt, &rs, &rt); err != nil {
+			return nil, err
+		}
+		if cat.Partitions == nil {
+			cat.Partitions = map[string]string{}
+		}
+		cat.Partitions[ps+"."+pt] = rs + "." + rt
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading partitions: %w", err)
 	}
 
 	rows, err = conn.Query(ctx, catalogForeignKeySQL)

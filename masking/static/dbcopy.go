@@ -99,6 +99,9 @@ func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, 
 	if err != nil {
 		return nil, err
 	}
+	if err := plan.CheckTables(); err != nil {
+		return nil, err
+	}
 	tables := sortedTables(catalog)
 	if err := checkEmpty(ctx, tgt, tables); err != nil {
 		return nil, err

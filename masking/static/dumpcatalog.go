@@ -52,7 +52,8 @@ func ScanDumpCatalog(r io.Reader) (*rules.Catalog, error) {
 }
 
 var (
-	createTableRe = regexp.MustCompile(`(?is)^\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w."]+)\s*\((.*)\)\s*;\s*$`)
+	createTableRe = regexp.MustCompile(`(?is)^\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(` + qualifiedPattern + `)\s*\((.*)\)\s*(?:PARTITION\s+BY\s+[^;]*)?;\s*$`)
+	attachRe      = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?(` + qualifiedPattern + `)\s+ATTACH\s+PARTITION\s+(` + qualifiedPattern + `)\s`)
 	alterTableRe  = regexp.MustCompile(`(?is)^\s*ALTER\s+TABLE\s+(?:ONLY\s+)?([\w."]+)\s+ADD\s+(?:CONSTRAINT\s+[\w"]+\s+)?(.*);\s*$`)
 	uniqueIndexRe = regexp.MustCompile(`(?is)^\s*CREATE\s+UNIQUE\s+INDEX\s+[\w"]+\s+ON\s+(?:ONLY\s+)?([\w."]+)\s+(?:USING\s+\w+\s+)?\(([\w"]+)\)`)
 	primaryRe     = regexp.MustCompile(`(?is)^(?:CONSTRAINT\s+[\w"]+\s+)?(PRIMARY\s+KEY|UNIQUE)\s*\(([^)]*)\)`)
@@ -134,6 +135,13 @@ func addStatement(cat *rules.Catalog, stmt string) {
 				}
 			}
 		}
+		return
+	}
+	if m := attachRe.FindStringSubmatch(stmt); m != nil {
+		if cat.Partitions == nil {
+			cat.Partitions = map[string]string{}
+		}
+		cat.Partitions[qualify(m[2])] = qualify(m[1])
 		return
 	}
 	if m := alterTableRe.FindStringSubmatch(stmt); m != nil {

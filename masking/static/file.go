@@ -43,6 +43,11 @@ func MaskFile(rs *rules.Ruleset, keys *transform.Keys, in, out string, opts File
 	if err != nil {
 		return nil, err
 	}
+	if opts.Format == FormatPGDump {
+		if err := plan.CheckTables(); err != nil {
+			return nil, err
+		}
+	}
 
 	src, err := os.Open(in)
 	if err != nil {
