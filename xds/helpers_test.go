@@ -25,9 +25,11 @@ const testTD = "example.org"
 
 func testID(name string) string { return "spiffe://" + testTD + "/ns/test/sa/" + name }
 
-// testCA is an in-test ECDSA P-256 CA implementing Issuer. Every leaf also
-// carries the IP SAN 127.0.0.1, because gRPC peers verify ward's host name.
+// testCA is an in-test ECDSA P-256 CA implementing Issuer and
+// ServingIssuer. Unless noIPs is set, every leaf also carries the IP SAN
+// 127.0.0.1, so any certificate can serve on loopback.
 type testCA struct {
+	noIPs  bool
 	mu     sync.Mutex
 	key    *ecdsa.PrivateKey
 	cert   *x509.Certificate
@@ -76,7 +78,19 @@ func (ca *testCA) rotate(t testing.TB, keepOld bool) {
 	ca.key, ca.cert = key, cert
 }
 
-func (ca *testCA) IssueSVID(_ context.Context, spiffeID string, ttl time.Duration) ([]byte, []byte, time.Time, error) {
+func (ca *testCA) IssueSVID(ctx context.Context, spiffeID string, ttl time.Duration) ([]byte, []byte, time.Time, error) {
+	var hosts []string
+	if !ca.noIPs {
+		hosts = []string{"127.0.0.1"}
+	}
+	return ca.issue(spiffeID, hosts, ttl)
+}
+
+func (ca *testCA) IssueServingSVID(_ context.Context, spiffeID string, hosts []string, ttl time.Duration) ([]byte, []byte, time.Time, error) {
+	return ca.issue(spiffeID, hosts, ttl)
+}
+
+func (ca *testCA) issue(spiffeID string, hosts []string, ttl time.Duration) ([]byte, []byte, time.Time, error) {
 	u, err := url.Parse(spiffeID)
 	if err != nil {
 		return nil, nil, time.Time{}, err
@@ -95,9 +109,15 @@ func (ca *testCA) IssueSVID(_ context.Context, spiffeID string, ttl time.Duratio
 		NotBefore:    time.Now().Add(-time.Minute),
 		NotAfter:     expires,
 		URIs:         []*url.URL{u},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

@@ -132,3 +132,58 @@ func TestServingCertificate(t *testing.T) {
 		}
 	})
 }
+
+// plainIssuer hides testCA's ServingIssuer method.
+type plainIssuer struct{ ca *testCA }
+
+func (p plainIssuer) IssueSVID(ctx context.Context, id string, ttl time.Duration) ([]byte, []byte, time.Time, error) {
+	return p.ca.IssueSVID(ctx, id, ttl)
+}
+func (p plainIssuer) TrustBundlePEM() []byte { return p.ca.TrustBundlePEM() }
+
+func TestServingCertificateHostNames(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	t.Run("ServingIssuer adds the host", func(t *testing.T) {
+		ca := newTestCA(t)
+		ca.noIPs = true
+		_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: ca})
+		cert := ca.tlsCert(t, testID("a"))
+		// dialADS verifies the server's certificate for 127.0.0.1, as gRPC does.
+		if _, err := fetch(ctx, dialADS(t, addr, &cert, ca.TrustBundlePEM()), testID("a"), resource.ListenerType); err != nil {
+			t.Fatalf("fetch() = %v", err)
+		}
+	})
+
+	t.Run("plain Issuer lacks the host", func(t *testing.T) {
+		ca := newTestCA(t)
+		ca.noIPs = true
+		_, addr := startServer(t, Config{Services: threeServices(), Authorizer: newFakeAuthz(), Issuer: plainIssuer{ca}})
+		cert := ca.tlsCert(t, testID("a"))
+		if _, err := fetch(ctx, dialADS(t, addr, &cert, ca.TrustBundlePEM()), testID("a"), resource.ListenerType); err == nil {
+			t.Fatal("fetch() = nil error, want a host name mismatch")
+		}
+	})
+}
+
+func TestServerHostsDefault(t *testing.T) {
+	tests := []struct {
+		addr string
+		want []string
+	}{
+		{"127.0.0.1:18000", []string{"127.0.0.1"}},
+		{"ward.example.org:18000", []string{"ward.example.org"}},
+		{"0.0.0.0:18000", nil},
+		{":18000", nil},
+	}
+	for _, tt := range tests {
+		s, err := New(Config{Addr: tt.addr, TrustDomain: testTD, Authorizer: newFakeAuthz(), Issuer: fixedIssuer{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(s.cfg.ServerHosts, tt.want) {
+			t.Errorf("New(Addr %q).ServerHosts = %v, want %v", tt.addr, s.cfg.ServerHosts, tt.want)
+		}
+	}
+}

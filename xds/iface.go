@@ -58,3 +58,13 @@ type Issuer interface {
 	IssueSVID(ctx context.Context, spiffeID string, ttl time.Duration) (certChainPEM, keyPEM []byte, expiresAt time.Time, err error)
 	TrustBundlePEM() []byte
 }
+
+// ServingIssuer is implemented by issuers that can also put host names and
+// IP addresses into an SVID. The server then issues its own ADS certificate
+// with Config.ServerHosts, because proxyless gRPC peers check the server's
+// host name against the address they dial (gRFC A65 TLS channel
+// credentials). Without it, Config.ServerCertificate must supply a
+// certificate with those names.
+type ServingIssuer interface {
+	IssueServingSVID(ctx context.Context, spiffeID string, hosts []string, ttl time.Duration) (certChainPEM, keyPEM []byte, expiresAt time.Time, err error)
+}

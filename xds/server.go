@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -71,6 +72,10 @@ type Config struct {
 	Authorizer Authorizer // required
 	Issuer     Issuer     // required
 
+	// ServerHosts are the DNS names and IP addresses put into the ADS
+	// serving SVID when the Issuer implements ServingIssuer. When empty it
+	// is the host of Addr, unless that is an unspecified address.
+	ServerHosts []string
 	// ServerCertificate, when set, supplies the ADS serving certificate in
 	// place of an SVID issued for ServerID. Proxyless gRPC peers verify the
 	// server's host name (gRFC A65 TLS channel credentials), so the
@@ -138,6 +143,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.ServerID == "" {
 		cfg.ServerID = "spiffe://" + td.Name() + "/ward/xds"
 	}
+	if len(cfg.ServerHosts) == 0 {
+		if host, _, err := net.SplitHostPort(cfg.Addr); err == nil && host != "" {
+			if ip, err := netip.ParseAddr(host); err != nil || !ip.IsUnspecified() {
+				cfg.ServerHosts = []string{host}
+			}
+		}
+	}
 	if cfg.SVIDTTL <= 0 {
 		cfg.SVIDTTL = DefaultSVIDTTL
 	}
@@ -174,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 	// response when a gRPC client requests a name it lacks, and gRPC needs
 	// one.
 	s.cache = cache.NewSnapshotCache(false, cache.IDHash{}, cpLogger{s.log})
-	s.tls = newTLSSource(cfg.Issuer, cfg.ServerID, td, cfg.ServerCertificate, cfg.SVIDTTL, s.now)
+	s.tls = newTLSSource(cfg.Issuer, cfg.ServerID, cfg.ServerHosts, td, cfg.ServerCertificate, cfg.SVIDTTL, s.now)
 
 	xdsServer := serverv3.NewServer(context.Background(), s.cache, callbacks{s})
 	s.grpc = grpc.NewServer(

@@ -20,6 +20,7 @@ import (
 type tlsSource struct {
 	issuer      Issuer
 	serverID    string
+	hosts       []string
 	trustDomain spiffeid.TrustDomain
 	override    func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	ttl         time.Duration
@@ -32,8 +33,8 @@ type tlsSource struct {
 	clientCAs *x509.CertPool
 }
 
-func newTLSSource(issuer Issuer, serverID string, td spiffeid.TrustDomain, override func(*tls.ClientHelloInfo) (*tls.Certificate, error), ttl time.Duration, now func() time.Time) *tlsSource {
-	return &tlsSource{issuer: issuer, serverID: serverID, trustDomain: td, override: override, ttl: ttl, now: now}
+func newTLSSource(issuer Issuer, serverID string, hosts []string, td spiffeid.TrustDomain, override func(*tls.ClientHelloInfo) (*tls.Certificate, error), ttl time.Duration, now func() time.Time) *tlsSource {
+	return &tlsSource{issuer: issuer, serverID: serverID, hosts: hosts, trustDomain: td, override: override, ttl: ttl, now: now}
 }
 
 func (t *tlsSource) config() *tls.Config {
@@ -103,7 +104,14 @@ func (t *tlsSource) certificate(hello *tls.ClientHelloInfo) (*tls.Certificate, e
 	}
 	ctx, cancel := context.WithTimeout(hello.Context(), 10*time.Second)
 	defer cancel()
-	chain, key, expires, err := t.issuer.IssueSVID(ctx, t.serverID, t.ttl)
+	var chain, key []byte
+	var expires time.Time
+	var err error
+	if serving, ok := t.issuer.(ServingIssuer); ok {
+		chain, key, expires, err = serving.IssueServingSVID(ctx, t.serverID, t.hosts, t.ttl)
+	} else {
+		chain, key, expires, err = t.issuer.IssueSVID(ctx, t.serverID, t.ttl)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("xds: issue serving certificate for %q: %w", t.serverID, err)
 	}
