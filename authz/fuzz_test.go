@@ -76,8 +76,16 @@ func FuzzParsePolicy(f *testing.F) {
 			if err != nil {
 				t.Fatalf("EnforceEx(%q) error = %v", req, err)
 			}
-			if got.Allowed != want || (got.Rule == "") != (len(explain) == 0) {
-				t.Fatalf("evaluate(%q) = %+v, want allowed %v by %q", req, got, want, explain)
+			wantRule := ""
+			if len(explain) > 0 {
+				i, ok := snap.ruleIndex(explain)
+				if !ok {
+					t.Fatalf("EnforceEx(%q) explained by %q, which is no line of the policy", req, explain)
+				}
+				wantRule = pf.rules[i].text
+			}
+			if got.Allowed != want || got.Rule != wantRule {
+				t.Fatalf("evaluate(%q) = %+v, want allowed %v by %q", req, got, want, wantRule)
 			}
 		}
 	})
