@@ -13,15 +13,17 @@
 //     explicit deny line wins over every allow line.
 //   - Fail closed: a policy or model file that does not parse or validate is
 //     rejected as a whole, with ErrInvalidPolicy naming file:line, and the
-//     policy already in force stays in force. Malformed requests (empty or
-//     oversized fields, wildcards, role names as subjects) are denied.
+//     policy already in force stays in force. Malformed requests are denied:
+//     empty, oversized or non-printable fields, . or .. path segments, a
+//     role name or pattern as subject, * as domain or action, and the policy
+//     words x509/self and jwt/self as object.
 //   - Quarantine is a deny overlay that no policy line can override.
 //   - Casbin decides: the matcher as Casbin parsed it from the model,
 //     Casbin's role manager and Casbin's effector. For DefaultModel's
 //     matcher an index selects the lines that can apply and a loop like
-//     Casbin's evaluates only those. A differential test holds the result,
-//     including the deciding line, equal to Casbin's Enforce over the whole
-//     policy. A model with another matcher gets no index: Casbin's Enforce
+//     Casbin's evaluates only those. A differential test and a fuzz target
+//     hold the result, including the deciding line, equal to Casbin's
+//     Enforce over the whole policy. A model with another matcher gets no index: Casbin's Enforce
 //     evaluates every line.
 //   - Decisions and role lookups are cached per policy version, so a reload
 //     never serves a result of the previous policy. The quarantine overlay
