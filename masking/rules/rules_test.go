@@ -331,3 +331,11 @@ func TestDefaultMaskByType(t *testing.T) {
 		t.Errorf("Validate findings = %v, want default mask on NOT NULL invoice_id", all)
 	}
 }
+
+func TestTableRepeatedColumn(t *testing.T) {
+	rs, _ := rules.Parse("r.yaml", []byte("columns:\n  public.t.email: redact\n"))
+	plan, _ := rules.Compile(rs, nil, nil)
+	if _, err := plan.Table("public", "t", []string{"email", "id", "email"}); err == nil {
+		t.Error("Table with a repeated column succeeded, want an error")
+	}
+}

@@ -43,8 +43,12 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 	if p.catalog != nil {
 		root = p.catalog.Partitions[t.name]
 	}
+	// A repeated name would leave one of the columns outside its rule.
 	index := map[string]int{}
 	for i, c := range columns {
+		if _, dup := index[c]; dup {
+			return nil, fmt.Errorf("%w: table %s has column %q twice", ErrNoColumn, t.name, c)
+		}
 		index[c] = i
 		t.plans[i].entity = -1
 	}
