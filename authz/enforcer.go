@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Enforcer decides authorization requests from a model file and a policy
@@ -192,8 +194,11 @@ func (e *Enforcer) notify(version uint64) {
 
 // Quarantine denies every request from spiffeID, and every request for an
 // x509/, jwt/ or service/ object naming it, until Release. No policy line
-// overrides it. Quarantining an identity again replaces the reason.
+// overrides it. Quarantining an identity again replaces the reason. The
+// reason goes into every Decision it causes, so control characters in it
+// become spaces and it is cut to maxReasonBytes.
 func (e *Enforcer) Quarantine(spiffeID, reason string) {
+	reason = cleanReason(reason)
 	e.updateQuarantine(func(q map[string]string) { q[spiffeID] = reason })
 	e.logger.Info("identity quarantined", slog.String("spiffe_id", spiffeID), slog.String("reason", reason))
 }
@@ -202,6 +207,29 @@ func (e *Enforcer) Quarantine(spiffeID, reason string) {
 func (e *Enforcer) Release(spiffeID string) {
 	e.updateQuarantine(func(q map[string]string) { delete(q, spiffeID) })
 	e.logger.Info("identity released", slog.String("spiffe_id", spiffeID))
+}
+
+// maxReasonBytes bounds a quarantine reason, which each denial repeats.
+const maxReasonBytes = 256
+
+// cleanReason returns reason on one line and at most maxReasonBytes long,
+// cut at a character boundary.
+func cleanReason(reason string) string {
+	reason = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, reason)
+
+	if len(reason) <= maxReasonBytes {
+		return reason
+	}
+	cut := maxReasonBytes
+	for cut > 0 && !utf8.RuneStart(reason[cut]) {
+		cut--
+	}
+	return reason[:cut]
 }
 
 // Quarantined returns a copy of the quarantined SPIFFE IDs and their reasons.

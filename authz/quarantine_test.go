@@ -3,6 +3,7 @@ package authz_test
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestQuarantine(t *testing.T) {
@@ -107,5 +108,21 @@ func TestSubscribeLatestWins(t *testing.T) {
 	}
 	if err := e.Reload(); err != nil { // must not send on the closed channel
 		t.Fatal(err)
+	}
+}
+
+func TestQuarantineCleansReason(t *testing.T) {
+	e := newEnforcer(t, basePolicy)
+	e.Quarantine(webID, "line one\nline two\x00"+strings.Repeat("é", 200))
+
+	reason := e.Quarantined()[webID]
+	if strings.ContainsAny(reason, "\n\x00") {
+		t.Errorf("Quarantined()[web] = %q, want no control characters", reason)
+	}
+	if len(reason) > 256 || !utf8.ValidString(reason) {
+		t.Errorf("Quarantined()[web] is %d bytes (valid UTF-8: %v), want at most 256 and valid", len(reason), utf8.ValidString(reason))
+	}
+	if d := e.Decide(webID, "prod", "db/x", "read"); d.Reason != "quarantined: "+reason {
+		t.Errorf("Decide(web).Reason = %q, want the cleaned reason", d.Reason)
 	}
 }
