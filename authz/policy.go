@@ -9,7 +9,8 @@ import (
 )
 
 // ErrInvalidPolicy is wrapped by every error that rejects a model or policy
-// file. The message names file:line and what is wrong there.
+// file. The message names the file, the line where one applies, and what is
+// wrong there.
 var ErrInvalidPolicy = errors.New("invalid policy")
 
 // Limits on untrusted input. A policy of 10,000 lines is about 1 MiB, so the
