@@ -163,6 +163,20 @@ func (p *Plan) CheckTables() error {
 	return nil
 }
 
+// Covers reports whether any rule, or a default other than keep, applies
+// to schema.table.
+func (p *Plan) Covers(schema, table string) bool {
+	if p.set.Default != DefaultKeep {
+		return true
+	}
+	for col := range p.byCol {
+		if col.Schema == schema && col.Table == table {
+			return true
+		}
+	}
+	return false
+}
+
 // Ruleset returns the ruleset the plan was compiled from.
 func (p *Plan) Ruleset() *Ruleset { return p.set }
 

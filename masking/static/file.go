@@ -81,6 +81,14 @@ func maskStream(r io.Reader, w io.Writer, plan *rules.Plan, catalog *rules.Catal
 		table = "public." + strings.TrimSuffix(base, filepath.Ext(base))
 	}
 	switch opts.Format {
+	case FormatCSV, FormatTSV, FormatJSONL:
+		// One table per file: a rules file that never names it most likely
+		// meets the wrong --table, and would copy every value unmasked.
+		if schema, tbl := splitTable(table); !plan.Covers(schema, tbl) {
+			return fmt.Errorf("%s: no rule names a column of table %s and the default is keep; pass the right --table schema.table", name, table)
+		}
+	}
+	switch opts.Format {
 	case FormatCSV, FormatTSV:
 		comma := ','
 		if opts.Format == FormatTSV {

@@ -259,3 +259,16 @@ func TestDumpLowercaseStatements(t *testing.T) {
 		})
 	}
 }
+
+func TestCSVWrongTableFails(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "o.csv")
+	_, err := static.MaskFile(loadRules(t, "testdata/rules.yaml"), testKeys(t), "testdata/customer.csv", out,
+		static.FileOptions{Format: static.FormatCSV, Table: "public.customers"})
+	if err == nil || !strings.Contains(err.Error(), "no rule names a column of table public.customers") {
+		t.Errorf("MaskFile(wrong table) error = %v, want no rule names table public.customers", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("output exists after the failure")
+	}
+}
