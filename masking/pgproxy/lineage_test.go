@@ -167,3 +167,29 @@ func TestStatementChecks(t *testing.T) {
 		})
 	}
 }
+
+func TestLiteralFreeKey(t *testing.T) {
+	same := [][2]string{
+		{"SELECT abalance FROM a WHERE aid = 1;", "SELECT abalance FROM a WHERE aid = 77;"},
+		{"SELECT 'x', email FROM customer", "select 'luis@x.org' ,email  FROM customer"},
+	}
+	for _, p := range same {
+		if literalFreeKey(p[0]) != literalFreeKey(strings.Replace(p[1], "select", "SELECT", 1)) {
+			t.Errorf("literalFreeKey(%q) != literalFreeKey(%q), want equal", p[0], p[1])
+		}
+	}
+	verbatim := []string{
+		"EXPLAIN (ANALYZE 'true') DELETE FROM invoice",
+		"SET search_path = 'other'",
+		"SELECT 1; SET search_path = 'x'",
+		"SELECT email FROM customer WHERE 'unterminated",
+	}
+	for _, q := range verbatim {
+		if got := literalFreeKey(q); got != q {
+			t.Errorf("literalFreeKey(%q) = %q, want the text unchanged", q, got)
+		}
+	}
+	if literalFreeKey("SELECT email FROM customer") == literalFreeKey("SELECT phone FROM customer") {
+		t.Error("literalFreeKey maps different columns to one key")
+	}
+}

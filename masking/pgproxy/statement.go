@@ -49,16 +49,34 @@ const (
 )
 
 func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql string) ([]*statement, error) {
-	c.mu.Lock()
-	stmts, ok := c.entries[sql]
-	c.mu.Unlock()
-	if ok {
+	if stmts, ok := c.get(sql); ok {
 		return stmts, nil
 	}
+	key := sql
+	if len(sql) <= maxCachedText {
+		key = literalFreeKey(sql)
+		if stmts, ok := c.get(key); ok {
+			return stmts, nil
+		}
+	}
+
 	stmts, err := parseStatements(ctx, cat, sql)
 	if err != nil || len(sql) > maxCachedText {
 		return stmts, err
 	}
+	// Texts that differ only in literals are stored once, under key.
+	c.put(key, stmts)
+	return stmts, nil
+}
+
+func (c *statementCache) get(key string) ([]*statement, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	stmts, ok := c.entries[key]
+	return stmts, ok
+}
+
+func (c *statementCache) put(key string, stmts []*statement) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
@@ -70,8 +88,54 @@ func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql strin
 			break
 		}
 	}
-	c.entries[sql] = stmts
-	return stmts, nil
+	c.entries[key] = stmts
+}
+
+// literalFreeKey returns a cache key in which the literals of a single
+// SELECT, VALUES, TABLE or WITH statement are replaced by "?", so texts
+// that differ only in constants share one analysis. A literal never adds a
+// source column and never decides whether such a statement writes. Other
+// statements (EXPLAIN options, SET values) may depend on their literals,
+// so for them, and for text the scanner rejects, the key is sql itself.
+func literalFreeKey(sql string) string {
+	scan, err := pg_query.Scan(sql)
+	if err != nil {
+		return sql
+	}
+	var b strings.Builder
+	b.WriteString("\x00literal-free\x00")
+	first := true
+	for i, t := range scan.Tokens {
+		switch t.Token {
+		case pg_query.Token_SQL_COMMENT, pg_query.Token_C_COMMENT:
+			continue
+		case pg_query.Token_ASCII_59:
+			if i != len(scan.Tokens)-1 {
+				return sql
+			}
+			continue
+		}
+		if first {
+			switch t.Token {
+			case pg_query.Token_SELECT, pg_query.Token_VALUES, pg_query.Token_TABLE, pg_query.Token_WITH:
+			default:
+				return sql
+			}
+			first = false
+		}
+		switch t.Token {
+		case pg_query.Token_SCONST, pg_query.Token_USCONST, pg_query.Token_ICONST, pg_query.Token_FCONST,
+			pg_query.Token_BCONST, pg_query.Token_XCONST:
+			b.WriteString("? ")
+		default:
+			if t.Start < 0 || t.End > int32(len(sql)) || t.Start > t.End {
+				return sql
+			}
+			b.WriteString(sql[t.Start:t.End])
+			b.WriteByte(' ')
+		}
+	}
+	return b.String()
 }
 
 // parseStatements splits and analyzes sql. A parse error is returned as is;
