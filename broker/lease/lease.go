@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,12 +157,27 @@ func (m *Manager) Revoke(ctx context.Context, id string) (store.Lease, error) {
 	return l, m.end(ctx, l, store.StateRevoked)
 }
 
-// RevokePrefix revokes every active lease whose id starts with prefix, with
-// bounded concurrency, and returns how many it revoked. It continues past
-// failures and returns the first error.
-func (m *Manager) RevokePrefix(ctx context.Context, prefix string) (int, error) {
+// RevokePrefix revokes every active lease under prefix for which allow
+// returns true (nil allows all), with bounded concurrency, and returns how
+// many it revoked. The prefix ends at a path segment: "db/shop" covers
+// db/shop/... but not db/shop-admin/.... It continues past failures and
+// returns the first error.
+func (m *Manager) RevokePrefix(ctx context.Context, prefix string, allow func(store.Lease) bool) (int, error) {
+	if !strings.HasSuffix(prefix, "/") {
+		prefix += "/"
+	}
 	return m.endAll(ctx, store.StateRevoked, func(limit int) ([]store.Lease, error) {
-		return m.store.ListLeases(ctx, store.LeaseFilter{Prefix: prefix, State: store.StateActive, Limit: limit})
+		leases, err := m.store.ListLeases(ctx, store.LeaseFilter{Prefix: prefix, State: store.StateActive, Limit: limit})
+		if err != nil || allow == nil {
+			return leases, err
+		}
+		kept := leases[:0]
+		for _, l := range leases {
+			if allow(l) {
+				kept = append(kept, l)
+			}
+		}
+		return kept, nil
 	})
 }
 

@@ -150,7 +150,7 @@ func TestRevokePrefixManyLeases(t *testing.T) {
 	wg.Wait()
 	create(t, m, clk, "db/other/1", time.Hour, time.Hour)
 
-	n, err := m.RevokePrefix(context.Background(), "db/shop/")
+	n, err := m.RevokePrefix(context.Background(), "db/shop", nil)
 	if err != nil || n != count {
 		t.Fatalf("RevokePrefix = %d, %v, want %d, nil", n, err, count)
 	}

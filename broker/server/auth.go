@@ -7,8 +7,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"net/url"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"strings"
 
 	"ward.dev/ward/broker/ca"
@@ -35,9 +38,9 @@ func (s *Server) authenticate(r *http.Request) (caller, bool) {
 		return caller{id: leaf.URIs[0].String(), method: "certificate"}, true
 	}
 
-	auth := r.Header.Get("Authorization")
-	token, ok := strings.CutPrefix(auth, "Bearer ")
-	if !ok || token == "" {
+	// The scheme name is case-insensitive (RFC 9110, section 11.1).
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
 		return caller{}, false
 	}
 	// Comparing fixed-size digests in constant time reveals neither the
@@ -49,24 +52,29 @@ func (s *Server) authenticate(r *http.Request) (caller, bool) {
 	return caller{}, false
 }
 
-// parseSPIFFEID checks a SPIFFE ID: scheme spiffe, the server's trust
-// domain, a non-empty path, and no query, fragment, user info or port.
+// maxSPIFFEID is the longest SPIFFE ID accepted, the URI limit the SPIFFE
+// ID specification sets (2048 bytes).
+const maxSPIFFEID = 2048
+
+// parseSPIFFEID checks a SPIFFE ID against the SPIFFE ID specification (as
+// go-spiffe implements it: lowercase trust domain; path segments of
+// letters, digits, '.', '-' and '_' only, no percent-encoding, no dot
+// segments) and requires the server's trust domain and a non-empty path.
 func (s *Server) parseSPIFFEID(raw string) (*url.URL, string) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return nil, "invalid SPIFFE ID " + quote(raw)
-	case u.Scheme != "spiffe":
-		return nil, "invalid SPIFFE ID " + quote(raw) + ": scheme must be spiffe"
-	case u.Host != s.cfg.TrustDomain:
-		return nil, "SPIFFE ID " + quote(raw) + " is outside trust domain " + s.cfg.TrustDomain
-	case u.Path == "" || u.Path == "/" || strings.HasSuffix(u.Path, "/") || strings.Contains(u.Path, "//"):
-		return nil, "invalid SPIFFE ID " + quote(raw) + ": path must be non-empty without empty segments"
-	case u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Port() != "" || u.Opaque != "":
-		return nil, "invalid SPIFFE ID " + quote(raw) + ": query, fragment, user info and port are not allowed"
-	case strings.Contains(u.Path, "/./") || strings.Contains(u.Path, "/../") || strings.HasSuffix(u.Path, "/.."):
-		return nil, "invalid SPIFFE ID " + quote(raw) + ": dot segments are not allowed"
+	if len(raw) > maxSPIFFEID {
+		return nil, fmt.Sprintf("invalid SPIFFE ID: %d bytes, at most %d allowed", len(raw), maxSPIFFEID)
 	}
+	id, err := spiffeid.FromString(raw)
+	if err != nil {
+		return nil, "invalid SPIFFE ID " + quote(raw) + ": " + err.Error()
+	}
+	if id.TrustDomain().Name() != s.cfg.TrustDomain {
+		return nil, "SPIFFE ID " + quote(raw) + " is outside trust domain " + s.cfg.TrustDomain
+	}
+	if id.Path() == "" {
+		return nil, "invalid SPIFFE ID " + quote(raw) + ": a workload ID needs a path"
+	}
+	u := id.URL()
 	return u, ""
 }
 

@@ -44,19 +44,31 @@ type keys struct {
 	auditKey []byte
 	admin    []byte // the admin bearer token
 	created  bool   // true when this start created the data directory's keys
+	setAside string // where an interrupted first start's files were moved, or ""
 }
 
 // openKeys loads the KEK, keyset and keys from dir. On a first start (no
 // sealed keyset yet) it creates them all. Afterwards it creates nothing: a
 // missing or damaged file is an error naming it, because a silently new KEK,
 // keyset or CA key would orphan everything sealed or issued before.
-func openKeys(dir, kekPath, trustDomain string, b *backends, now time.Time) (*keys, error) {
+func openKeys(dir, kekPath, storePath, trustDomain string, b *backends, now time.Time) (*keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory %s: %w", dir, err)
 	}
 
 	ksPath := filepath.Join(dir, fileKeyset)
-	k := &keys{created: !fileExists(ksPath)}
+	var aside string
+	// A keyset without a CA certificate and without a store is a first
+	// start that stopped part way: nothing was issued, so it starts over.
+	// With a store, the directory was in use and ca.pem was lost; open
+	// reports that instead of making a new CA.
+	if fileExists(ksPath) && !fileExists(filepath.Join(dir, fileCACert)) && !fileExists(storePath) {
+		var err error
+		if aside, err = setAsideIncomplete(dir, now); err != nil {
+			return nil, fmt.Errorf("a first start in %s stopped before writing %s; moving its files aside failed: %w", dir, fileCACert, err)
+		}
+	}
+	k := &keys{created: !fileExists(ksPath), setAside: aside}
 	if k.created {
 		if err := k.create(dir, kekPath, trustDomain, b, now); err != nil {
 			return nil, err
@@ -112,10 +124,6 @@ func (k *keys) create(dir, kekPath, trustDomain string, b *backends, now time.Ti
 	if err != nil {
 		return err
 	}
-	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
-	if err := writeFileAtomic(filepath.Join(dir, fileCACert), pemBytes, 0o644); err != nil {
-		return fmt.Errorf("write CA certificate: %w", err)
-	}
 	k.caCert, k.caSigner = cert, caKey
 
 	if k.jwt, err = k.newSealedECKey(filepath.Join(dir, fileJWTKey)); err != nil {
@@ -125,7 +133,36 @@ func (k *keys) create(dir, kekPath, trustDomain string, b *backends, now time.Ti
 	if _, err := rand.Read(k.auditKey); err != nil {
 		return err
 	}
-	return k.writeSealed(filepath.Join(dir, fileAuditKey), k.auditKey)
+	if err := k.writeSealed(filepath.Join(dir, fileAuditKey), k.auditKey); err != nil {
+		return err
+	}
+
+	// The CA certificate is written last: its presence marks a completed
+	// first start (see openKeys).
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+	if err := writeFileAtomic(filepath.Join(dir, fileCACert), pemBytes, 0o644); err != nil {
+		return fmt.Errorf("write CA certificate: %w", err)
+	}
+	return nil
+}
+
+// setAsideIncomplete moves the files of a first start that stopped before
+// writing the CA certificate into a subdirectory, so the next start begins
+// afresh. Nothing was issued with them: no certificate can be issued
+// before ca.pem exists. They are kept rather than deleted, in case
+// ca.pem was removed by hand from a data directory that was in use.
+func setAsideIncomplete(dir string, now time.Time) (string, error) {
+	aside := filepath.Join(dir, "incomplete-"+now.UTC().Format("20060102T150405Z"))
+	if err := os.Mkdir(aside, 0o700); err != nil {
+		return "", err
+	}
+	for _, name := range []string{fileKeyset, fileKeyset + ".usage.json", fileCAKey, fileJWTKey, fileAuditKey, "masking.key"} {
+		err := os.Rename(filepath.Join(dir, name), filepath.Join(aside, name))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+	}
+	return aside, nil
 }
 
 func (k *keys) open(dir, kekPath string, b *backends) error {
@@ -140,6 +177,11 @@ func (k *keys) open(dir, kekPath string, b *backends) error {
 	k.kek = key
 	var err error
 	if k.keyset, err = keyset.Open(filepath.Join(dir, fileKeyset), key); err != nil {
+		if b.kek == nil {
+			// A local key file that does not open the keyset is the wrong
+			// key or damage, not an outage: waiting will not fix it.
+			return fmt.Errorf("keyset %s does not open with %s: %w", filepath.Join(dir, fileKeyset), kekPath, err)
+		}
 		return fmt.Errorf("keyset: %w", sealedErr(err))
 	}
 
@@ -250,6 +292,9 @@ func adminToken(path string) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: the admin token must be readable by its owner only (chmod 600)", path, info.Mode().Perm())
 	}
 	token := trimSpace(data)
 	if len(token) < len(adminTokenPrefix)+40 {

@@ -65,6 +65,8 @@ func TestDamagedDataDirIsRefusedNotRecreated(t *testing.T) {
 		{"CA key flipped", func(dir string) error { return flipLastByte(filepath.Join(dir, fileCAKey)) }, fileCAKey},
 		{"CA key missing", func(dir string) error { return os.Remove(filepath.Join(dir, fileCAKey)) }, fileCAKey},
 		{"keyset truncated", func(dir string) error { return os.Truncate(filepath.Join(dir, fileKeyset), 10) }, "keyset"},
+		{"KEK replaced", func(dir string) error { return os.WriteFile(filepath.Join(dir, "kek.key"), make([]byte, 32), 0o600) }, "does not open"},
+		{"CA certificate deleted", func(dir string) error { return os.Remove(filepath.Join(dir, fileCACert)) }, fileCACert},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,8 +87,8 @@ func TestDamagedDataDirIsRefusedNotRecreated(t *testing.T) {
 			} else if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Open = %q, want it to name %q", err, tt.want)
 			}
-			caAfter, _ := os.ReadFile(filepath.Join(dir, fileCACert))
-			if !bytes.Equal(caBefore, caAfter) {
+			caAfter, err := os.ReadFile(filepath.Join(dir, fileCACert))
+			if err == nil && !bytes.Equal(caBefore, caAfter) {
 				t.Error("the CA certificate was rewritten")
 			}
 		})
@@ -100,4 +102,27 @@ func flipLastByte(path string) error {
 	}
 	b[len(b)-1] ^= 1
 	return os.WriteFile(path, b, 0o600)
+}
+
+func TestInterruptedFirstStartStartsOver(t *testing.T) {
+	dir := t.TempDir()
+	s, err := openAt(t, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A first start that stopped before ca.pem and the store were written.
+	for _, name := range []string{fileCACert, "ward.db", "ward.db-wal", "ward.db-shm"} {
+		os.Remove(filepath.Join(dir, name))
+	}
+
+	s, err = openAt(t, dir)
+	if err != nil {
+		t.Fatalf("Open after an interrupted first start = %v", err)
+	}
+	s.Close()
+	entries, _ := filepath.Glob(filepath.Join(dir, "incomplete-*", fileKeyset))
+	if len(entries) != 1 {
+		t.Errorf("the interrupted start's keyset was not kept aside: %v", entries)
+	}
 }

@@ -1,11 +1,16 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -60,10 +65,23 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err *apiErro
 // decode reads a JSON body, bounded by serve, into v, rejecting unknown fields and
 // trailing data.
 func decode(r *http.Request, v any) *apiError {
-	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" && !startsWith(ct, "application/json;") {
-		return errorf(http.StatusUnsupportedMediaType, "content type %q not supported, send application/json", ct)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, "content type %q not supported, send application/json", ct)
+		}
 	}
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errorf(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", maxBody)
+		}
+		return errorf(http.StatusBadRequest, "reading the request body failed: %v", err)
+	}
+	if aerr := checkKeys(body, v); aerr != nil {
+		return aerr
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
@@ -74,8 +92,10 @@ func decode(r *http.Request, v any) *apiError {
 			return errorf(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", maxBody)
 		case errors.As(err, &syntax):
 			return errorf(http.StatusBadRequest, "invalid JSON at byte %d: %v", syntax.Offset, err)
+		case errors.As(err, &typeErr) && typeErr.Field != "":
+			return errorf(http.StatusBadRequest, "invalid JSON: field %q has the wrong type (%s)", typeErr.Field, typeErr.Value)
 		case errors.As(err, &typeErr):
-			return errorf(http.StatusBadRequest, "invalid JSON: field %q must be %s", typeErr.Field, typeErr.Type)
+			return errorf(http.StatusBadRequest, "invalid JSON: the request body must be an object")
 		default:
 			return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
 		}
@@ -86,7 +106,50 @@ func decode(r *http.Request, v any) *apiError {
 	return nil
 }
 
-func startsWith(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
+// checkKeys rejects a top-level member that appears twice or whose name
+// matches a field only without regard to case. encoding/json accepts both
+// (the last duplicate wins, and "SPIFFE_ID" fills spiffe_id), so a proxy or
+// log that reads the body differently would see another request than ward.
+func checkKeys(body []byte, v any) *apiError {
+	fields := map[string]bool{}
+	t := reflect.TypeOf(v).Elem()
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		fields[name] = true
+	}
+
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errorf(http.StatusBadRequest, "invalid JSON: the request body must be an object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
+		}
+		key, _ := tok.(string)
+		if seen[key] {
+			return errorf(http.StatusBadRequest, "invalid JSON: field %s appears twice", quote(key))
+		}
+		seen[key] = true
+		if !fields[key] {
+			return errorf(http.StatusBadRequest, "invalid JSON: unknown field %s", quote(key))
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
+		}
+	}
+	return nil
+}
+
+// minTTL is the shortest credential lifetime accepted.
+const minTTL = time.Second
 
 // parseTTL reads a TTL given as a Go duration ("10m") or whole seconds
 // ("600"); empty means def. A TTL above max is rejected, not shortened, so a
@@ -102,15 +165,28 @@ func parseTTL(raw string, def, max time.Duration) (time.Duration, *apiError) {
 		if serr != nil {
 			return 0, errorf(http.StatusBadRequest, "invalid ttl %q, want a duration such as 10m or a number of seconds", raw)
 		}
+		// Reject before multiplying, which would overflow into a small or
+		// negative duration.
+		if secs > int64(max/time.Second) {
+			return 0, errorf(http.StatusBadRequest, "ttl %ss exceeds the maximum %s", raw, max)
+		}
 		ttl = time.Duration(secs) * time.Second
 	}
-	if ttl <= 0 {
-		return 0, errorf(http.StatusBadRequest, "invalid ttl %q, must be positive", raw)
+	if ttl < minTTL {
+		return 0, errorf(http.StatusBadRequest, "invalid ttl %q, must be at least %s", raw, minTTL)
 	}
 	if ttl > max {
 		return 0, errorf(http.StatusBadRequest, "ttl %s exceeds the maximum %s", ttl, max)
 	}
 	return ttl, nil
+}
+
+// clip shortens s for a message, so a long request value is not echoed whole.
+func clip(s string) string {
+	if len(s) > 200 {
+		return s[:200] + "..."
+	}
+	return s
 }
 
 func quote(s string) string {

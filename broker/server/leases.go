@@ -96,15 +96,19 @@ func (s *Server) handleRevoke(req *request) (any, *apiError) {
 		}
 		return map[string]any{"revoked": 1}, nil
 	case body.Prefix != "":
-		prefix := body.Prefix
-		req.rec.Object = prefix
+		prefix := strings.TrimSuffix(body.Prefix, "/")
+		req.rec.Object = "lease/" + prefix
 		if !strings.Contains(prefix, "/") {
-			return nil, errorf(http.StatusBadRequest, "prefix %s is too broad: name a kind and object, such as db/shop-readonly", quote(prefix))
+			return nil, errorf(http.StatusBadRequest, "prefix %s is too broad: name a kind and object, such as db/shop-readonly", quote(body.Prefix))
 		}
-		if err := s.require(req, prefix, "revoke"); err != nil {
+		if err := s.require(req, "lease/"+prefix+"/*", "revoke"); err != nil {
 			return nil, err
 		}
-		n, err := s.leases.RevokePrefix(req.r.Context(), prefix)
+		// Each lease is checked as well, so a deny on a narrower prefix holds.
+		allow := func(l store.Lease) bool {
+			return l.Subject == req.caller.id || s.decide(req.caller.id, "lease/"+l.ID, "revoke").Allowed
+		}
+		n, err := s.leases.RevokePrefix(req.r.Context(), prefix, allow)
 		if err != nil {
 			return nil, &apiError{status: http.StatusServiceUnavailable, msg: "revoked " + strconv.Itoa(n) + " leases, then a backend failed; retry to revoke the rest", cause: err}
 		}
@@ -114,9 +118,10 @@ func (s *Server) handleRevoke(req *request) (any, *apiError) {
 	}
 }
 
-// leaseFor loads a lease and checks that the caller may act on it: the
-// lease's own subject may revoke it; anything else needs the action on the
-// lease's object.
+// leaseFor loads a lease and checks that the caller may act on it. The
+// lease's own subject may revoke it, and renew it when the policy allows
+// renew on the lease's object; anyone else needs the action on
+// lease/<lease id>.
 func (s *Server) leaseFor(req *request, id, action string) (store.Lease, *apiError) {
 	l, err := s.leases.Get(req.r.Context(), id)
 	if errors.Is(err, lease.ErrNotFound) {
@@ -126,11 +131,16 @@ func (s *Server) leaseFor(req *request, id, action string) (store.Lease, *apiErr
 		return store.Lease{}, unavailable("lease store unavailable", err)
 	}
 	req.rec.Object = l.Object
-	if action == "revoke" && l.Subject == req.caller.id {
+	if l.Subject != req.caller.id {
+		if err := s.require(req, "lease/"+l.ID, action); err != nil {
+			return store.Lease{}, err
+		}
 		return l, nil
 	}
-	if err := s.require(req, l.Object, action); err != nil {
-		return store.Lease{}, err
+	if action == "renew" {
+		if err := s.require(req, l.Object, action); err != nil {
+			return store.Lease{}, err
+		}
 	}
 	return l, nil
 }

@@ -88,7 +88,24 @@ func toXDSServices(in []config.MeshService) []xds.Service {
 type meshIssuer struct{ s *Server }
 
 func (m meshIssuer) IssueSVID(ctx context.Context, spiffeID string, ttl time.Duration) (certChainPEM, keyPEM []byte, expiresAt time.Time, err error) {
+	return m.IssueServingSVID(ctx, spiffeID, nil, ttl)
+}
+
+// IssueServingSVID issues the ADS server's own certificate: proxyless gRPC
+// peers check the host name they dial, so it carries DNS or IP SANs.
+func (m meshIssuer) IssueServingSVID(ctx context.Context, spiffeID string, hosts []string, ttl time.Duration) (certChainPEM, keyPEM []byte, expiresAt time.Time, err error) {
 	s := m.s
+	var (
+		dns []string
+		ips []net.IP
+	)
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else if h != "" {
+			dns = append(dns, h)
+		}
+	}
 	id, msg := s.parseSPIFFEID(spiffeID)
 	if id == nil {
 		return nil, nil, time.Time{}, errors.New(msg)
@@ -100,7 +117,7 @@ func (m meshIssuer) IssueSVID(ctx context.Context, spiffeID string, ttl time.Dur
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}
-	issued, err := s.ca.Sign(ca.Request{PublicKey: key.Public(), SPIFFEID: id, TTL: ttl})
+	issued, err := s.ca.Sign(ca.Request{PublicKey: key.Public(), SPIFFEID: id, DNSNames: dns, IPs: ips, TTL: ttl})
 	if err != nil {
 		return nil, nil, time.Time{}, err
 	}

@@ -62,9 +62,8 @@ func (s *Server) Handler() http.Handler {
 		return rawHandler{metrics}, nil
 	}))
 
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, errorf(http.StatusNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
-	})
+	// Unknown paths get 404 and known paths with another method 405 with
+	// an Allow header, from the mux itself.
 	return mux
 }
 
@@ -135,7 +134,7 @@ func (s *Server) require(req *request, object, action string) *apiError {
 	if d.Allowed {
 		return nil
 	}
-	return errorf(http.StatusForbidden, "%s may not %s %s in %s: %s", req.caller.id, action, object, s.cfg.Environment, d.Reason)
+	return errorf(http.StatusForbidden, "%s may not %s %s in %s: %s", req.caller.id, action, clip(object), s.cfg.Environment, d.Reason)
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

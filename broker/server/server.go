@@ -120,11 +120,20 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if s.backends, err = openBackends(cfg); err != nil {
 		return nil, err
 	}
-	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.TrustDomain, s.backends, now())
+	k, err := openKeys(cfg.DataDir, cfg.KEK.Path, cfg.Store.Path, cfg.TrustDomain, s.backends, now())
 	if err != nil {
 		return nil, err
 	}
 	s.kek = k.kek
+	// A used data directory without its store would start empty: revoked
+	// certificates would authenticate again and quarantines vanish.
+	if !k.created && k.setAside == "" && !fileExists(cfg.Store.Path) {
+		return nil, fmt.Errorf("store %s is missing although %s exists: restore it from a backup; ward does not start a used data directory with an empty store",
+			cfg.Store.Path, filepath.Join(cfg.DataDir, fileCACert))
+	}
+	if k.setAside != "" {
+		log.Warn("an earlier first start stopped before it finished; its files were moved aside and keys created afresh", "moved_to", k.setAside)
+	}
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
 	if err := s.openMasking(k.keyset); err != nil {
