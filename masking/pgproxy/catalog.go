@@ -17,7 +17,7 @@ type relation struct {
 	Schema string
 	Name   string
 	// RootSchema and RootName name the top ancestor of a partition or an
-	// inheritance child, whose rules apply to it; for other relations they
+	// inheritance child, whose rules apply to it. For other relations they
 	// repeat Schema and Name.
 	//
 	// NOTE: with multiple inheritance one of the top ancestors is chosen.
