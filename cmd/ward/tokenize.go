@@ -97,16 +97,14 @@ func tokenizeParams(rulesFile, rule string) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range rs.Rules {
-		if r.Column != col || r.JSONPath != "" || r.Elements {
-			continue
-		}
-		if r.Transformer != "tokenize" {
-			return nil, fmt.Errorf("%s: %s uses %s, not tokenize", r.Pos(), col, r.Transformer)
-		}
-		// The rule's own parameters apply, so tokens match those that
-		// ward mask wrote for this column.
-		return maps.Clone(r.Params), nil
+	r, ok := rs.Rule(col)
+	if !ok {
+		return nil, fmt.Errorf("%s has no rule for %s", rulesFile, col)
 	}
-	return nil, fmt.Errorf("%s has no rule for %s", rulesFile, col)
+	if r.Transformer != "tokenize" {
+		return nil, fmt.Errorf("%s: %s uses %s, not tokenize", r.Pos(), col, r.Transformer)
+	}
+	// The rule's own parameters apply, so tokens match those that ward
+	// mask wrote for this column.
+	return maps.Clone(r.Params), nil
 }

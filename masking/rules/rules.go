@@ -115,6 +115,17 @@ type Ruleset struct {
 	Rules   []*Rule
 }
 
+// Rule returns the rule on the whole of col (not a json path or array
+// elements), as the tokenize API and CLI look it up.
+func (rs *Ruleset) Rule(col Column) (*Rule, bool) {
+	for _, r := range rs.Rules {
+		if r.Column == col && r.whole() {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
 // Load reads and parses the rules file at path.
 func Load(path string) (*Ruleset, error) {
 	f, err := os.Open(path)
