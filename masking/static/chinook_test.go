@@ -20,7 +20,13 @@ import (
 	"ward.dev/ward/test/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pgtest.Run(m)) }
+func TestMain(m *testing.M) {
+	code := pgtest.Run(m)
+	if wardBin.path != "" {
+		os.RemoveAll(filepath.Dir(wardBin.path))
+	}
+	os.Exit(code)
+}
 
 const chinookSQL = "../../test/testdata/chinook/chinook.sql"
 
