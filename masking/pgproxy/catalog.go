@@ -64,20 +64,23 @@ type catalogSource interface {
 	userFunction(ctx context.Context, name string) (bool, error)
 }
 
+// catalogTTL is how long catalog answers are cached, so DDL upstream (a
+// renamed table, a redefined view, a new column) is seen within a minute.
+const catalogTTL = time.Minute
+
 // pgCatalog reads the upstream catalog over its own small pool of
-// connections and caches the results.
-//
-// NOTE: the cache lives as long as the Server, so DDL that renames or
-// replaces relations upstream is seen only after a restart. Renames keep OIDs,
-// so masking by OID stays correct; a view redefined with new columns is
-// resolved by its old definition until then.
+// connections and caches the results for catalogTTL. Until an entry
+// expires, a new column of a cached relation has no known origin and is
+// redacted.
 type pgCatalog struct {
 	pool *pgxpool.Pool
 	// timeout bounds each catalog query, so a hung upstream fails the
 	// statement instead of stalling the session forever.
 	timeout time.Duration
+	clock   func() time.Time
 
 	mu     sync.Mutex
+	filled time.Time // when the maps were last emptied
 	byOID  map[uint32]*relation
 	byName map[string]*relation
 	funcs  map[string]bool
@@ -85,8 +88,20 @@ type pgCatalog struct {
 
 var _ catalogSource = (*pgCatalog)(nil)
 
-func newPGCatalog(pool *pgxpool.Pool, timeout time.Duration) *pgCatalog {
-	return &pgCatalog{pool: pool, timeout: timeout, byOID: map[uint32]*relation{}, byName: map[string]*relation{}, funcs: map[string]bool{}}
+func newPGCatalog(pool *pgxpool.Pool, timeout time.Duration, clock func() time.Time) *pgCatalog {
+	return &pgCatalog{pool: pool, timeout: timeout, clock: clock, filled: clock(),
+		byOID: map[uint32]*relation{}, byName: map[string]*relation{}, funcs: map[string]bool{}}
+}
+
+// lock locks c and empties its maps when they are older than catalogTTL.
+func (c *pgCatalog) lock() {
+	c.mu.Lock()
+	if now := c.clock(); now.Sub(c.filled) >= catalogTTL {
+		clear(c.byOID)
+		clear(c.byName)
+		clear(c.funcs)
+		c.filled = now
+	}
 }
 
 const relationQuery = `
@@ -111,7 +126,7 @@ GROUP BY c.oid, n.nspname, c.relname, rn.nspname, r.relname, c.relkind`
 func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	c.mu.Lock()
+	c.lock()
 	r, ok := c.byOID[oid]
 	c.mu.Unlock()
 	if ok {
@@ -130,7 +145,7 @@ func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, e
 	if kind != "" {
 		r.Kind = kind[0]
 	}
-	c.mu.Lock()
+	c.lock()
 	c.byOID[oid] = r
 	c.mu.Unlock()
 	return r, nil
@@ -140,7 +155,7 @@ func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*r
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	key := schema + "." + name
-	c.mu.Lock()
+	c.lock()
 	r, ok := c.byName[key]
 	c.mu.Unlock()
 	if ok {
@@ -162,7 +177,7 @@ func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*r
 	if err != nil || r == nil {
 		return r, err
 	}
-	c.mu.Lock()
+	c.lock()
 	c.byName[key] = r
 	c.mu.Unlock()
 	return r, nil
@@ -171,7 +186,7 @@ func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*r
 func (c *pgCatalog) userFunction(ctx context.Context, name string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	c.mu.Lock()
+	c.lock()
 	found, ok := c.funcs[name]
 	c.mu.Unlock()
 	if ok {
@@ -183,7 +198,7 @@ func (c *pgCatalog) userFunction(ctx context.Context, name string) (bool, error)
 	if err != nil {
 		return false, fmt.Errorf("looking up function %q: %w", name, err)
 	}
-	c.mu.Lock()
+	c.lock()
 	c.funcs[name] = found
 	c.mu.Unlock()
 	return found, nil

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeCatalog serves a few Chinook-like relations without a database.
@@ -191,5 +192,27 @@ func TestLiteralFreeKey(t *testing.T) {
 	}
 	if literalFreeKey("SELECT email FROM customer") == literalFreeKey("SELECT phone FROM customer") {
 		t.Error("literalFreeKey maps different columns to one key")
+	}
+}
+
+func TestCatalogCacheExpires(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := newPGCatalog(nil, time.Second, func() time.Time { return now })
+	c.byOID[1] = &relation{OID: 1}
+	c.funcs["f"] = true
+
+	c.lock()
+	kept := len(c.byOID)
+	c.mu.Unlock()
+	if kept != 1 {
+		t.Fatalf("cache emptied before catalogTTL")
+	}
+
+	now = now.Add(catalogTTL)
+	c.lock()
+	left := len(c.byOID) + len(c.funcs)
+	c.mu.Unlock()
+	if left != 0 {
+		t.Errorf("cache holds %d entries after catalogTTL, want 0", left)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -70,10 +71,12 @@ func (m *columnMasker) mask(value string) (out string, null bool, err error) {
 // maskers finds and caches the masker of each column. It is safe for
 // concurrent use.
 type maskers struct {
-	plan *rules.Plan
-	cat  catalogSource
+	plan  *rules.Plan
+	cat   catalogSource
+	clock func() time.Time
 
 	mu     sync.Mutex
+	filled time.Time // when the maps were last emptied, as in pgCatalog
 	byCol  map[rules.Column]*columnMasker // nil value: the rules keep it
 	tables map[string]*rules.Table
 }
@@ -81,6 +84,12 @@ type maskers struct {
 // forColumn returns the column's masker, or nil when its rules keep it.
 func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMasker, error) {
 	ms.mu.Lock()
+	if now := ms.clock(); now.Sub(ms.filled) >= catalogTTL {
+		// The tables were opened with the column lists of that time.
+		clear(ms.byCol)
+		clear(ms.tables)
+		ms.filled = now
+	}
 	m, ok := ms.byCol[col]
 	ms.mu.Unlock()
 	if ok {

@@ -124,8 +124,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pgproxy: catalog pool: %w", err)
 	}
-	s.catalog = newPGCatalog(s.pool, opts.Config.Limits.ConnectTimeout)
-	s.maskers = &maskers{plan: opts.Rules, cat: s.catalog, byCol: map[rules.Column]*columnMasker{}, tables: map[string]*rules.Table{}}
+	s.catalog = newPGCatalog(s.pool, opts.Config.Limits.ConnectTimeout, s.clock)
+	s.maskers = &maskers{plan: opts.Rules, cat: s.catalog, clock: s.clock, filled: s.clock(),
+		byCol: map[rules.Column]*columnMasker{}, tables: map[string]*rules.Table{}}
 	return s, nil
 }
 
