@@ -104,6 +104,7 @@ func New(opts Options) (*Server, error) {
 	}
 
 	s.limiter = newLoginLimiter(s.clock)
+	s.statements.clock = s.clock
 
 	var err error
 	if s.clientTLS, err = clientTLSConfig(opts.Config.TLS); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
 )
@@ -35,9 +36,13 @@ type statement struct {
 }
 
 // statementCache keeps the analysis of recent statement texts, which does
-// not depend on the caller. It is safe for concurrent use.
+// not depend on the caller, for catalogTTL like the catalog it was traced
+// with. It is safe for concurrent use.
 type statementCache struct {
+	clock func() time.Time
+
 	mu      sync.Mutex
+	filled  time.Time
 	entries map[string][]*statement
 }
 
@@ -72,6 +77,10 @@ func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql strin
 func (c *statementCache) get(key string) ([]*statement, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if now := c.clock(); now.Sub(c.filled) >= catalogTTL {
+		clear(c.entries)
+		c.filled = now
+	}
 	stmts, ok := c.entries[key]
 	return stmts, ok
 }
