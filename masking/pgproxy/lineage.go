@@ -102,8 +102,11 @@ type resolver struct {
 }
 
 // valueExposingCatalogs are catalog relations whose columns hold samples of
-// table data; strict mode rejects statements that read them.
-var valueExposingCatalogs = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"}
+// table data, or statement texts that may quote values, so strict mode
+// rejects statements that read them. pg_stat_statements is matched in any
+// schema, since the extension is installed where the administrator chose.
+var valueExposingCatalogs = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic",
+	"pg_statistic_ext_data", "pg_stat_activity", "pg_prepared_statements", "pg_cursors"}
 
 // dataReadingBuiltins are built-in functions that run SQL text or read
 // relations named in their arguments, so their output may carry any column.
@@ -391,7 +394,7 @@ func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
 }
 
 func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
-	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) {
+	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) || rel.Name == "pg_stat_statements" {
 		r.statsViews = append(r.statsViews, rel.Schema+"."+rel.Name)
 	}
 	if rel.Kind != 'v' && rel.Kind != 'm' {

@@ -58,6 +58,7 @@ func TestStrictMode(t *testing.T) {
 		"SELECT DISTINCT ON (email) customer_id FROM customer",
 		"SELECT i.total FROM invoice i JOIN customer c ON c.customer_id = i.customer_id AND c.email > 'm'",
 		"SELECT most_common_vals FROM pg_stats",
+		"SELECT query FROM pg_stat_activity",
 	}
 	for _, q := range rejected {
 		out, err := f.psql(t, "tester", testerPW, q)
