@@ -16,6 +16,10 @@ import (
 	"ward.dev/ward/masking/rules"
 )
 
+// maxSessionObjects bounds the prepared statements, portals and cursors
+// the proxy tracks for one session.
+const maxSessionObjects = 10000
+
 // prepared is a statement the client prepared with Parse.
 type prepared struct {
 	sql string
@@ -232,8 +236,18 @@ func (s *session) relayClient() error {
 				continue
 			}
 			s.mu.Lock()
-			s.stmts[m.Name] = p
+			_, replaces := s.stmts[m.Name]
+			full := !replaces && len(s.stmts) >= maxSessionObjects
+			if !full {
+				s.stmts[m.Name] = p
+			}
 			s.mu.Unlock()
+			if full {
+				if err := s.rejectExtended(rejection("ward pgproxy allows at most %d prepared statements per session; close some first", maxSessionObjects)); err != nil {
+					return err
+				}
+				continue
+			}
 			s.push(&expectation{kind: expParse, stmt: p})
 			s.fe.Send(m)
 
@@ -258,6 +272,12 @@ func (s *session) relayClient() error {
 				}
 			}
 			s.mu.Lock()
+			if _, replaces := s.portals[m.DestinationPortal]; !replaces && len(s.portals) >= maxSessionObjects {
+				// Portals end with their transaction and Close is optional,
+				// so the oldest names may be stale. Dropping them is safe:
+				// an Execute of an unknown portal is described again.
+				clear(s.portals)
+			}
 			s.portals[m.DestinationPortal] = pt
 			s.mu.Unlock()
 			s.push(&expectation{kind: expBind, portal: pt})
@@ -373,11 +393,18 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		}
 	}
 	for _, st := range stmts {
-		if st.declares != "" {
-			s.mu.Lock()
-			s.cursors[st.declares] = st
-			s.mu.Unlock()
+		if st.declares == "" {
+			continue
 		}
+		s.mu.Lock()
+		if len(s.cursors) >= maxSessionObjects {
+			// Cursors end with their transaction unless WITH HOLD, and
+			// CLOSE is not tracked, so old names are forgotten; a FETCH
+			// from a forgotten cursor has unknown lineage and is redacted.
+			clear(s.cursors)
+		}
+		s.cursors[st.declares] = st
+		s.mu.Unlock()
 	}
 	return nil
 }
