@@ -131,7 +131,8 @@ func (s *Server) watchKEK(ctx context.Context, k kek.KEK, interval time.Duration
 		_, err := k.Encrypt([]byte("ward-probe"), []byte("ward-probe"))
 		switch {
 		case err != nil && s.sealedReason() == "":
-			s.seal("key-encryption key unreachable: " + err.Error())
+			s.log.Error("key-encryption key probe failed", "error", err)
+			s.seal(providerName(s.cfg) + " unreachable")
 		case err == nil && s.sealedReason() != "":
 			s.unseal()
 		}
@@ -160,7 +161,20 @@ func (s *Server) sealedReason() string {
 // anything else is an internal error.
 func signFailure(what string, err error) *apiError {
 	if errors.Is(err, kek.ErrSealed) {
-		return unavailable("sealed: "+what+" failed because the HSM is unavailable: "+err.Error(), err)
+		return unavailable("sealed: "+what+" failed because the HSM is unavailable", err)
 	}
 	return internal(what, err)
+}
+
+// providerName describes the configured KEK provider for messages that
+// clients see: its kind and name, never paths or the cause.
+func providerName(cfg config.Config) string {
+	switch {
+	case cfg.KEK.Type == "pkcs11" || cfg.CA.Backend == "pkcs11":
+		return fmt.Sprintf("HSM token %q (PKCS#11)", cfg.HSM.TokenLabel)
+	case cfg.KEK.Type == "vault-transit":
+		return fmt.Sprintf("Vault Transit key %q", cfg.KEK.Vault.Key)
+	default:
+		return "local key-encryption key"
+	}
 }

@@ -343,7 +343,7 @@ func (s *Server) handleCRL(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, unavailable("store unavailable", err))
 		return
 	}
-	der, err := s.ca.CRL(revoked, now.Unix(), time.Hour)
+	der, err := s.ca.CRL(revoked, s.nextCRLNumber(now), time.Hour)
 	if err != nil {
 		s.writeError(w, r, internal("CRL signing", err))
 		return
@@ -384,4 +384,17 @@ func minDuration(a, b time.Duration) time.Duration {
 		return a
 	}
 	return b
+}
+
+// nextCRLNumber returns a CRL number larger than any this process issued
+// before: RFC 5280 (5.2.3) requires it to increase. It starts from the
+// clock in nanoseconds, so numbers also increase across restarts.
+func (s *Server) nextCRLNumber(now time.Time) int64 {
+	for {
+		last := s.crlNumber.Load()
+		next := max(now.UnixNano(), last+1)
+		if s.crlNumber.CompareAndSwap(last, next) {
+			return next
+		}
+	}
 }

@@ -47,6 +47,9 @@ func (s *Server) handleQuarantine(req *request) (any, *apiError) {
 		return nil, unavailable("store unavailable, quarantine not recorded", err)
 	}
 	s.authz.Quarantine(q.SPIFFEID, q.Reason)
+	if _, err := s.store.DeleteJoinTokens(req.r.Context(), q.SPIFFEID); err != nil {
+		return nil, unavailable("store unavailable, join tokens of the identity not voided", err)
+	}
 
 	// Revocation continues after the client leaves: a half-revoked identity
 	// is worse than a slow answer.

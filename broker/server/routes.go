@@ -62,9 +62,7 @@ func (s *Server) Handler() http.Handler {
 		return rawHandler{metrics}, nil
 	}))
 
-	// Unknown paths get 404 and known paths with another method 405 with
-	// an Allow header, from the mux itself.
-	return mux
+	return jsonNotFound{mux}
 }
 
 // rawHandler is a response served by another http.Handler after auditing.
@@ -158,3 +156,35 @@ func (s *Server) handleBundle(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.jwt.JWKS())
 }
+
+// jsonNotFound answers requests that match no route with a JSON error: 404
+// for an unknown path, 405 with the mux's Allow header for a known path
+// with another method.
+type jsonNotFound struct{ mux *http.ServeMux }
+
+func (j jsonNotFound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := j.mux.Handler(r)
+	if pattern != "" {
+		j.mux.ServeHTTP(w, r)
+		return
+	}
+	probe := &statusProbe{header: http.Header{}}
+	h.ServeHTTP(probe, r)
+	if allow := probe.header.Get("Allow"); probe.status == http.StatusMethodNotAllowed {
+		w.Header().Set("Allow", allow)
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": "method " + r.Method + " not allowed on " + clip(r.URL.Path) + "; allowed: " + allow})
+		return
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.Method + " " + clip(r.URL.Path)})
+}
+
+// statusProbe records the status and headers the mux's fallback handler
+// would send, and drops its body.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.status = code }

@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ln net.Listen
 	sealedLn := &handoffListener{TCPListener: tcp}
 	sealedCtx, stopSealed := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- serveSealed(sealedCtx, sealedLn, err.Error()) }()
+	go func() { done <- serveSealed(sealedCtx, sealedLn, providerName(cfg)+" unreachable") }()
 
 	ticker := time.NewTicker(unsealRetry)
 	defer ticker.Stop()

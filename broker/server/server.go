@@ -93,6 +93,7 @@ type Server struct {
 	maskRules *rules.Ruleset         // nil unless masking.rules is configured
 	kek       kek.KEK                // probed while serving; see watchKEK
 	sealed    atomic.Pointer[string] // why the server is sealed; nil when unsealed
+	crlNumber atomic.Int64           // the last CRL number issued
 
 	adminID     string
 	adminDigest [sha256.Size]byte

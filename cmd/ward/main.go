@@ -63,7 +63,29 @@ func newRootCmd() *cobra.Command {
 	for _, add := range subcommands {
 		root.AddCommand(add())
 	}
+	rejectUnknownSubcommands(root)
 	return root
+}
+
+// rejectUnknownSubcommands makes every command that only groups others
+// fail with a usage error on a mistyped subcommand. Cobra reports that only
+// for the root; elsewhere it prints help and exits 0, so a script would
+// take "ward lease revok ID" for a revocation.
+func rejectUnknownSubcommands(cmd *cobra.Command) {
+	for _, c := range cmd.Commands() {
+		rejectUnknownSubcommands(c)
+	}
+	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil && cmd.HasParent() {
+		cmd.Args = func(c *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usagef("unknown command %q for %q; see %s --help", args[0], c.CommandPath(), c.CommandPath())
+			}
+			return nil
+		}
+		cmd.RunE = func(c *cobra.Command, _ []string) error {
+			return usagef("%s needs a subcommand; see %s --help", c.CommandPath(), c.CommandPath())
+		}
+	}
 }
 
 // subcommands lists the constructors of the top-level commands. Each command

@@ -75,3 +75,13 @@ func (s *Store) PeekJoinToken(ctx context.Context, digest []byte, now time.Time)
 	t.CreatedAt, t.ExpiresAt = fromMilli(created), fromMilli(expires)
 	return t, nil
 }
+
+// DeleteJoinTokens removes the unused join tokens bound to spiffeID, as when
+// the identity is quarantined, and returns how many it removed.
+func (s *Store) DeleteJoinTokens(ctx context.Context, spiffeID string) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM join_tokens WHERE spiffe_id = ? AND used_at = 0`, spiffeID)
+	if err != nil {
+		return 0, fmt.Errorf("store: delete join tokens: %w", err)
+	}
+	return res.RowsAffected()
+}

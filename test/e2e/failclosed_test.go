@@ -117,12 +117,12 @@ func TestDamagedKeysStopStart(t *testing.T) {
 	s.Restart()
 }
 
-// TestWrongKEKKeepsServerSealed restarts ward with another KEK in
-// kek.key. The keyset does not unseal, so the server must serve sealed:
-// 503 for everything, over a certificate that ward's bundle does not
-// verify. Once the right kek.key is back it unseals without a restart.
-func TestWrongKEKKeepsServerSealed(t *testing.T) {
-	s := startDev(t, wardtest.AllowSealed())
+// TestWrongKEKStopsStart restarts ward with another key in kek.key. A
+// local KEK that does not open the keyset is the wrong key or damage, not an
+// outage that waiting could fix, so the start must fail naming both files
+// and change nothing; with the right kek.key back it starts again.
+func TestWrongKEKStopsStart(t *testing.T) {
+	s := startDev(t)
 	kekPath := filepath.Join(s.DataDir(), "kek.key")
 	origKEK, err := os.ReadFile(kekPath)
 	if err != nil {
@@ -137,13 +137,15 @@ func TestWrongKEKKeepsServerSealed(t *testing.T) {
 	if err := os.WriteFile(kekPath, otherKEK, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.Restart()
-	checkSealed(t, s, "kek.key")
+	code, stderr := serveMustFail(t, s, "--dev", "--data-dir", s.DataDir(), "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, "keyset.sealed") || !strings.Contains(stderr, "kek.key") {
+		t.Errorf("ward serve with a wrong kek.key: exit %d, stderr %q; want 1 naming keyset.sealed and kek.key", code, stderr)
+	}
 
 	if err := os.WriteFile(kekPath, origKEK, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.WaitReady(t, 15*time.Second)
+	s.Restart()
 	checkUnsealedIssues(t, s)
 }
 
