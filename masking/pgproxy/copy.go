@@ -38,7 +38,9 @@ func maskCopyLine(plan *resultPlan, types *pgtype.Map, line []byte) ([]byte, boo
 			return nil, false
 		}
 		a.format = pgtype.TextFormatCode
-		masked := maskValue(a, types, v)
+		// NOTE: COPY rows are masked without entity values, so a rule
+		// keyed by an entity column uses an empty key here.
+		masked := maskValue(a, types, v, nil)
 		if masked == nil {
 			out.WriteString(`\N`)
 			continue

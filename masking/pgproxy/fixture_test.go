@@ -55,6 +55,7 @@ columns:
   public.employee.email: email
   public.employee.birth_date: {transformer: date-shift, max_days: 300}
   public.contact_log.email: email
+  public.invoice.invoice_date: {transformer: date-shift, entity: customer_id, max_days: 300}
   public.contact_note.email: email
   public.person.email: email
   public.person.phone: {transformer: partial, keep_last: 2}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,9 @@ type columnAction struct {
 	masker *columnMasker
 	oid    uint32
 	format int16
+	// entity is the result column that carries the masker's entity column
+	// unchanged, or -1.
+	entity int
 }
 
 // resultPlan is the treatment of every column of one result set.
@@ -43,6 +47,8 @@ type resultPlan struct {
 	cols []columnAction
 	// masks is false when every column is kept, so rows pass unparsed.
 	masks bool
+	// entities is set when a masked column is keyed by another column.
+	entities bool
 }
 
 // columnMasker masks values of one column with its rules. It opens the
@@ -53,13 +59,23 @@ type columnMasker struct {
 	table *rules.Table
 	index int
 	width int
+	// entity is the column a rule keys its transformer with (date-shift
+	// moves all dates of one customer alike), and entityIndex its position
+	// in the table, or -1.
+	entity      string
+	entityIndex int
 }
 
 // mask returns the masked text of value; null reports a NULL result.
-func (m *columnMasker) mask(value string) (out string, null bool, err error) {
+// entity is the original value of the rule's entity column in the same
+// row, or nil when the result does not carry it.
+func (m *columnMasker) mask(value string, entity []byte) (out string, null bool, err error) {
 	row := make([]rules.Field, m.width)
 	for i := range row {
 		row[i].Null = true
+	}
+	if m.entityIndex >= 0 && entity != nil {
+		row[m.entityIndex] = rules.Field{Text: string(entity)}
 	}
 	row[m.index] = rules.Field{Text: value}
 	if err := m.table.MaskRow(row); err != nil {
@@ -120,16 +136,23 @@ func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMask
 		ms.tables[col.TableName()] = t
 		ms.mu.Unlock()
 	}
-	index := -1
-	for i, c := range rel.Columns {
-		if c == col.Name {
-			index = i
+	m = &columnMasker{col: col, spec: spec, table: t, index: -1, width: len(rel.Columns), entityIndex: -1}
+	for _, r := range ms.plan.Rules(col) {
+		if r.Entity != "" {
+			m.entity = r.Entity
 		}
 	}
-	if index < 0 {
+	for i, c := range rel.Columns {
+		if c == col.Name {
+			m.index = i
+		}
+		if m.entity != "" && c == m.entity {
+			m.entityIndex = i
+		}
+	}
+	if m.index < 0 {
 		return nil, fmt.Errorf("column %s not found", col)
 	}
-	m = &columnMasker{col: col, spec: spec, table: t, index: index, width: len(rel.Columns)}
 	ms.store(col, m)
 	return m, nil
 }
@@ -176,17 +199,38 @@ func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow) {
 		}
 		return
 	}
+	// Entity values are taken before any column of the row changes.
+	original := row.Values
+	if plan.entities {
+		original = slices.Clone(row.Values)
+	}
 	for i, a := range plan.cols {
 		if a.kind == actionKeep || row.Values[i] == nil {
 			continue
 		}
-		row.Values[i] = maskValue(a, types, row.Values[i])
+		var entity []byte
+		if a.entity >= 0 {
+			entity = entityText(types, plan.cols[a.entity], original[a.entity])
+		}
+		row.Values[i] = maskValue(a, types, row.Values[i], entity)
 	}
+}
+
+// entityText returns an entity value in text form, as rules expect it.
+func entityText(types *pgtype.Map, a columnAction, v []byte) []byte {
+	if v == nil || a.format != pgtype.BinaryFormatCode || textOIDs[a.oid] {
+		return v
+	}
+	text, ok := binaryToText(types, a.oid, v)
+	if !ok {
+		return nil
+	}
+	return []byte(text)
 }
 
 // maskValue returns the masked form of one value, or nil (SQL NULL) when
 // the value cannot be masked in its type.
-func maskValue(a columnAction, types *pgtype.Map, v []byte) []byte {
+func maskValue(a columnAction, types *pgtype.Map, v, entity []byte) []byte {
 	if a.kind == actionRedact {
 		return redactedValue(a)
 	}
@@ -200,7 +244,7 @@ func maskValue(a columnAction, types *pgtype.Map, v []byte) []byte {
 			return nil
 		}
 	}
-	out, null, err := a.masker.mask(text)
+	out, null, err := a.masker.mask(text, entity)
 	if err != nil || null {
 		// A transformer that cannot mask this value (a derived output of
 		// another type, for example) redacts it rather than pass it.

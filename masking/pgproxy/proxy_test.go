@@ -337,3 +337,58 @@ func TestBinaryTimestampMasked(t *testing.T) {
 		}
 	}
 }
+
+func TestEntityKeyedDateShift(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	const q = "SELECT customer_id, invoice_date FROM invoice WHERE customer_id IN (1, 2) ORDER BY invoice_id"
+	read := func(dsn string) map[int32][]time.Time {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[int32][]time.Time{}
+		for rows.Next() {
+			var id int32
+			var d time.Time
+			if err := rows.Scan(&id, &d); err != nil {
+				t.Fatal(err)
+			}
+			out[id] = append(out[id], d)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	orig := read(f.pg.DSN("chinook"))
+	masked := read(f.proxyDSN("tester", testerPW))
+
+	shifts := map[int32]time.Duration{}
+	for id, dates := range orig {
+		if len(masked[id]) != len(dates) {
+			t.Fatalf("customer %d: %d masked dates, want %d", id, len(masked[id]), len(dates))
+		}
+		for i := range dates {
+			shift := masked[id][i].Sub(dates[i])
+			if shift == 0 {
+				t.Errorf("customer %d invoice %d: date unchanged", id, i)
+			}
+			if first, ok := shifts[id]; ok && shift != first {
+				t.Errorf("customer %d: shifts %v and %v differ, want one shift per customer", id, first, shift)
+			}
+			shifts[id] = shift
+		}
+	}
+	// The masking key is fixed, so this holds for every run: keyed by
+	// their own customer_id, customers 1 and 2 move by different amounts.
+	if shifts[1] == shifts[2] {
+		t.Errorf("customers 1 and 2 share shift %v, want the shift keyed by customer_id", shifts[1])
+	}
+}

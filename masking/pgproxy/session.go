@@ -450,6 +450,7 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		s.mu.Unlock()
 	}
 	p := &resultPlan{cols: make([]columnAction, len(fields))}
+	direct := make([]sources, len(fields))
 	for i, f := range fields {
 		var src sources
 		known := false
@@ -477,7 +478,9 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		}
 		p.cols[i] = a
 		p.masks = p.masks || a.kind != actionKeep
+		direct[i] = src
 	}
+	s.linkEntities(p, direct)
 	if p.masks {
 		// Column names and counts only: values and statement text, which
 		// may quote values, are never logged.
@@ -493,6 +496,30 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		s.log.Debug("pgproxy masking result", "masked", masked, "redacted", redacted)
 	}
 	return p, nil
+}
+
+// linkEntities points each masked column whose rule has an entity column
+// at a result column derived from that column alone, if there is one;
+// that column's values then key the transformer.
+func (s *session) linkEntities(p *resultPlan, lineage []sources) {
+	for i := range p.cols {
+		p.cols[i].entity = -1
+		m := p.cols[i].masker
+		if m == nil || m.entity == "" {
+			continue
+		}
+		want := rules.Column{Schema: m.col.Schema, Table: m.col.Table, Name: m.entity}
+		for j, src := range lineage {
+			if src.unknown || len(src.cols) != 1 {
+				continue
+			}
+			if _, ok := src.cols[want]; ok {
+				p.cols[i].entity = j
+				p.entities = true
+				break
+			}
+		}
+	}
 }
 
 // origin returns the lineage of a RowDescription origin column.
