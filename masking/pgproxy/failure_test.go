@@ -223,6 +223,12 @@ func TestUpstreamStopped(t *testing.T) {
 	f.pg.Start(t)
 	restarted = true
 	assertServing(t, f)
+	if strings.Contains(f.logs.String(), f.password) {
+		t.Error("proxy log contains the upstream password after connect failures")
+	}
+	if !strings.Contains(f.logs.String(), "upstream connect failed") {
+		t.Error("proxy log has no entry for the failed upstream connect")
+	}
 }
 
 // assertServing checks that the proxy still serves a new client.
