@@ -317,3 +317,30 @@ DO $$ BEGIN RAISE `+level+` '%', (SELECT email FROM customer WHERE customer_id =
 		assertNoEmail(t, "RAISE "+level, out, emails)
 	}
 }
+
+func TestProtocol32Negotiated(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	cfg, err := pgconn.ParseConfig(f.proxyDSN("tester", testerPW) + "&max_protocol_version=3.2&min_protocol_version=3.0")
+	if err != nil {
+		t.Skipf("pgconn has no protocol version settings: %v", err)
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect asking for protocol 3.2: %v", err)
+	}
+	defer conn.Close(ctx)
+	res := conn.ExecParams(ctx, "SELECT email FROM customer WHERE customer_id = 1", nil, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != 1 {
+		t.Fatalf("query over negotiated protocol: %v", res.Err)
+	}
+	emails := direct(t, f.pg, "SELECT email FROM customer")
+	assertNoEmail(t, "protocol 3.2", string(res.Rows[0][0]), emails)
+
+	// Cancel keys stay 4 bytes under 3.0, so a cancel still reaches upstream.
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if res := conn.ExecParams(cctx, "SELECT pg_sleep(20)", nil, nil, nil, nil).Read(); res.Err == nil {
+		t.Error("pg_sleep(20) finished, want it canceled")
+	}
+}

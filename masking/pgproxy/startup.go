@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,10 +167,18 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto
 			s.forwardCancel(m.ProcessID, m.SecretKey)
 			return nil, nil, nil, errCancelHandled
 		case *pgproto3.StartupMessage:
-			if m.ProtocolVersion != pgproto3.ProtocolVersion30 {
-				// Protocol 3.2 changes the cancel key length, so the
-				// proxy offers 3.0 with NegotiateProtocolVersion.
-				be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0})
+			// Protocol 3.2 changes the cancel key length and _pq_.
+			// parameters are protocol extensions, none of which the proxy
+			// implements, so it offers 3.0 without them.
+			var unrecognized []string
+			for k := range m.Parameters {
+				if strings.HasPrefix(k, "_pq_.") {
+					unrecognized = append(unrecognized, k)
+				}
+			}
+			if m.ProtocolVersion != pgproto3.ProtocolVersion30 || len(unrecognized) > 0 {
+				slices.Sort(unrecognized)
+				be.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
 			}
 			if s.cfg.TLS != nil && s.cfg.TLS.Require {
 				if _, ok := conn.(*tls.Conn); !ok {
