@@ -117,6 +117,11 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 
 	be.Send(&pgproto3.AuthenticationOk{})
 	for k, v := range up.ParameterStatuses {
+		if k == "session_authorization" {
+			// The client sees its own login name, not the upstream role.
+			// NOTE: current_user in SQL still returns the upstream role.
+			v = user
+		}
 		be.Send(&pgproto3.ParameterStatus{Name: k, Value: v})
 	}
 	be.Send(&pgproto3.BackendKeyData{ProcessID: pid, SecretKey: binary.BigEndian.AppendUint32(nil, key)})
