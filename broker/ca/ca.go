@@ -30,6 +30,9 @@ import (
 // ErrInvalidCSR wraps every reason a certificate signing request is rejected.
 var ErrInvalidCSR = errors.New("invalid CSR")
 
+// maxBackdate is how far before issuance a certificate becomes valid.
+const maxBackdate = 30 * time.Second
+
 // minRSABits is the smallest RSA modulus accepted in a CSR.
 const minRSABits = 2048
 
@@ -111,7 +114,10 @@ func (c *CA) Sign(req Request) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	now := c.now().UTC().Truncate(time.Second)
+	// Backdating NotBefore lets a peer whose clock runs slightly behind
+	// accept a fresh certificate; the lifetime stays exactly the TTL.
+	backdate := min(maxBackdate, req.TTL/10)
+	now := c.now().UTC().Add(-backdate).Truncate(time.Second)
 	notAfter := now.Add(req.TTL)
 	if notAfter.After(c.cert.NotAfter) {
 		notAfter = c.cert.NotAfter

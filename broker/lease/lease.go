@@ -51,6 +51,11 @@ type Manager struct {
 	renewers map[string]Renewer
 	onEnd    []func(store.Lease, string)
 
+	// retryMu guards retry: when each lease whose revocation failed may be
+	// tried again, so a backend that is down is not asked every second.
+	retryMu sync.Mutex
+	retry   map[string]retryState
+
 	// sweepWorkers bounds how many revocations run at once.
 	sweepWorkers int
 }
@@ -62,6 +67,7 @@ func New(s *store.Store, log *slog.Logger, now func() time.Time) *Manager {
 		log:          log,
 		now:          now,
 		revokers:     map[string]Revoker{},
+		retry:        map[string]retryState{},
 		renewers:     map[string]Renewer{},
 		sweepWorkers: 8,
 	}
@@ -190,11 +196,49 @@ func (m *Manager) RevokeSubject(ctx context.Context, subject string) (int, error
 }
 
 // Sweep expires every active lease whose expiry has passed and returns how
-// many it ended.
+// many it ended. A lease whose revocation failed is retried with backoff.
 func (m *Manager) Sweep(ctx context.Context) (int, error) {
 	return m.endAll(ctx, store.StateExpired, func(limit int) ([]store.Lease, error) {
-		return m.store.DueLeases(ctx, m.now(), limit)
+		leases, err := m.store.DueLeases(ctx, m.now(), limit)
+		if err != nil {
+			return nil, err
+		}
+		now := m.now()
+		due := leases[:0]
+		m.retryMu.Lock()
+		for _, l := range leases {
+			if r, ok := m.retry[l.ID]; !ok || !now.Before(r.next) {
+				due = append(due, l)
+			}
+		}
+		m.retryMu.Unlock()
+		return due, nil
 	})
+}
+
+type retryState struct {
+	failures int
+	next     time.Time
+}
+
+// maxRetryDelay caps the backoff between revocation attempts of one lease.
+const maxRetryDelay = 5 * time.Minute
+
+func (m *Manager) noteFailure(id string) (failures int) {
+	m.retryMu.Lock()
+	defer m.retryMu.Unlock()
+	r := m.retry[id]
+	r.failures++
+	delay := time.Second << min(r.failures-1, 9)
+	r.next = m.now().Add(min(delay, maxRetryDelay))
+	m.retry[id] = r
+	return r.failures
+}
+
+func (m *Manager) noteSuccess(id string) {
+	m.retryMu.Lock()
+	delete(m.retry, id)
+	m.retryMu.Unlock()
 }
 
 // RunSweeper calls Sweep every interval until ctx ends.
@@ -278,9 +322,13 @@ func (m *Manager) endConcurrently(ctx context.Context, leases []store.Lease, sta
 func (m *Manager) end(ctx context.Context, l store.Lease, state string) error {
 	if rv, ok := m.revokers[l.Kind]; ok {
 		if err := rv.Revoke(ctx, l); err != nil {
-			m.log.Warn("lease revocation failed, will retry", "lease_id", l.ID, "kind", l.Kind, "error", err)
+			// Log the first failure and then every tenth, with the count.
+			if n := m.noteFailure(l.ID); n == 1 || n%10 == 0 {
+				m.log.Warn("lease revocation failed, will retry with backoff", "lease_id", l.ID, "kind", l.Kind, "attempts", n, "error", err)
+			}
 			return fmt.Errorf("revoke %s at its backend: %w", l.ID, err)
 		}
+		m.noteSuccess(l.ID)
 	}
 	if err := m.store.EndLease(ctx, l.ID, state, m.now()); err != nil {
 		if errors.Is(err, store.ErrNotFound) {

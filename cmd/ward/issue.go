@@ -165,8 +165,10 @@ func makeCSR(key crypto.Signer, spiffeID string) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
-// writeSVID writes key, certificate and bundle, each atomically; the key
-// first, so a certificate on disk always has its key beside it.
+// writeSVID replaces key, certificate and bundle. Both new files are written
+// in full before either is renamed into place, and if the certificate cannot
+// be put in place the previous key is restored, so key.pem and cert.pem
+// always match: a mismatched pair would lock the workload out.
 func writeSVID(dir string, key crypto.Signer, resp x509Result) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
@@ -179,46 +181,73 @@ func writeSVID(dir string, key crypto.Signer, resp x509Result) error {
 	clear(der)
 	defer clear(keyPEM)
 
-	files := []struct {
-		name string
-		data []byte
-		mode os.FileMode
-	}{
-		{"key.pem", keyPEM, 0o600},
-		{"cert.pem", []byte(resp.Certificate), 0o644},
-		{"bundle.pem", []byte(resp.Bundle), 0o644},
+	keyPath, certPath, bundlePath := filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"), filepath.Join(dir, "bundle.pem")
+	newKey, err := writeTemp(keyPath, keyPEM, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", keyPath, err)
 	}
-	for _, f := range files {
-		if err := writeFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
-			return fmt.Errorf("write %s: %w", filepath.Join(dir, f.name), err)
+	defer os.Remove(newKey)
+	newCert, err := writeTemp(certPath, []byte(resp.Certificate), 0o644)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", certPath, err)
+	}
+	defer os.Remove(newCert)
+
+	prevKey := keyPath + ".prev"
+	os.Remove(prevKey)
+	hadKey := os.Link(keyPath, prevKey) == nil
+	defer os.Remove(prevKey)
+	if err := os.Rename(newKey, keyPath); err != nil {
+		return fmt.Errorf("replace %s: %w", keyPath, err)
+	}
+	if err := os.Rename(newCert, certPath); err != nil {
+		if hadKey {
+			os.Rename(prevKey, keyPath)
 		}
+		return fmt.Errorf("replace %s (the previous key and certificate are kept): %w", certPath, err)
+	}
+	if err := writeFileAtomic(bundlePath, []byte(resp.Bundle), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", bundlePath, err)
 	}
 	return nil
 }
 
+// writeTemp writes data to a synced temporary file beside path and returns
+// its name.
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	name := tmp.Name()
+	err = tmp.Chmod(mode)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	return name, nil
+}
+
 // writeFileAtomic writes to a temporary file beside path and renames it.
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	tmp, err := writeTemp(path, data, mode)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }
 
 func newIssueJWTCmd() *cobra.Command {
