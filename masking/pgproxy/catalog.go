@@ -62,6 +62,9 @@ type catalogSource interface {
 	// userFunction reports whether a function of this name exists outside
 	// pg_catalog, so a call to it might read any table.
 	userFunction(ctx context.Context, name string) (bool, error)
+	// userOperator reports the same for an operator, whose function
+	// might read any table.
+	userOperator(ctx context.Context, name string) (bool, error)
 }
 
 // catalogTTL is how long catalog answers are cached, so DDL upstream (a
@@ -183,23 +186,44 @@ func (c *pgCatalog) relationByName(ctx context.Context, schema, name string) (*r
 	return r, nil
 }
 
+// Functions and operators that belong to an extension (pg_depend type 'e')
+// are trusted like built-ins: extensions such as citext define common
+// names like "=", and treating them as user code would redact most
+// expressions.
 func (c *pgCatalog) userFunction(ctx context.Context, name string) (bool, error) {
+	return c.userObject(ctx, "function "+name, name, `
+SELECT EXISTS (
+    SELECT 1 FROM pg_proc p
+    WHERE p.proname = $1 AND p.pronamespace <> 'pg_catalog'::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'))`)
+}
+
+func (c *pgCatalog) userOperator(ctx context.Context, name string) (bool, error) {
+	return c.userObject(ctx, "operator "+name, name, `
+SELECT EXISTS (
+    SELECT 1 FROM pg_operator o
+    WHERE o.oprname = $1 AND o.oprnamespace <> 'pg_catalog'::regnamespace
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                      WHERE d.classid = 'pg_operator'::regclass AND d.objid = o.oid AND d.deptype = 'e'))`)
+}
+
+// userObject runs query, which tests whether name exists outside
+// pg_catalog, and caches the answer under key.
+func (c *pgCatalog) userObject(ctx context.Context, key, name, query string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	c.lock()
-	found, ok := c.funcs[name]
+	found, ok := c.funcs[key]
 	c.mu.Unlock()
 	if ok {
 		return found, nil
 	}
-	err := c.pool.QueryRow(ctx,
-		`SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname = $1 AND pronamespace <> 'pg_catalog'::regnamespace)`,
-		name).Scan(&found)
-	if err != nil {
-		return false, fmt.Errorf("looking up function %q: %w", name, err)
+	if err := c.pool.QueryRow(ctx, query, name).Scan(&found); err != nil {
+		return false, fmt.Errorf("looking up %s: %w", key, err)
 	}
 	c.lock()
-	c.funcs[name] = found
+	c.funcs[key] = found
 	c.mu.Unlock()
 	return found, nil
 }

@@ -110,6 +110,8 @@ func chinookServer(t testing.TB) (*pgtest.Server, string) {
 			"CREATE VIEW customer_contact AS SELECT customer_id, first_name, email, phone FROM customer",
 			"GRANT SELECT ON customer_contact TO " + upstreamRole,
 			"CREATE FUNCTION email_of(id int) RETURNS text LANGUAGE sql AS 'SELECT email FROM customer WHERE customer_id = id'",
+			"CREATE FUNCTION email_gt(a int, b int) RETURNS text LANGUAGE sql AS 'SELECT email FROM customer WHERE customer_id = a'",
+			"CREATE OPERATOR ### (LEFTARG = int, RIGHTARG = int, FUNCTION = email_gt)",
 			"CREATE TABLE contact_log (id int, email text) PARTITION BY RANGE (id)",
 			"CREATE TABLE contact_log_low PARTITION OF contact_log FOR VALUES FROM (0) TO (1000)",
 			"INSERT INTO contact_log SELECT customer_id, email FROM customer",

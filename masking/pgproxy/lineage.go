@@ -474,6 +474,10 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			out.union(c.src)
 		}
 		return
+	case *pg_query.A_Expr:
+		if r.opaqueOperator(v.Name) {
+			out.unknown = true
+		}
 	case *pg_query.FuncCall:
 		if r.opaqueFunction(v.Funcname) {
 			out.unknown = true
@@ -519,5 +523,19 @@ func (r *resolver) opaqueFunction(name []*pg_query.Node) bool {
 		return true
 	}
 	user, err := r.cat.userFunction(r.ctx, fn)
+	return err != nil || user
+}
+
+// opaqueOperator reports whether an operator may be user-defined, so its
+// function might read data the operands do not show.
+func (r *resolver) opaqueOperator(name []*pg_query.Node) bool {
+	if len(name) == 0 {
+		return false
+	}
+	op := name[len(name)-1].GetString_().GetSval()
+	if len(name) > 1 && name[len(name)-2].GetString_().GetSval() != "pg_catalog" {
+		return true
+	}
+	user, err := r.cat.userOperator(r.ctx, op)
 	return err != nil || user
 }

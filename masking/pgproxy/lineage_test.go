@@ -31,6 +31,10 @@ func (c fakeCatalog) userFunction(_ context.Context, name string) (bool, error) 
 	return name == "email_of", nil
 }
 
+func (c fakeCatalog) userOperator(_ context.Context, name string) (bool, error) {
+	return name == "###", nil
+}
+
 func testCatalog() fakeCatalog {
 	return fakeCatalog{rels: map[string]*relation{
 		"public.customer": {OID: 1, Schema: "public", Name: "customer", Kind: 'r',
@@ -91,6 +95,8 @@ func TestStatementLineage(t *testing.T) {
 		{"row_to_json", "SELECT row_to_json(c.*) FROM customer c", "customer.customer_id+customer.email+customer.first_name+customer.phone"},
 		{"aggregate", "SELECT count(*), string_agg(email, ',') FROM customer", "- customer.email"},
 		{"user function", "SELECT email_of(1)", "?"},
+		{"user operator", "SELECT 1 ### 2", "?"},
+		{"builtin operator", "SELECT customer_id + 1, email LIKE 'a%' FROM customer", "customer.customer_id customer.email"},
 		{"sql-running builtin", "SELECT query_to_xml('select 1', true, true, '')", "?"},
 		{"schema-qualified function", "SELECT public.lower(email) FROM customer", "customer.email?"},
 		{"function in from", "SELECT x FROM unnest(ARRAY(SELECT email FROM customer)) x", "customer.email"},

@@ -47,6 +47,7 @@ func TestTesterSeesNoEmail(t *testing.T) {
 		"SELECT string_agg(email, ',') FROM customer",
 		"SELECT email FROM customer JOIN invoice USING (customer_id)",
 		"SELECT email_of(customer_id) FROM customer",
+		"SELECT customer_id ### 0 FROM customer",
 		"SELECT x FROM unnest(ARRAY(SELECT email FROM customer)) AS x",
 		"COPY customer TO STDOUT",
 		"COPY (SELECT lower(email) FROM customer) TO STDOUT",
