@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"fmt"
 	"log/slog"
 	"maps"
 	"strings"
@@ -21,7 +22,9 @@ type Enforcer struct {
 	cacheSize  int
 
 	current  atomic.Pointer[snapshot]
-	reloadMu sync.Mutex // serializes Reload
+	reloadMu sync.Mutex // serializes Reload and guards reloadCheck
+
+	reloadCheck func(candidate RuleSource) error
 
 	// quarantine holds an immutable map of SPIFFE ID to reason; writers
 	// replace it under mu.
@@ -119,7 +122,8 @@ func (e *Enforcer) quarantineReason(subject, object string) (string, bool) {
 // Reload re-reads the model and policy files and, if both are valid, makes
 // them the policy in force and increments the version. On any error the
 // previous policy stays in force. The error names the file, and the line
-// for a problem in its content.
+// for a problem in its content. A check set with SetReloadCheck runs on the
+// candidate policy before it is accepted, and its error rejects it.
 func (e *Enforcer) Reload() error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
@@ -129,12 +133,31 @@ func (e *Enforcer) Reload() error {
 		return err
 	}
 
+	if e.reloadCheck != nil {
+		if err := e.reloadCheck(s); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidPolicy, err)
+		}
+	}
+
 	s.version = e.current.Load().version + 1
 	s.logger = e.logger
 	e.current.Store(s)
 	e.logLoad(s)
 	e.notify(s.version)
 	return nil
+}
+
+// SetReloadCheck makes every later Reload call check with the candidate
+// policy after it parses and before it replaces the policy in force. An
+// error from check rejects the candidate: Reload returns it wrapped in
+// ErrInvalidPolicy and the previous policy stays in force. check must not
+// call Reload. A nil check removes the check. The policy loaded by New is
+// not checked.
+func (e *Enforcer) SetReloadCheck(check func(candidate RuleSource) error) {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+
+	e.reloadCheck = check
 }
 
 func (e *Enforcer) logLoad(s *snapshot) {
