@@ -32,6 +32,9 @@ type relation struct {
 	Attnums []int16
 	// Definition is the SELECT of a view or materialized view.
 	Definition string
+	// Generated holds, per column, the expression of a generated column
+	// or "".
+	Generated []string
 
 	// lineage caches relationColumns, because tracing a view parses its
 	// definition. Callers clone the slice and do not change the maps.
@@ -111,7 +114,8 @@ const relationQuery = `
 SELECT c.oid, n.nspname, c.relname, coalesce(rn.nspname, n.nspname), coalesce(r.relname, c.relname), c.relkind::text,
        coalesce(array_agg(a.attname::text ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
        coalesce(array_agg(a.attnum ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}'),
-       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) ELSE '' END
+       CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) ELSE '' END,
+       coalesce(array_agg(coalesce(pg_get_expr(ad.adbin, ad.adrelid), '') ORDER BY a.attnum) FILTER (WHERE a.attnum > 0), '{}')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN LATERAL (
@@ -123,6 +127,7 @@ LEFT JOIN LATERAL (
 LEFT JOIN pg_class r ON r.oid = root.oid
 LEFT JOIN pg_namespace rn ON rn.oid = r.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_attrdef ad ON ad.adrelid = c.oid AND ad.adnum = a.attnum AND a.attgenerated <> ''
 WHERE c.oid = $1
 GROUP BY c.oid, n.nspname, c.relname, rn.nspname, r.relname, c.relkind`
 
@@ -138,7 +143,7 @@ func (c *pgCatalog) relationByOID(ctx context.Context, oid uint32) (*relation, e
 
 	r = &relation{}
 	var kind string
-	err := c.pool.QueryRow(ctx, relationQuery, oid).Scan(&r.OID, &r.Schema, &r.Name, &r.RootSchema, &r.RootName, &kind, &r.Columns, &r.Attnums, &r.Definition)
+	err := c.pool.QueryRow(ctx, relationQuery, oid).Scan(&r.OID, &r.Schema, &r.Name, &r.RootSchema, &r.RootName, &kind, &r.Columns, &r.Attnums, &r.Definition, &r.Generated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -57,6 +57,7 @@ columns:
   public.contact_log.email: email
   public.invoice.invoice_date: {transformer: date-shift, entity: customer_id, max_days: 300}
   public.contact_note.email: email
+  public.signup.email: email
   public.person.email: email
   public.person.phone: {transformer: partial, keep_last: 2}
   public.person.name: redact
@@ -115,6 +116,9 @@ func chinookServer(t testing.TB) (*pgtest.Server, string) {
 			"CREATE TABLE contact_log (id int, email text) PARTITION BY RANGE (id)",
 			"CREATE TABLE contact_log_low PARTITION OF contact_log FOR VALUES FROM (0) TO (1000)",
 			"INSERT INTO contact_log SELECT customer_id, email FROM customer",
+			"CREATE TABLE signup (id int, email text, email_lower text GENERATED ALWAYS AS (lower(email)) STORED)",
+			"INSERT INTO signup (id, email) SELECT customer_id, email FROM customer",
+			"GRANT SELECT ON signup TO " + upstreamRole,
 			"CREATE TABLE contact_note (id int, email text)",
 			"CREATE TABLE contact_note_old (note text) INHERITS (contact_note)",
 			"INSERT INTO contact_note_old (id, email) SELECT customer_id, email FROM customer",

@@ -393,6 +393,28 @@ func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
 	return slices.Clone(rel.lineage), nil
 }
 
+// addGenerated adds to each generated column the columns its expression
+// reads, since a column such as lower(email) STORED carries their values.
+func (r *resolver) addGenerated(rel *relation, cols []outputColumn) {
+	plain := &rangeEntry{name: rel.Name, cols: slices.Clone(cols)}
+	sc := &scope{entries: []*rangeEntry{plain}}
+	for i, expr := range rel.Generated {
+		if expr == "" || i >= len(cols) {
+			continue
+		}
+		var merged sources
+		merged.union(cols[i].src)
+		tree, err := pg_query.Parse("SELECT " + expr)
+		targets := tree.GetStmts()
+		if err != nil || len(targets) != 1 || len(targets[0].Stmt.GetSelectStmt().GetTargetList()) != 1 {
+			merged.unknown = true
+		} else {
+			merged.union(r.expr(targets[0].Stmt.GetSelectStmt().TargetList[0].GetResTarget().GetVal(), sc))
+		}
+		cols[i].src = merged
+	}
+}
+
 func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
 	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) || rel.Name == "pg_stat_statements" {
 		r.statsViews = append(r.statsViews, rel.Schema+"."+rel.Name)
@@ -409,6 +431,7 @@ func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
 			}
 			cols[i].src.add(rules.Column{Schema: schema, Table: table, Name: c})
 		}
+		r.addGenerated(rel, cols)
 		return cols, nil
 	}
 

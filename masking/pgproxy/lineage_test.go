@@ -39,6 +39,8 @@ func testCatalog() fakeCatalog {
 	return fakeCatalog{rels: map[string]*relation{
 		"public.customer": {OID: 1, Schema: "public", Name: "customer", Kind: 'r',
 			Columns: []string{"customer_id", "first_name", "email", "phone"}, Attnums: []int16{1, 2, 3, 4}},
+		"public.signup": {OID: 5, Schema: "public", Name: "signup", Kind: 'r',
+			Columns: []string{"email", "email_lower"}, Attnums: []int16{1, 2}, Generated: []string{"", "lower(email)"}},
 		"public.invoice": {OID: 2, Schema: "public", Name: "invoice", Kind: 'r',
 			Columns: []string{"invoice_id", "customer_id", "total"}, Attnums: []int16{1, 2, 3}},
 		"public.contact": {OID: 3, Schema: "public", Name: "contact", Kind: 'v',
@@ -91,6 +93,7 @@ func TestStatementLineage(t *testing.T) {
 		{"union", "SELECT email FROM customer UNION SELECT first_name FROM customer", "customer.email+customer.first_name"},
 		{"values", "VALUES (1, 'a')", "- -"},
 		{"view", "SELECT mail FROM contact", "customer.email"},
+		{"generated column", "SELECT email_lower FROM signup", "signup.email+signup.email_lower"},
 		{"whole row", "SELECT c FROM customer c", "customer.customer_id+customer.email+customer.first_name+customer.phone"},
 		{"row_to_json", "SELECT row_to_json(c.*) FROM customer c", "customer.customer_id+customer.email+customer.first_name+customer.phone"},
 		{"aggregate", "SELECT count(*), string_agg(email, ',') FROM customer", "- customer.email"},

@@ -57,6 +57,8 @@ func TestTesterSeesNoEmail(t *testing.T) {
 		"SELECT lower(email) FROM contact_log_low",
 		"SELECT email FROM contact_note",
 		"SELECT email FROM contact_note_old",
+		"SELECT email_lower FROM signup",
+		"SELECT * FROM signup",
 	}
 	for _, q := range queries {
 		out, err := f.psql(t, "tester", testerPW, q)
