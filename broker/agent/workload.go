@@ -75,6 +75,9 @@ func checkHeader(ctx context.Context) error {
 // FetchX509SVID streams the x509 credentials, and again whenever one is
 // renewed. Expired ones are left out; while none is valid nothing is sent.
 func (s *workloadServer) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) error {
+	if !s.a.hasKind("x509") {
+		return status.Error(codes.PermissionDenied, "no X.509-SVID is configured for this workload: add an x509 credential to the agent configuration")
+	}
 	var lastSent string
 	for {
 		changed := s.a.watch()
@@ -234,6 +237,16 @@ func (s *workloadServer) fetchJWKS(ctx context.Context, refresh bool) ([]byte, e
 	s.jwks, s.jwksTime = fresh, s.a.now()
 	s.mu.Unlock()
 	return fresh, nil
+}
+
+// hasKind reports whether the configuration lists a credential of the kind.
+func (a *Agent) hasKind(name string) bool {
+	for i := range a.cfg.Credentials {
+		if a.cfg.Credentials[i].kind == kinds[name] {
+			return true
+		}
+	}
+	return false
 }
 
 // spiffeID returns the agent's own SPIFFE ID, or "" before authentication.

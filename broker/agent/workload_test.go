@@ -244,3 +244,40 @@ func TestWorkloadAPIMutualTLS(t *testing.T) {
 		t.Error("dial authorizing the wrong server ID = nil error, want a handshake failure")
 	}
 }
+
+// TestWorkloadAPINoSVIDConfigured checks that FetchX509SVID fails at once
+// with PermissionDenied when the agent has no x509 credential, instead of
+// leaving the client waiting.
+func TestWorkloadAPINoSVIDConfigured(t *testing.T) {
+	t.Parallel()
+	srv := wardtest.StartDev(t)
+	sockDir, err := os.MkdirTemp("", "wa")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "agent.sock")
+	dir := t.TempDir()
+	startAgent(t, dir, fmt.Sprintf(`
+broker: {addr: %s, ca_file: %s}
+auth: {method: join_token, join_token_file: %s}
+output_dir: %s
+credentials:
+  - {name: tok, path: jwt, audience: [a]}
+workload_api: {socket: %s}
+`, srv.Addr(), srv.CACertPath(), joinToken(t, srv, dir, webID), dir, sock))
+	waitFor(t, 10*time.Second, "the Workload API socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err := workloadapi.New(ctx, workloadapi.WithAddr("unix://"+sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	if _, err := client.FetchX509SVID(ctx); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("FetchX509SVID = %v, want PermissionDenied", err)
+	}
+}
