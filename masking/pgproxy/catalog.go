@@ -70,7 +70,7 @@ type catalogSource interface {
 	userOperator(ctx context.Context, name string) (bool, error)
 }
 
-// catalogTTL is how long catalog answers are cached, so DDL upstream (a
+// catalogTTL is how long catalog results are cached, so DDL upstream (a
 // renamed table, a redefined view, a new column) is seen within a minute.
 const catalogTTL = time.Minute
 
@@ -214,7 +214,7 @@ SELECT EXISTS (
 }
 
 // userObject runs query, which tests whether name exists outside
-// pg_catalog, and caches the answer under key.
+// pg_catalog, and caches the result under key.
 func (c *pgCatalog) userObject(ctx context.Context, key, name, query string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

@@ -399,7 +399,7 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		s.mu.Lock()
 		if len(s.cursors) >= maxSessionObjects {
 			// Cursors end with their transaction unless WITH HOLD, and
-			// CLOSE is not tracked, so old names are forgotten; a FETCH
+			// CLOSE is not tracked, so old names are forgotten. A FETCH
 			// from a forgotten cursor has unknown lineage and is redacted.
 			clear(s.cursors)
 		}
@@ -499,8 +499,8 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 }
 
 // linkEntities points each masked column whose rule has an entity column
-// at a result column derived from that column alone, if there is one;
-// that column's values then key the transformer.
+// at a result column derived from that column alone, if there is one.
+// The values of that column then key the transformer.
 func (s *session) linkEntities(p *resultPlan, lineage []sources) {
 	for i := range p.cols {
 		p.cols[i].entity = -1
