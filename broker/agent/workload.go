@@ -22,8 +22,8 @@ import (
 )
 
 // workloadHeader is the metadata header every Workload API request must
-// carry, so that a browser or proxy cannot be tricked into calling the
-// socket (SPIFFE Workload API specification, "Security header").
+// carry; go-spiffe v2 clients send it (workloadapi/client.go, withHeader).
+// A request without it did not come from a Workload API client.
 const workloadHeader = "workload.spiffe.io"
 
 // jwksRefresh is how long a fetched JWKS is used before it is fetched again.
