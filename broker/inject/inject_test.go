@@ -249,3 +249,52 @@ func golden(t *testing.T, name string, got []byte) {
 		t.Errorf("patched pod differs from %s; run go test -update and review the diff", path)
 	}
 }
+
+// TestReviewRejectsBadPods denies pods whose annotations or volumes the
+// injector cannot turn into a working agent, naming the problem.
+func TestReviewRejectsBadPods(t *testing.T) {
+	tests := []struct {
+		name        string
+		annotations map[string]string
+		volume      string // an extra volume name in the pod
+		want        string
+	}{
+		{"template does not parse", map[string]string{"ward.dev/secret-svid": "x509", "ward.dev/template-app": "{{ .Creds"}, "", "ward.dev/template-app"},
+		{"no credential", map[string]string{}, "", "no ward.dev/secret-<name> annotation"},
+		{"bad init-only", map[string]string{"ward.dev/secret-svid": "x509", "ward.dev/init-only": "yes"}, "", `ward.dev/init-only: invalid value "yes"`},
+		{"jwt without audience", map[string]string{"ward.dev/secret-tok": "jwt"}, "", "ward.dev/secret-tok"},
+		{"bad name", map[string]string{"ward.dev/secret-Bad_Name": "x509"}, "", "invalid name"},
+		{"volume name taken", map[string]string{"ward.dev/secret-svid": "x509"}, "ward-secrets", `volume named "ward-secrets"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			review, raw := loadReview(t, "plain-pod.json")
+			var pod map[string]any
+			if err := json.Unmarshal(raw, &pod); err != nil {
+				t.Fatal(err)
+			}
+			annotations := map[string]any{"ward.dev/inject": "true"}
+			for k, v := range tc.annotations {
+				annotations[k] = v
+			}
+			pod["metadata"].(map[string]any)["annotations"] = annotations
+			if tc.volume != "" {
+				spec := pod["spec"].(map[string]any)
+				spec["volumes"] = append(spec["volumes"].([]any), map[string]any{"name": tc.volume, "emptyDir": map[string]any{}})
+			}
+			b, err := json.Marshal(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			review.Request.Object.Raw = b
+
+			resp := newInjector(t, false).Review(review).Response
+			if resp.Allowed {
+				t.Fatalf("Review(%s) = allowed, want denied", tc.name)
+			}
+			if !strings.Contains(resp.Result.Message, tc.want) {
+				t.Errorf("denial = %q, want it to contain %q", resp.Result.Message, tc.want)
+			}
+		})
+	}
+}
