@@ -262,8 +262,8 @@ func TestReviewRejectsBadPods(t *testing.T) {
 		{"template does not parse", map[string]string{"ward.dev/secret-svid": "x509", "ward.dev/template-app": "{{ .Creds"}, "", "ward.dev/template-app"},
 		{"no credential", map[string]string{}, "", "no ward.dev/secret-<name> annotation"},
 		{"bad init-only", map[string]string{"ward.dev/secret-svid": "x509", "ward.dev/init-only": "yes"}, "", `ward.dev/init-only: invalid value "yes"`},
-		{"jwt without audience", map[string]string{"ward.dev/secret-tok": "jwt"}, "", "ward.dev/secret-tok"},
-		{"bad name", map[string]string{"ward.dev/secret-Bad_Name": "x509"}, "", "invalid name"},
+		{"jwt without audience", map[string]string{"ward.dev/secret-tok": "jwt"}, "", "ward.dev/secret-tok: audience missing: a JWT-SVID needs a ward.dev/audience-<name> annotation"},
+		{"bad name", map[string]string{"ward.dev/secret-Bad_Name": "x509"}, "", "annotation ward.dev/secret-Bad_Name: invalid name"},
 		{"volume name taken", map[string]string{"ward.dev/secret-svid": "x509"}, "ward-secrets", `volume named "ward-secrets"`},
 	}
 	for _, tc := range tests {
@@ -292,6 +292,7 @@ func TestReviewRejectsBadPods(t *testing.T) {
 			if resp.Allowed {
 				t.Fatalf("Review(%s) = allowed, want denied", tc.name)
 			}
+			t.Logf("denial: %s", resp.Result.Message)
 			if !strings.Contains(resp.Result.Message, tc.want) {
 				t.Errorf("denial = %q, want it to contain %q", resp.Result.Message, tc.want)
 			}

@@ -237,15 +237,20 @@ func credentialPath(path, spiffeID string) string {
 func annotationError(err error) error {
 	msg := strings.TrimPrefix(err.Error(), agent.ErrInvalidConfig.Error()+": ")
 	msg = generatedLine.ReplaceAllString(msg, "")
+	msg = credentialIndex.ReplaceAllString(msg, "annotation "+AnnotationSecretPrefix+"$1: invalid name")
+	msg = templateIndex.ReplaceAllString(msg, "annotation "+AnnotationTemplatePrefix+"$1: invalid name")
 	msg = credentialRef.ReplaceAllString(msg, "annotation "+AnnotationSecretPrefix+"$1")
 	msg = templateRef.ReplaceAllString(msg, "annotation "+AnnotationTemplatePrefix+"$1")
+	msg = strings.ReplaceAll(msg, "audience: missing, a JWT-SVID needs at least one", "audience missing: a JWT-SVID needs a "+AnnotationAudiencePrefix+"<name> annotation")
 	return fmt.Errorf("invalid annotations: %s", msg)
 }
 
 var (
-	generatedLine = regexp.MustCompile(`annotations(:\d+)?: `)
-	credentialRef = regexp.MustCompile(`credential "([^"]*)"`)
-	templateRef   = regexp.MustCompile(`template "([^"]*)"`)
+	generatedLine   = regexp.MustCompile(`annotations(:\d+)?: `)
+	credentialRef   = regexp.MustCompile(`credential "([^"]*)"`)
+	credentialIndex = regexp.MustCompile(`credentials\[\d+\]: invalid name "([^"]*)"`)
+	templateIndex   = regexp.MustCompile(`templates\[\d+\]: invalid name "([^"]*)"`)
+	templateRef     = regexp.MustCompile(`template "([^"]*)"`)
 )
 
 // checkTemplates parses each template annotation as the agent will.
