@@ -100,3 +100,32 @@ func checkSize(token string) error {
 	}
 	return nil
 }
+
+// Settings selects and configures a verifier. A configuration struct with
+// the same fields (YAML tags aside) converts to it directly.
+type Settings struct {
+	// Audience ward requires in every token; "ward" when empty.
+	Audience string
+	// TokenReview selects the TokenReview API; otherwise the JWKS is used.
+	TokenReview bool
+	// Issuer and exactly one of JWKSFile and JWKSURL configure JWKS.
+	Issuer   string
+	JWKSFile string
+	JWKSURL  string
+	// APIServer is the TokenReview endpoint; in-cluster by default.
+	APIServer string
+	// CAFile and BearerTokenFile authenticate the JWKS URL or API server.
+	CAFile          string
+	BearerTokenFile string
+}
+
+// New returns the verifier the settings select.
+func New(ctx context.Context, s Settings) (Verifier, error) {
+	if s.Audience == "" {
+		s.Audience = "ward"
+	}
+	if s.TokenReview {
+		return NewTokenReview(TokenReviewConfig{APIServer: s.APIServer, Audience: s.Audience, CAFile: s.CAFile, BearerTokenFile: s.BearerTokenFile})
+	}
+	return NewJWKS(ctx, JWKSConfig{Issuer: s.Issuer, Audience: s.Audience, File: s.JWKSFile, URL: s.JWKSURL, CAFile: s.CAFile, BearerTokenFile: s.BearerTokenFile})
+}

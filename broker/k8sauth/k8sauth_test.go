@@ -270,3 +270,25 @@ func FuzzJWKSVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestNewSelectsVerifier(t *testing.T) {
+	c := newCluster(t)
+	v, err := k8sauth.New(context.Background(), k8sauth.Settings{Issuer: testIssuer, JWKSFile: c.jwks})
+	if err != nil {
+		t.Fatalf("New(JWKS) = %v", err)
+	}
+	if _, ok := v.(*k8sauth.JWKS); !ok {
+		t.Errorf("New(JWKS) = %T, want *k8sauth.JWKS", v)
+	}
+	_, dir := fakeAPIServer(t, false)
+	v, err = k8sauth.New(context.Background(), k8sauth.Settings{TokenReview: true, APIServer: "https://127.0.0.1:1", CAFile: filepath.Join(dir, "ca.crt"), BearerTokenFile: filepath.Join(dir, "token")})
+	if err != nil {
+		t.Fatalf("New(TokenReview) = %v", err)
+	}
+	if _, ok := v.(*k8sauth.TokenReview); !ok {
+		t.Errorf("New(TokenReview) = %T, want *k8sauth.TokenReview", v)
+	}
+	if _, err := k8sauth.New(context.Background(), k8sauth.Settings{Issuer: testIssuer}); err == nil {
+		t.Error("New without a JWKS source = nil error, want one")
+	}
+}
