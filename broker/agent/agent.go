@@ -249,6 +249,8 @@ func (a *Agent) step(ctx context.Context) time.Time {
 			a.log.Info("credential issued", "credential", c)
 			changed = append(changed, cr.Name)
 		} else {
+			// NOTE: templates are not rendered again for a lease renewal, so
+			// a template's expires_at keeps the expiry of the last issue.
 			a.log.Info("credential lease renewed", "credential", c)
 		}
 	}
