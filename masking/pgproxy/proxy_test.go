@@ -51,6 +51,9 @@ func TestTesterSeesNoEmail(t *testing.T) {
 		"SELECT x FROM unnest(ARRAY(SELECT email FROM customer)) AS x",
 		"COPY customer TO STDOUT",
 		"COPY (SELECT lower(email) FROM customer) TO STDOUT",
+		"COPY customer TO STDOUT WITH (FORMAT csv, HEADER)",
+		"COPY customer (email, phone) TO STDOUT WITH (FORMAT csv, DELIMITER ';')",
+		"COPY customer TO STDOUT WITH (DELIMITER '|')",
 		"SELECT 1; SELECT email FROM customer; SELECT 2",
 		"SELECT email FROM contact_log",
 		"SELECT email FROM contact_log_low",
@@ -394,4 +397,37 @@ func TestEntityKeyedDateShift(t *testing.T) {
 	if shifts[1] == shifts[2] {
 		t.Errorf("customers 1 and 2 share shift %v, want the shift keyed by customer_id", shifts[1])
 	}
+}
+
+func TestCopyFormats(t *testing.T) {
+	f := startProxy(t, "")
+	emails := direct(t, f.pg, "SELECT email FROM customer")
+
+	// psql's \copy runs COPY ... TO STDOUT and writes the rows itself.
+	out, err := f.psql(t, "tester", testerPW, `\copy (SELECT customer_id, email, country FROM customer ORDER BY 1) TO STDOUT WITH (FORMAT csv, HEADER)`)
+	if err != nil {
+		t.Fatalf("psql \\copy: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if lines[0] != "customer_id,email,country" {
+		t.Errorf("CSV header = %q, want the column names", lines[0])
+	}
+	if len(lines) != len(emails)+1 {
+		t.Errorf("CSV has %d lines, want %d", len(lines), len(emails)+1)
+	}
+	if !strings.HasPrefix(lines[1], "1,") || !strings.HasSuffix(lines[1], ",Brazil") {
+		t.Errorf("CSV row 1 = %q, want id and country kept", lines[1])
+	}
+	assertNoEmail(t, "CSV", out, emails)
+
+	out, err = f.psql(t, "tester", testerPW, "COPY customer TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)")
+	if err == nil || !strings.Contains(out, "COPY TO STDOUT of masked columns") {
+		t.Errorf("COPY with FORCE_QUOTE = %v %q, want a rejection", err, out)
+	}
+	assertNoEmail(t, "FORCE_QUOTE", out, emails)
+	out, err = f.psql(t, "tester", testerPW, "COPY customer TO STDOUT WITH (FORMAT binary)")
+	if err == nil {
+		t.Errorf("binary COPY of masked columns succeeded")
+	}
+	assertNoEmail(t, "binary COPY", out, emails)
 }

@@ -78,7 +78,7 @@ func TestCopyEscapes(t *testing.T) {
 			if !ok || string(got) != c.want {
 				t.Errorf("unescapeCopy(%q) = %q, %v; want %q", c.in, got, ok, c.want)
 			}
-			if back, _ := unescapeCopy([]byte(escapeCopy([]byte(c.want)))); string(back) != c.want {
+			if back, _ := unescapeCopy([]byte(escapeCopy([]byte(c.want), '\t'))); string(back) != c.want {
 				t.Errorf("unescapeCopy(escapeCopy(%q)) = %q", c.want, back)
 			}
 		})
@@ -88,17 +88,35 @@ func TestCopyEscapes(t *testing.T) {
 	}
 }
 
-func TestMaskCopyLineRedacts(t *testing.T) {
+func TestMaskCopyRow(t *testing.T) {
 	plan := &resultPlan{masks: true, cols: []columnAction{{kind: actionKeep}, {kind: actionRedact, oid: 25}, {kind: actionRedact, oid: 23}}}
-	got, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\t7\n"))
-	if !ok || string(got) != "1\tREDACTED\t\\N\n" {
-		t.Errorf("maskCopyLine = %q, %v; want redacted text and NULL", got, ok)
+	text := copyFormat{delimiter: '\t'}
+	csv := copyFormat{csv: true, delimiter: ','}
+	cases := []struct {
+		name   string
+		format copyFormat
+		in     string
+		want   string
+		ok     bool
+	}{
+		{"text", text, "1\ta@b.c\t7\n", "1\tREDACTED\t\\N\n", true},
+		{"text null kept", text, "1\t\\N\t\\N\n", "1\t\\N\t\\N\n", true},
+		{"text pipe", copyFormat{delimiter: '|'}, "a\\|b|x|7\n", "a\\|b|REDACTED|\\N\n", true},
+		{"text too few fields", text, "1\ta@b.c\n", "", false},
+		{"text no newline", text, "1\ta@b.c\t7", "", false},
+		{"csv", csv, "1,a@b.c,7\n", "1,REDACTED,\n", true},
+		{"csv quoted", csv, "\"x,\"\"y\"\"\",\"a@b.c\n2\",7\n", "\"x,\"\"y\"\"\",REDACTED,\n", true},
+		{"csv null and empty", csv, "\"\",,\n", "\"\",,\n", true},
+		{"csv unterminated quote", csv, "\"x,a,7\n", "", false},
+		{"csv stray quote", csv, "x\"y,a,7\n", "", false},
 	}
-	if _, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\n")); ok {
-		t.Error("maskCopyLine accepted a row with too few fields")
-	}
-	if _, ok := maskCopyLine(plan, nil, []byte("1\ta@b.c\t7")); ok {
-		t.Error("maskCopyLine accepted a row without its newline")
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := maskCopyRow(plan, nil, c.format, []byte(c.in))
+			if ok != c.ok || string(got) != c.want {
+				t.Errorf("maskCopyRow(%q) = %q, %v; want %q, %v", c.in, got, ok, c.want, c.ok)
+			}
+		})
 	}
 }
 

@@ -60,6 +60,10 @@ type expectation struct {
 	idx   int
 	plan  *resultPlan
 	copy  *resultPlan
+	// copyFormat is the row format of the current COPY; headerPending is
+	// set until its header line has passed.
+	copyFormat    copyFormat
+	headerPending bool
 	// local contains the messages of a response the proxy makes itself.
 	local []pgproto3.BackendMessage
 }

@@ -30,9 +30,8 @@ type statement struct {
 	// protected names a change to a setting the proxy relies on, which is
 	// rejected in every write mode.
 	protected string
-	// copyOptions is set for a COPY with options (format, delimiter, null
-	// string), whose output the proxy does not parse.
-	copyOptions bool
+	// copyFormat is the row format of a COPY TO.
+	copyFormat copyFormat
 }
 
 // statementCache keeps the analysis of recent statement texts, which does
@@ -190,7 +189,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 			st.setWrite("COPY FROM or COPY to a file or program")
 		}
 		st.outputs, st.lineageErr = copyOutputs(r, c)
-		st.copyOptions = len(c.Options) > 0
+		st.copyFormat = parseCopyOptions(c.Options)
 	case n.GetDeclareCursorStmt() != nil:
 		d := n.GetDeclareCursorStmt()
 		trace(d.Query)
@@ -325,6 +324,91 @@ func copyOutputs(r *resolver, c *pg_query.CopyStmt) ([]outputColumn, error) {
 		}
 	}
 	return out, nil
+}
+
+// copyFormat is the row format of a COPY TO. unsupported is set for
+// options the proxy does not parse (binary, another quote or NULL text).
+type copyFormat struct {
+	csv         bool
+	header      bool
+	delimiter   byte
+	unsupported bool
+}
+
+// parseCopyOptions reads FORMAT, HEADER and DELIMITER. Any other option
+// (QUOTE, ESCAPE, NULL, FORCE_QUOTE, ENCODING) or value marks the format
+// unsupported, so masked columns in it are rejected.
+func parseCopyOptions(opts []*pg_query.Node) copyFormat {
+	f := copyFormat{delimiter: '\t'}
+	delimiterSet := false
+	for _, o := range opts {
+		d := o.GetDefElem()
+		if d == nil {
+			f.unsupported = true
+			continue
+		}
+		value := strings.ToLower(defElemText(d.Arg))
+		switch d.Defname {
+		case "format":
+			switch value {
+			case "text":
+			case "csv":
+				f.csv = true
+			default:
+				f.unsupported = true
+			}
+		case "header":
+			switch value {
+			case "", "true", "on", "1":
+				f.header = true
+			case "false", "off", "0":
+			default:
+				f.unsupported = true
+			}
+		case "delimiter":
+			if len(value) != 1 {
+				f.unsupported = true
+				continue
+			}
+			f.delimiter, delimiterSet = defElemText(d.Arg)[0], true
+		default:
+			f.unsupported = true
+		}
+	}
+	if f.csv && !delimiterSet {
+		f.delimiter = ','
+	}
+	return f
+}
+
+func defElemText(n *pg_query.Node) string {
+	switch {
+	case n == nil:
+		return ""
+	case n.GetString_() != nil:
+		return n.GetString_().GetSval()
+	case n.GetBoolean() != nil:
+		if n.GetBoolean().GetBoolval() {
+			return "true"
+		}
+		return "false"
+	case n.GetInteger() != nil:
+		return fmt.Sprint(n.GetInteger().GetIval())
+	case n.GetAConst() != nil:
+		c := n.GetAConst()
+		switch {
+		case c.GetSval() != nil:
+			return c.GetSval().GetSval()
+		case c.GetIval() != nil:
+			return fmt.Sprint(c.GetIval().GetIval())
+		case c.GetBoolval() != nil:
+			if c.GetBoolval().GetBoolval() {
+				return "true"
+			}
+			return "false"
+		}
+	}
+	return "\x00unsupported"
 }
 
 // statementName returns a name such as "UpdateStmt" for messages.

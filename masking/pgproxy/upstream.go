@@ -109,6 +109,10 @@ func (s *session) relayUpstream() error {
 		case *pgproto3.CopyOutResponse:
 			if head != nil && head.kind == expQuery {
 				head.copy, err = s.copyPlan(head.current(), m)
+				if st := head.current(); st != nil {
+					head.copyFormat = st.copyFormat
+					head.headerPending = st.copyFormat.header
+				}
 				if err != nil {
 					s.replaceWithError(err)
 					suppress, relay = true, false
@@ -124,7 +128,12 @@ func (s *session) relayUpstream() error {
 				relay = false
 				break
 			}
-			line, ok := maskCopyLine(head.copy, s.types, m.Data)
+			if head.headerPending {
+				// The header line holds column names, not values.
+				head.headerPending = false
+				break
+			}
+			line, ok := maskCopyRow(head.copy, s.types, head.copyFormat, m.Data)
 			if !ok {
 				relay = false
 				break
@@ -222,9 +231,10 @@ func (s *session) replaceWithError(err error) {
 	s.be.Send(rejection("%v", err))
 }
 
-// copyPlan returns the plan for COPY TO STDOUT rows. The proxy parses only
-// the default text format, so a COPY in CSV or binary format, or with its
-// own delimiter, is rejected when any column needs masking.
+// copyPlan returns the plan for COPY TO STDOUT rows. The proxy parses the
+// text and CSV formats with a delimiter and header of their own, so a COPY
+// in binary format or with other options (QUOTE, NULL, FORCE_QUOTE) is
+// rejected when any column needs masking.
 func (s *session) copyPlan(st *statement, m *pgproto3.CopyOutResponse) (*resultPlan, error) {
 	fields := make([]pgproto3.FieldDescription, len(m.ColumnFormatCodes))
 	for i := range fields {
@@ -235,8 +245,8 @@ func (s *session) copyPlan(st *statement, m *pgproto3.CopyOutResponse) (*resultP
 	if err != nil {
 		return nil, err
 	}
-	if plan.masks && (m.OverallFormat != 0 || st == nil || st.copyOptions) {
-		return nil, fmt.Errorf("%w: COPY TO STDOUT of masked columns works only in the default text format", ErrRejected)
+	if plan.masks && (m.OverallFormat != 0 || st == nil || st.copyFormat.unsupported) {
+		return nil, fmt.Errorf("%w: COPY TO STDOUT of masked columns works only in text or CSV format without QUOTE, ESCAPE, NULL or FORCE options", ErrRejected)
 	}
 	return plan, nil
 }
