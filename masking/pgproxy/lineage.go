@@ -108,17 +108,6 @@ type resolver struct {
 var valueExposingCatalogs = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic",
 	"pg_statistic_ext_data", "pg_stat_activity", "pg_prepared_statements", "pg_cursors"}
 
-// dataReadingBuiltins are built-in functions that run SQL text or read
-// relations named in their arguments, so their output may carry any column.
-var dataReadingBuiltins = []string{
-	"query_to_xml", "query_to_xmlschema", "query_to_xml_and_xmlschema",
-	"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
-	"cursor_to_xml", "cursor_to_xmlschema", "schema_to_xml", "schema_to_xmlschema",
-	"schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
-	"database_to_xml_and_xmlschema", "lo_get", "lo_export", "loread", "pg_read_file",
-	"pg_read_binary_file", "dblink", "dblink_exec", "current_setting",
-}
-
 func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]outputColumn, error) {
 	if sel == nil {
 		return nil, errLineage
@@ -372,91 +361,6 @@ func (r *resolver) rangeVar(rv *pg_query.RangeVar, sc *scope) (*rangeEntry, erro
 	return &rangeEntry{name: alias, cols: cols}, nil
 }
 
-// relationColumns returns the lineage of each column of rel: itself for a
-// table, the traced definition for a view or materialized view. Results
-// are cached in rel.
-func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
-	rel.mu.Lock()
-	defer rel.mu.Unlock()
-	if !rel.traced {
-		inner := &resolver{ctx: r.ctx, cat: r.cat, depth: r.depth}
-		rel.lineage, rel.traceErr = inner.traceRelation(rel)
-		rel.statsViews = inner.statsViews
-		// A failure from nesting depth depends on where the relation was
-		// reached, so only results found at the top are kept.
-		rel.traced = r.depth == 0 || rel.traceErr == nil
-	}
-	r.statsViews = append(r.statsViews, rel.statsViews...)
-	if rel.traceErr != nil {
-		return nil, rel.traceErr
-	}
-	return slices.Clone(rel.lineage), nil
-}
-
-// addGenerated adds to each generated column the columns its expression
-// reads, since a column such as lower(email) STORED carries their values.
-func (r *resolver) addGenerated(rel *relation, cols []outputColumn) {
-	plain := &rangeEntry{name: rel.Name, cols: slices.Clone(cols)}
-	sc := &scope{entries: []*rangeEntry{plain}}
-	for i, expr := range rel.Generated {
-		if expr == "" || i >= len(cols) {
-			continue
-		}
-		var merged sources
-		merged.union(cols[i].src)
-		tree, err := pg_query.Parse("SELECT " + expr)
-		targets := tree.GetStmts()
-		if err != nil || len(targets) != 1 || len(targets[0].Stmt.GetSelectStmt().GetTargetList()) != 1 {
-			merged.unknown = true
-		} else {
-			merged.union(r.expr(targets[0].Stmt.GetSelectStmt().TargetList[0].GetResTarget().GetVal(), sc))
-		}
-		cols[i].src = merged
-	}
-}
-
-func (r *resolver) traceRelation(rel *relation) ([]outputColumn, error) {
-	if rel.Schema == "pg_catalog" && slices.Contains(valueExposingCatalogs, rel.Name) || rel.Name == "pg_stat_statements" {
-		r.statsViews = append(r.statsViews, rel.Schema+"."+rel.Name)
-	}
-	if rel.Kind != 'v' && rel.Kind != 'm' {
-		cols := make([]outputColumn, len(rel.Columns))
-		for i, c := range rel.Columns {
-			cols[i] = outputColumn{name: c}
-			// A partition or inheritance child holds rows of its root
-			// table, so the root's rules and permissions apply to it.
-			schema, table := rel.Schema, rel.Name
-			if rel.RootName != "" {
-				schema, table = rel.RootSchema, rel.RootName
-			}
-			cols[i].src.add(rules.Column{Schema: schema, Table: table, Name: c})
-		}
-		r.addGenerated(rel, cols)
-		return cols, nil
-	}
-
-	if r.depth >= maxViewDepth {
-		return nil, fmt.Errorf("%w: views nested deeper than %d", errLineage, maxViewDepth)
-	}
-	tree, err := pg_query.Parse(rel.Definition)
-	if err != nil || len(tree.Stmts) != 1 {
-		return nil, fmt.Errorf("%w: definition of %s.%s", errLineage, rel.Schema, rel.Name)
-	}
-	inner := &resolver{ctx: r.ctx, cat: r.cat, depth: r.depth + 1}
-	cols, err := inner.statementOutputs(tree.Stmts[0].Stmt, nil)
-	r.statsViews = append(r.statsViews, inner.statsViews...)
-	if err != nil {
-		return nil, err
-	}
-	if len(cols) != len(rel.Columns) {
-		return nil, fmt.Errorf("%w: view %s.%s has %d columns, definition %d", errLineage, rel.Schema, rel.Name, len(rel.Columns), len(cols))
-	}
-	for i := range cols {
-		cols[i].name = rel.Columns[i]
-	}
-	return cols, nil
-}
-
 func (r *resolver) target(t *pg_query.ResTarget, sc *scope) ([]outputColumn, error) {
 	if t == nil {
 		return nil, errLineage
@@ -526,39 +430,4 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		}
 		return true
 	})
-}
-
-// opaqueFunction reports whether a call may read data the arguments do not
-// show: a function outside pg_catalog or a built-in that runs SQL text.
-func (r *resolver) opaqueFunction(name []*pg_query.Node) bool {
-	parts := make([]string, len(name))
-	for i, n := range name {
-		parts[i] = n.GetString_().GetSval()
-	}
-	if len(parts) == 0 {
-		return true
-	}
-	fn := parts[len(parts)-1]
-	if len(parts) > 1 && parts[len(parts)-2] != "pg_catalog" {
-		return true
-	}
-	if slices.Contains(dataReadingBuiltins, fn) {
-		return true
-	}
-	user, err := r.cat.userFunction(r.ctx, fn)
-	return err != nil || user
-}
-
-// opaqueOperator reports whether an operator may be user-defined, so its
-// function might read data the operands do not show.
-func (r *resolver) opaqueOperator(name []*pg_query.Node) bool {
-	if len(name) == 0 {
-		return false
-	}
-	op := name[len(name)-1].GetString_().GetSval()
-	if len(name) > 1 && name[len(name)-2].GetString_().GetSval() != "pg_catalog" {
-		return true
-	}
-	user, err := r.cat.userOperator(r.ctx, op)
-	return err != nil || user
 }

@@ -92,7 +92,7 @@ type maskers struct {
 	clock func() time.Time
 
 	mu     sync.Mutex
-	filled time.Time // when the maps were last emptied, as in pgCatalog
+	filled time.Time                      // when the maps were last emptied, as in pgCatalog
 	byCol  map[rules.Column]*columnMasker // nil value: the rules keep it
 	tables map[string]*rules.Table
 }
