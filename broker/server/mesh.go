@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
+	"ward.dev/ward/authz"
 	"ward.dev/ward/broker/ca"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
@@ -40,16 +42,82 @@ func (s *Server) openMesh(ctx context.Context) error {
 		Domain:          s.cfg.Environment,
 		Services:        services,
 		GRPCClientScope: scope,
-		Authorizer: xds.AuthorizerFunc(func(subject, domain, object, action string) bool {
-			return s.authz.Decide(subject, domain, object, action).Allowed
-		}),
-		Issuer: meshIssuer{s},
-		Logger: s.log,
+		Authorizer:      meshAuthorizer{s.authz},
+		Issuer:          meshIssuer{s},
+		Logger:          s.log,
 	})
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)
 	}
 	s.mesh = m
+	s.authz.SetReloadCheck(s.checkMeshRules)
+	return nil
+}
+
+// meshAuthorizer decides the mesh's connect requests with the enforcer and
+// lists the enforcer's connect rules, so that xds decides only the pairs a
+// rule can match and rejects rules naming an unknown service.
+type meshAuthorizer struct{ enforcer *authz.Enforcer }
+
+var (
+	_ xds.Authorizer = meshAuthorizer{}
+	_ xds.RuleLister = meshAuthorizer{}
+)
+
+func (a meshAuthorizer) Allowed(subject, domain, object, action string) bool {
+	return a.enforcer.Decide(subject, domain, object, action).Allowed
+}
+
+func (a meshAuthorizer) ConnectRules(domain string) []xds.ConnectRule {
+	return toXDSRules(a.enforcer.ConnectRules(domain))
+}
+
+func toXDSRules(in []authz.ConnectRule) []xds.ConnectRule {
+	out := make([]xds.ConnectRule, len(in))
+	for i, r := range in {
+		out[i] = xds.ConnectRule{Subject: r.Subject, Object: r.Object, Source: r.Source}
+	}
+	return out
+}
+
+// meshStoreTimeout bounds the store read of a policy reload's service check.
+const meshStoreTimeout = 5 * time.Second
+
+// checkMeshRules rejects a candidate policy whose connect rules name a
+// service the mesh does not have, before the policy is accepted. Otherwise
+// the policy would reach the mesh and every build would fail until the next
+// reload. It applies the rules of the xds build, which does not export its
+// own check: an exact service/<spiffe-id> object must name a service, and
+// so must an exact SPIFFE ID subject of such a rule. Objects ending in *
+// and other objects are not checked.
+func (s *Server) checkMeshRules(candidate authz.RuleSource) error {
+	// meshMu keeps the catalogue from changing while it is compared.
+	s.meshMu.Lock()
+	defer s.meshMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), meshStoreTimeout)
+	defer cancel()
+	stored, err := s.store.MeshServices(ctx)
+	if err != nil {
+		return fmt.Errorf("read the mesh services to check the connect rules: %w", err)
+	}
+	known := map[string]bool{}
+	for _, svc := range append(append([]config.MeshService(nil), s.cfg.Mesh.Services...), stored...) {
+		known[svc.SPIFFEID] = true
+	}
+
+	for _, r := range candidate.ConnectRules(s.cfg.Environment) {
+		target, ok := strings.CutPrefix(r.Object, xds.ObjectPrefix)
+		if !ok || strings.HasSuffix(target, "*") {
+			continue
+		}
+		if !known[target] {
+			return fmt.Errorf("%w: %s: object %q: no mesh service has SPIFFE ID %q; add the service or correct the line", xds.ErrUnknownService, r.Source, r.Object, target)
+		}
+		if strings.HasPrefix(r.Subject, "spiffe://") && !strings.HasSuffix(r.Subject, "*") && !known[r.Subject] {
+			return fmt.Errorf("%w: %s: subject %q (the line's subject or a member of its role): no mesh service has this SPIFFE ID; add the service or correct the line", xds.ErrUnknownService, r.Source, r.Subject)
+		}
+	}
 	return nil
 }
 
