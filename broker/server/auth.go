@@ -56,10 +56,10 @@ func (s *Server) authenticate(r *http.Request) (caller, bool) {
 // ID specification sets (2048 bytes).
 const maxSPIFFEID = 2048
 
-// parseSPIFFEID checks a SPIFFE ID against the SPIFFE ID specification (as
-// go-spiffe implements it: lowercase trust domain; path segments of
-// letters, digits, '.', '-' and '_' only, no percent-encoding, no dot
-// segments) and requires the server's trust domain and a non-empty path.
+// parseSPIFFEID checks a SPIFFE ID against the SPIFFE ID specification, as
+// go-spiffe implements it. The trust domain is lower case, and path segments
+// hold only letters, digits, '.', '-' and '_', with no percent-encoding and
+// no dot segments. It also requires the server's trust domain and a path.
 func (s *Server) parseSPIFFEID(raw string) (*url.URL, string) {
 	if len(raw) > maxSPIFFEID {
 		return nil, fmt.Sprintf("invalid SPIFFE ID: %d bytes, at most %d allowed", len(raw), maxSPIFFEID)

@@ -157,8 +157,8 @@ func (s *Server) sealedReason() string {
 	return ""
 }
 
-// signFailure maps a signing error: an unreachable HSM answers 503 sealed,
-// anything else is an internal error.
+// signFailure maps a signing error to the API: an unreachable HSM gives 503
+// sealed, and anything else is an internal error.
 func signFailure(what string, err error) *apiError {
 	if errors.Is(err, kek.ErrSealed) {
 		return unavailable("sealed: "+what+" failed because the HSM is unavailable", err)

@@ -44,7 +44,7 @@ type keys struct {
 	auditKey []byte
 	admin    []byte // the admin bearer token
 	created  bool   // true when this start created the data directory's keys
-	setAside string // where an interrupted first start's files were moved, or ""
+	setAside string // directory an interrupted first start's files were moved to, or ""
 }
 
 // openKeys loads the KEK, keyset and keys from dir. On a first start (no
@@ -279,7 +279,7 @@ func (k *keys) readSealed(path string) ([]byte, error) {
 
 // adminToken reads the admin bearer token, or creates one. The file is the
 // operator's credential, like Vault's root token, and is readable by its
-// owner only; the server keeps only its digest in memory for comparison.
+// owner only. The server keeps only its digest in memory for comparison.
 func adminToken(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {

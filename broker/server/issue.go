@@ -147,7 +147,7 @@ func (s *Server) prepareX509(req *request, target string, body x509Request) (*x5
 	plan.csr = csr
 
 	// DNS names compare case-insensitively (RFC 4343), so they are checked
-	// against policy and written into the certificate in lower case; a deny
+	// against policy and written into the certificate in lower case. A deny
 	// on dns/admin.shop must also stop ADMIN.shop.
 	for _, name := range append(append([]string(nil), csr.DNSNames...), body.DNSNames...) {
 		plan.dnsNames = append(plan.dnsNames, strings.ToLower(name))

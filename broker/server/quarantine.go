@@ -52,7 +52,7 @@ func (s *Server) handleQuarantine(req *request) (any, *apiError) {
 	}
 
 	// Revocation continues after the client leaves: a half-revoked identity
-	// is worse than a slow answer.
+	// is worse than a slow response.
 	n, err := s.leases.RevokeSubject(context.WithoutCancel(req.r.Context()), q.SPIFFEID)
 	if err != nil {
 		return nil, &apiError{status: http.StatusServiceUnavailable, cause: err,

@@ -119,7 +119,7 @@ func (s *Server) serve(action string, authn bool, h handler) http.HandlerFunc {
 	}
 }
 
-// decide asks the policy and counts the decision.
+// decide returns the policy decision and counts it.
 func (s *Server) decide(subject, object, action string) authz.Decision {
 	d := s.authz.Decide(subject, s.cfg.Environment, object, action)
 	s.met.decision(d.Allowed)
@@ -157,8 +157,8 @@ func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.jwt.JWKS())
 }
 
-// jsonNotFound answers requests that match no route with a JSON error: 404
-// for an unknown path, 405 with the mux's Allow header for a known path
+// jsonNotFound serves a JSON error for requests that match no route: 404
+// for an unknown path, and 405 with the mux's Allow header for a known path
 // with another method.
 type jsonNotFound struct{ mux *http.ServeMux }
 

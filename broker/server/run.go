@@ -24,7 +24,7 @@ const unsealRetry = 2 * time.Second
 
 // Run opens the server and serves on ln until ctx ends. When the key
 // provider is unreachable at start (an HSM token missing, Vault down), it
-// serves sealed instead: /v1/health answers {"status":"sealed"} and every
+// serves sealed instead: /v1/health returns {"status":"sealed"} and every
 // other call 503 naming the provider, over an ephemeral self-signed
 // certificate because the CA cannot sign while sealed. It retries and
 // switches to the real server once the provider is back. ready is called

@@ -92,7 +92,7 @@ type Server struct {
 	maskKeys  *transform.Keys        // the masking key for tokenize and detokenize
 	maskRules *rules.Ruleset         // nil unless masking.rules is configured
 	kek       kek.KEK                // probed while serving; see watchKEK
-	sealed    atomic.Pointer[string] // why the server is sealed; nil when unsealed
+	sealed    atomic.Pointer[string] // the reason the server is sealed; nil when unsealed
 	crlNumber atomic.Int64           // the last CRL number issued
 
 	adminID     string
