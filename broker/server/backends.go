@@ -92,7 +92,7 @@ func (b *backends) close() {
 }
 
 // sealedErr marks a provider failure as sealed when the provider reports
-// itself unreachable; other failures (a wrong PIN, a missing key) stay
+// itself unreachable. Other failures (a wrong PIN, a missing key) stay
 // plain errors, because waiting will not fix them.
 func sealedErr(err error) error {
 	if errors.Is(err, kek.ErrSealed) {
@@ -117,7 +117,7 @@ func resolveSecret(ref config.SecretRef) (secret.Bytes, error) {
 
 // watchKEK probes the KEK every interval while the server runs. When the
 // provider reports itself unreachable, the server seals: credential
-// operations answer 503 rather than issue from key material still held in
+// operations return 503 rather than issue from key material still held in
 // memory. It unseals when a probe succeeds again.
 func (s *Server) watchKEK(ctx context.Context, k kek.KEK, interval time.Duration) {
 	ticker := time.NewTicker(interval)

@@ -1,5 +1,5 @@
 // Package server is ward's credential API: it authenticates workloads (join
-// tokens, ward client certificates, the admin bearer token), asks authz
+// tokens, ward client certificates, the admin bearer token), checks the policy
 // before every issuance, signs X.509-SVIDs and JWT-SVIDs, records each lease
 // durably before the credential leaves, and writes an audit line for every
 // request.
