@@ -96,6 +96,10 @@ type session struct {
 	// skipping is set after the proxy rejected an extended-protocol
 	// message: the client's messages up to Sync are dropped.
 	skipping bool
+	// discarding is set after an upstream error in the extended protocol
+	// when the client's Sync is not queued yet: expectations up to it are
+	// not queued, since upstream answers none of them.
+	discarding bool
 
 	wmu sync.Mutex
 }
@@ -135,8 +139,16 @@ func (s *session) sendFatal(code, msg string) {
 
 func (s *session) push(e *expectation) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.discarding {
+		// Upstream ignores everything up to Sync after an error, so
+		// nothing but the Sync (or a simple query) gets a response.
+		if e.kind != expSync && e.kind != expQuery && !e.endsCycle() {
+			return
+		}
+		s.discarding = false
+	}
 	s.pending = append(s.pending, e)
-	s.mu.Unlock()
 }
 
 // head returns the oldest awaited response, or nil.

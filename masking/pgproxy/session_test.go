@@ -289,3 +289,52 @@ func TestConnectionLimit(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestPipelineErrorAndRejection(t *testing.T) {
+	f := startProxy(t, "")
+	ctx := context.Background()
+	conn, err := pgconn.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+
+	// An upstream error and a proxy rejection in one batch give one error.
+	p := conn.StartPipeline(ctx)
+	p.SendQueryParams("SELECT 1/0", nil, nil, nil, nil)
+	p.SendQueryParams("DELETE FROM genre", nil, nil, nil, nil)
+	if err := p.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	errs := 0
+	for {
+		res, err := p.GetResults()
+		if err != nil {
+			t.Logf("GetResults: %v", err)
+			errs++
+			continue
+		}
+		if res == nil {
+			break
+		}
+		if rr, ok := res.(*pgconn.ResultReader); ok {
+			if err := rr.Read().Err; err != nil {
+				t.Logf("result: %v", err)
+				errs++
+			}
+		}
+		if _, ok := res.(*pgconn.PipelineSync); ok {
+			break
+		}
+	}
+	if err := p.Close(); err != nil {
+		t.Logf("pipeline close: %v", err)
+	}
+	if errs != 1 {
+		t.Errorf("pipeline returned %d errors, want 1", errs)
+	}
+	res := conn.ExecParams(ctx, "SELECT count(*) FROM genre", nil, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != 1 {
+		t.Fatalf("query after the pipeline: %v", res.Err)
+	}
+}

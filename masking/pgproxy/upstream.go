@@ -143,12 +143,14 @@ func (s *session) relayUpstream() error {
 		case *pgproto3.ErrorResponse:
 			scrubError(m)
 			if head != nil && head.kind != expQuery {
-				// Upstream skips to Sync after an error; so do the
-				// expectations.
+				// Upstream skips to Sync after an error, and so do the
+				// expectations. A rejection the proxy queued in the same
+				// batch is dropped too, so the client sees one error.
 				s.mu.Lock()
-				for len(s.pending) > 0 && s.pending[0].kind != expSync && s.pending[0].kind != expLocal {
+				for len(s.pending) > 0 && s.pending[0].kind != expSync && !s.pending[0].endsCycle() {
 					s.pending = s.pending[1:]
 				}
+				s.discarding = len(s.pending) == 0
 				s.mu.Unlock()
 				popped = true
 			}
@@ -195,6 +197,16 @@ func (s *session) relayUpstream() error {
 			}
 		}
 	}
+}
+
+// endsCycle reports whether a local response ends with ReadyForQuery, as
+// the answer to a rejected simple query does.
+func (e *expectation) endsCycle() bool {
+	if e.kind != expLocal || len(e.local) == 0 {
+		return false
+	}
+	_, ok := e.local[len(e.local)-1].(*pgproto3.ReadyForQuery)
+	return ok
 }
 
 // current returns the statement of a simple query whose results arrive
