@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // appendPolicy appends lines to the server's policy file and returns the
@@ -69,6 +70,7 @@ func TestPolicyReloadKnownMeshService(t *testing.T) {
 	)
 	ts := startWithMesh(t)
 	version := ts.srv.authz.Version()
+	builds := waitMeshBuild(t, ts, 0)
 
 	appendPolicy(t, ts, "p, "+web+", dev, service/"+orders+", connect, allow\np, "+web+", dev, service/spiffe://ward.test/ns/other/*, connect, allow\n")
 	var resp map[string]any
@@ -81,6 +83,27 @@ func TestPolicyReloadKnownMeshService(t *testing.T) {
 	if !ts.srv.authz.Decide(web, "dev", "service/"+orders, "connect").Allowed {
 		t.Errorf("Decide(web connect orders) after reload = denied, want allowed")
 	}
+
+	// The mesh rebuilds after its debounce delay, listing the new rules.
+	waitMeshBuild(t, ts, builds)
+	if e := ts.srv.mesh.Status().BuildError; e != "" {
+		t.Errorf("mesh build_error after reload = %q, want none", e)
+	}
+}
+
+// waitMeshBuild waits up to 10 s until the mesh has made more than after
+// builds, and returns their number.
+func waitMeshBuild(t *testing.T, ts *testServer, after uint64) uint64 {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := ts.srv.mesh.Status().Builds; n > after {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("mesh builds = %d after 10 s, want more than %d", ts.srv.mesh.Status().Builds, after)
+	return 0
 }
 
 func TestPolicyReloadUnknownMeshSubject(t *testing.T) {
