@@ -32,6 +32,9 @@ func (s *Server) Handler() http.Handler {
 
 	// The join token is the credential of this call.
 	mux.HandleFunc("POST /v1/auth/join", s.serve("join", false, s.handleJoin))
+	if s.k8s != nil {
+		mux.Handle("POST /v1/auth/kubernetes", s.KubernetesAuthHandler(s.k8s))
+	}
 
 	mux.HandleFunc("POST /v1/tokens/join", s.serve("create-token", true, s.handleCreateJoinToken))
 	mux.HandleFunc("POST /v1/issue/x509", s.serve("issue", true, s.handleIssueX509))

@@ -32,6 +32,7 @@ import (
 	"ward.dev/ward/authz"
 	"ward.dev/ward/broker/ca"
 	"ward.dev/ward/broker/jwtsvid"
+	"ward.dev/ward/broker/k8sauth"
 	"ward.dev/ward/broker/lease"
 	"ward.dev/ward/broker/pgcred"
 	"ward.dev/ward/broker/vault"
@@ -86,8 +87,9 @@ type Server struct {
 	pgproxyAddr string
 	pgproxyDB   string
 
-	mesh   *xds.Server // nil unless mesh.enabled
-	meshMu sync.Mutex  // serializes service catalogue changes
+	k8s    k8sauth.Verifier // nil unless a kubernetes: section is configured
+	mesh   *xds.Server      // nil unless mesh.enabled
+	meshMu sync.Mutex       // serializes service catalogue changes
 
 	maskKeys  *transform.Keys        // the masking key for tokenize and detokenize
 	maskRules *rules.Ruleset         // nil unless masking.rules is configured
@@ -171,6 +173,11 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	if err := s.loadQuarantines(context.Background()); err != nil {
 		return nil, err
+	}
+	if k := cfg.Kubernetes; k != nil {
+		if s.k8s, err = k8sauth.New(context.Background(), k8sauth.Settings(*k)); err != nil {
+			return nil, fmt.Errorf("kubernetes: %w", err)
+		}
 	}
 	if err := s.openMesh(context.Background()); err != nil {
 		return nil, err

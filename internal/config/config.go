@@ -27,22 +27,23 @@ const maxFileSize = 1 << 20
 
 // Config is the server configuration.
 type Config struct {
-	DataDir     string         `yaml:"data_dir"`
-	TrustDomain string         `yaml:"trust_domain"`
-	Environment string         `yaml:"environment"` // the Casbin domain of this server's callers
-	Listen      Listen         `yaml:"listen"`
-	TTL         TTL            `yaml:"ttl"`
-	Store       Store          `yaml:"store"`
-	Policy      Policy         `yaml:"policy"`
-	Audit       Audit          `yaml:"audit"`
-	KEK         KEK            `yaml:"kek"`
-	CA          CA             `yaml:"ca"`
-	HSM         HSM            `yaml:"hsm"`
-	Log         Log            `yaml:"log"`
-	APINames    []string       `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
-	Databases   []DatabaseRole `yaml:"databases"`
-	Masking     Masking        `yaml:"masking"`
-	Mesh        Mesh           `yaml:"mesh"`
+	DataDir     string          `yaml:"data_dir"`
+	TrustDomain string          `yaml:"trust_domain"`
+	Environment string          `yaml:"environment"` // the Casbin domain of this server's callers
+	Listen      Listen          `yaml:"listen"`
+	TTL         TTL             `yaml:"ttl"`
+	Store       Store           `yaml:"store"`
+	Policy      Policy          `yaml:"policy"`
+	Audit       Audit           `yaml:"audit"`
+	KEK         KEK             `yaml:"kek"`
+	CA          CA              `yaml:"ca"`
+	HSM         HSM             `yaml:"hsm"`
+	Log         Log             `yaml:"log"`
+	APINames    []string        `yaml:"api_names"` // extra DNS names or IPs for the API server certificate
+	Databases   []DatabaseRole  `yaml:"databases"`
+	Masking     Masking         `yaml:"masking"`
+	Mesh        Mesh            `yaml:"mesh"`
+	Kubernetes  *KubernetesAuth `yaml:"kubernetes"`
 	// Vault is the Vault connection, decoded by the broker into its own
 	// settings (address, ca_cert, timeout, auth). Nil when not configured.
 	Vault Section `yaml:"vault"`
@@ -145,6 +146,20 @@ func (d *DatabaseRole) UnmarshalYAML(n *yaml.Node) error {
 	}
 	d.Line = n.Line
 	return nil
+}
+
+// KubernetesAuth enables POST /v1/auth/kubernetes: workloads exchange a
+// projected service-account token, checked against the cluster's JWKS or
+// with TokenReview, for their first certificate.
+type KubernetesAuth struct {
+	Audience        string `yaml:"audience"`
+	TokenReview     bool   `yaml:"token_review"`
+	Issuer          string `yaml:"issuer"`
+	JWKSFile        string `yaml:"jwks_file"`
+	JWKSURL         string `yaml:"jwks_url"`
+	APIServer       string `yaml:"api_server"`
+	CAFile          string `yaml:"ca_file"`
+	BearerTokenFile string `yaml:"bearer_token_file"`
 }
 
 // Section is a part of the file decoded later by the package that owns it;
@@ -455,6 +470,9 @@ func (c *Config) resolvePaths(dir string) {
 		&c.HSM.PINFile, &c.KEK.Vault.Token.File, &c.KEK.Vault.CACert, &c.Masking.Rules, &c.Masking.KeyFile}
 	for i := range c.Databases {
 		paths = append(paths, &c.Databases[i].Password.File)
+	}
+	if k := c.Kubernetes; k != nil {
+		paths = append(paths, &k.JWKSFile, &k.CAFile, &k.BearerTokenFile)
 	}
 	for _, p := range paths {
 		if *p != "" && !filepath.IsAbs(*p) {
