@@ -37,7 +37,8 @@ test-vault: test-deps
 	@test -n "$$VAULT_ADDR" -a -n "$$VAULT_TOKEN" || { echo "test-vault: set VAULT_ADDR and VAULT_TOKEN (a dev server: vault server -dev)"; exit 2; }
 	$(GO) test -count=1 -v -run . ./broker/vault/... ./crypto/kek/vaulttransit/...
 
-bench: test-deps build
+bench: build
+	@bash test/scripts/install-deps.sh --bench
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -timeout 30m ./...
 
 lint:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that ward's tests start or call, when missing:
-# a PostgreSQL server, SoftHSM2 and pkcs11-tool, openssl and curl.
+# a PostgreSQL server, SoftHSM2 and pkcs11-tool, openssl and curl; with
+# --bench also PgBouncer, which the benchmarks compare with.
 set -euo pipefail
 
 need=()
@@ -10,6 +11,10 @@ command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null 2>&1 || need+=(opensc)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+# The benchmarks compare the masking proxy with PgBouncer.
+if [ "${1:-}" = "--bench" ]; then
+  command -v pgbouncer >/dev/null 2>&1 || ls /usr/sbin/pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+fi
 
 if [ "${#need[@]}" -eq 0 ]; then
   exit 0
