@@ -18,6 +18,12 @@
 //     role name or pattern as subject, * as domain or action, and the policy
 //     words x509/self and jwt/self as object.
 //   - Quarantine is a deny overlay that no policy line can override.
+//   - ConnectRules lists, for a mesh, every allow line that can permit the
+//     action connect in a domain, with role subjects expanded to the SPIFFE
+//     IDs that hold the role. A test holds every connect request Decide
+//     allows covered by a listed rule of the deciding line. A check set
+//     with SetReloadCheck can reject a candidate policy before Reload
+//     accepts it.
 //   - Casbin decides: the matcher as Casbin parsed it from the model,
 //     Casbin's role manager and Casbin's effector. For DefaultModel's
 //     matcher an index selects the lines that can apply and a loop like
