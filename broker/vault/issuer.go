@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"ward.dev/ward/broker/lease"
 
 	"github.com/hashicorp/vault/api"
 
@@ -247,61 +247,14 @@ func (iss *Issuer) Revoke(ctx context.Context, meta map[string]string) error {
 // RevokeMany revokes the leases in metas and returns one error (nil on
 // success) per lease, in the same order. See RevokeEach for the bounds.
 func (iss *Issuer) RevokeMany(ctx context.Context, metas []map[string]string) []error {
-	errs := make([]error, len(metas))
-	reported := make([]bool, len(metas))
-	iss.RevokeEach(ctx, func(yield func(map[string]string) bool) {
-		for i := range metas {
-			if !yield(metas[i]) {
-				return
-			}
-		}
-	}, func(n int, err error) {
-		errs[n] = err
-		reported[n] = true
-	})
-
-	// RevokeEach stops pulling leases when ctx ends.
-	for i := range errs {
-		if !reported[i] {
-			errs[i] = fmt.Errorf("revocation not attempted: %w", context.Cause(ctx))
-		}
-	}
-	return errs
+	return lease.RevokeMany(ctx, iss.RevokeConcurrency, metas, iss.Revoke)
 }
 
-// RevokeEach revokes every lease that leases yields, with at most
-// RevokeConcurrency revocations in flight, and calls done with the
-// position of each lease in the sequence and its result. Calls to done do
-// not overlap. Memory stays bounded by the concurrency whatever the length
-// of the sequence, so a sweep can stream thousands of expired leases from
-// storage. When ctx ends, the remaining leases are not pulled from the
-// sequence, and RevokeEach returns after the revocations in flight.
+// RevokeEach revokes every lease that leases yields, with bounded
+// concurrency, and calls done with each lease's position and result (see
+// lease.RevokeEach).
 func (iss *Issuer) RevokeEach(ctx context.Context, leases iter.Seq[map[string]string], done func(n int, err error)) {
-	sem := make(chan struct{}, max(1, iss.RevokeConcurrency))
-	var wg sync.WaitGroup
-	var doneMu sync.Mutex
-	n := 0
-	for meta := range leases {
-		if ctx.Err() != nil {
-			break
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			wg.Wait()
-			return
-		}
-		i := n
-		n++
-		wg.Go(func() {
-			defer func() { <-sem }()
-			err := iss.Revoke(ctx, meta)
-			doneMu.Lock()
-			defer doneMu.Unlock()
-			done(i, err)
-		})
-	}
-	wg.Wait()
+	lease.RevokeEach(ctx, iss.RevokeConcurrency, leases, iss.Revoke, done)
 }
 
 // isLeaseNotFound reports Vault's 400 "lease not found", returned for
