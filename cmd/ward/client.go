@@ -55,3 +55,24 @@ func jsonUnmarshal(raw []byte, v any) error {
 	}
 	return nil
 }
+
+// callAPI sends one request to the API and prints the response: as JSON
+// with --output json, otherwise with text. It is the body of every client
+// command that makes a single call.
+func callAPI[T any](cmd *cobra.Command, output, what, method, path string, body any, text func(w io.Writer, resp T) error) error {
+	if err := checkOutput(output); err != nil {
+		return err
+	}
+	c, err := newAPIClient()
+	if err != nil {
+		return err
+	}
+	var resp T
+	if err := c.Do(cmd.Context(), method, path, body, &resp); err != nil {
+		return apiError(what, err)
+	}
+	if output == outputJSON {
+		return printJSON(cmd.OutOrStdout(), resp)
+	}
+	return text(cmd.OutOrStdout(), resp)
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"text/tabwriter"
@@ -93,23 +94,11 @@ func newLeaseRenewCmd() *cobra.Command {
 		Example: "  ward lease renew db/shop-readonly/3q2-x9 --increment 1h",
 		Args:    argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var l leaseView
 			body := map[string]string{"lease_id": args[0], "increment": increment}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/leases/renew", body, &l); err != nil {
-				return apiError("renew lease", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), l)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s renewed until %s\n", l.ID, l.ExpiresAt.Format(time.RFC3339))
-			return err
+			return callAPI(cmd, output, "renew lease", http.MethodPost, "/v1/leases/renew", body, func(w io.Writer, l leaseView) error {
+				_, err := fmt.Fprintf(w, "%s renewed until %s\n", l.ID, l.ExpiresAt.Format(time.RFC3339))
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&increment, "increment", "", "new lifetime from now, such as 1h (default: the server's default TTL)")
@@ -138,21 +127,13 @@ func newLeaseRevokeCmd() *cobra.Command {
 			default:
 				return usagef("give one LEASE_ID or --prefix, not both or neither")
 			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var resp struct {
+			type revoked struct {
 				Revoked int `json:"revoked"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/leases/revoke", body, &resp); err != nil {
-				return apiError("revoke", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "revoked %d lease(s)\n", resp.Revoked)
-			return err
+			return callAPI(cmd, output, "revoke", http.MethodPost, "/v1/leases/revoke", body, func(w io.Writer, resp revoked) error {
+				_, err := fmt.Fprintf(w, "revoked %d lease(s)\n", resp.Revoked)
+				return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "revoke every active lease whose id starts with this")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"path/filepath"
 
@@ -139,24 +140,13 @@ func newPolicyReloadCmd() *cobra.Command {
 		Example: "  ward policy reload",
 		Args:    argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var resp struct {
+			type reloaded struct {
 				Version uint64 `json:"version"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/policy/reload", nil, &resp); err != nil {
-				return apiError("policy reload", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "policy reloaded, version %d\n", resp.Version)
-			return err
+			return callAPI(cmd, output, "policy reload", http.MethodPost, "/v1/policy/reload", nil, func(w io.Writer, resp reloaded) error {
+				_, err := fmt.Fprintf(w, "policy reloaded, version %d\n", resp.Version)
+				return err
+			})
 		},
 	}
 	addOutputFlag(cmd, &output)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 
 	"github.com/spf13/cobra"
@@ -87,22 +88,11 @@ func newReleaseCmd() *cobra.Command {
 		Example: "  ward release spiffe://ward.test/ns/shop/sa/web",
 		Args:    argsUsage(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := checkOutput(output); err != nil {
+			body := map[string]string{"spiffe_id": args[0]}
+			return callAPI(cmd, output, "release", http.MethodPost, "/v1/mesh/release", body, func(w io.Writer, _ map[string]any) error {
+				_, err := fmt.Fprintf(w, "%s released\n", args[0])
 				return err
-			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var resp map[string]any
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/mesh/release", map[string]string{"spiffe_id": args[0]}, &resp); err != nil {
-				return apiError("release", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s released\n", args[0])
-			return err
+			})
 		},
 	}
 	addOutputFlag(cmd, &output)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -31,30 +32,19 @@ workload exchanges for its first certificate with "ward issue x509 --join-token"
 		Example: "  ward token create --spiffe-id spiffe://ward.test/ns/shop/sa/web --ttl 10m",
 		Args:    argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
 			if spiffeID == "" {
 				return usagef("missing --spiffe-id")
 			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var resp struct {
+			type created struct {
 				Token     string    `json:"token"`
 				SPIFFEID  string    `json:"spiffe_id"`
 				ExpiresAt time.Time `json:"expires_at"`
 			}
 			req := map[string]string{"spiffe_id": spiffeID, "ttl": ttl}
-			if err := c.Do(cmd.Context(), http.MethodPost, "/v1/tokens/join", req, &resp); err != nil {
-				return apiError("create join token", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			_, err = fmt.Fprintln(cmd.OutOrStdout(), resp.Token)
-			return err
+			return callAPI(cmd, output, "create join token", http.MethodPost, "/v1/tokens/join", req, func(w io.Writer, resp created) error {
+				_, err := fmt.Fprintln(w, resp.Token)
+				return err
+			})
 		},
 	}
 
