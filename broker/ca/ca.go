@@ -183,7 +183,7 @@ func (c *CA) CRL(revoked map[string]time.Time, number int64, nextUpdate time.Dur
 func SerialHex(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
 
 func newSerial(random io.Reader) (*big.Int, error) {
-	// 128 random bits, positive, as CA/Browser Forum guidance asks for at least 64.
+	// 128 random bits, positive, as the CA/Browser Forum Baseline Requirements require at least 64.
 	limit := new(big.Int).Lsh(big.NewInt(1), 128)
 	serial, err := rand.Int(random, limit)
 	if err != nil {

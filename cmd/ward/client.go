@@ -40,7 +40,7 @@ func printJSON(w io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
-// apiError turns a client error into the one line the user sees.
+// apiError turns a client error into the one line printed for the user.
 func apiError(what string, err error) error {
 	var e *client.Error
 	if errors.As(err, &e) {

@@ -166,9 +166,9 @@ func makeCSR(key crypto.Signer, spiffeID string) ([]byte, error) {
 }
 
 // writeSVID replaces key, certificate and bundle. Both new files are written
-// in full before either is renamed into place, and if the certificate cannot
-// be put in place the previous key is restored, so key.pem and cert.pem
-// always match: a mismatched pair would lock the workload out.
+// in full before either is renamed into place. If the certificate cannot be
+// put in place, the previous key is restored, because a mismatched pair in
+// key.pem and cert.pem would lock the workload out.
 func writeSVID(dir string, key crypto.Signer, resp x509Result) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)

@@ -1,10 +1,9 @@
 // Package audit writes one JSON line per request, allowed or denied, to an
 // append-only file.
 //
-// Secret values never reach the file: a record carries a keyed HMAC-SHA256
-// of each secret (a token, a password, a serial that doubles as a bearer
-// proof) so that an auditor holding the key can match a known value to its
-// records without the log revealing it. A failed write is returned to the
+// Secret values never reach the file. A record carries a keyed HMAC-SHA256
+// of each secret (a token, a password), so an auditor holding the key can
+// match a known value to its records without the log revealing it. A failed write is returned to the
 // caller, who must then fail the request (fail closed).
 package audit
 

@@ -118,7 +118,7 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// Raw sends a request and returns the response body of a 2xx answer.
+// Raw sends a request and returns the response body of a 2xx response.
 func (c *Client) Raw(ctx context.Context, method, path string, in any) ([]byte, error) {
 	var body io.Reader
 	if in != nil {

@@ -1,6 +1,6 @@
 // Package config loads the YAML configuration of `ward serve`.
 //
-// Every error names the file and line of the offending value and says what
+// Every error names the file and line of the offending value and states what
 // is wrong with it. Unknown keys are errors, so a misspelled setting is never
 // silently ignored. Secrets are not written in the file itself: settings that
 // need one name an environment variable or a file that holds it.
@@ -134,7 +134,7 @@ type DatabaseRole struct {
 	DefaultTTL Duration  `yaml:"default_ttl"`
 	MaxTTL     Duration  `yaml:"max_ttl"`
 
-	// Line is where the entry starts in the configuration file.
+	// Line is the line of the configuration file where the entry starts.
 	Line int `yaml:"-"`
 }
 
@@ -162,8 +162,8 @@ type KubernetesAuth struct {
 	BearerTokenFile string `yaml:"bearer_token_file"`
 }
 
-// Section is a part of the file decoded later by the package that owns it;
-// its node keeps the file's line numbers for that package's errors.
+// Section is a part of the file decoded later by the package that owns it.
+// Its node keeps the file's line numbers for that package's errors.
 type Section struct {
 	Node *yaml.Node
 }

@@ -59,7 +59,7 @@ func (s *Store) InsertLease(ctx context.Context, l Lease) error {
 	}
 
 	// Once queued, the insert is committed or failed by the writer; waiting
-	// for that answer even after ctx ends keeps the caller from returning a
+	// for that result even after ctx ends keeps the caller from returning a
 	// credential whose lease state it does not know.
 	return <-req.err
 }

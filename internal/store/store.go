@@ -27,7 +27,7 @@ import (
 var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrTokenInvalid means a join token is unknown, expired or already used.
-	// The three cases are not told apart, so a caller learns nothing about
+	// The three cases are not distinguished, so a caller learns nothing about
 	// which tokens exist.
 	ErrTokenInvalid = errors.New("store: join token invalid, expired or already used")
 	ErrClosed       = errors.New("store: closed")
@@ -130,7 +130,7 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Ping checks that the database answers a query.
+// Ping checks that the database responds to a query.
 func (s *Store) Ping(ctx context.Context) error {
 	return s.db.PingContext(ctx)
 }
