@@ -121,13 +121,19 @@ func (m *Manager) Renew(ctx context.Context, id string, increment time.Duration)
 		return store.Lease{}, ErrNotRenewable
 	case !l.ExpiresAt.After(now):
 		return store.Lease{}, ErrLeaseExpired
-	case !l.ExpiresAt.Before(l.MaxExpiresAt):
+	case !l.ExpiresAt.Before(l.MaxExpiresAt.Add(-maxTTLSlack)):
 		return store.Lease{}, ErrMaxTTL
 	}
 
+	// A renewal that cannot move the expiry later (the maximum is reached,
+	// within a second of backend clock differences) is reported as such
+	// rather than applied: it would only shorten or keep the lease.
 	expires := now.Add(increment)
 	if expires.After(l.MaxExpiresAt) {
 		expires = l.MaxExpiresAt
+	}
+	if !expires.After(l.ExpiresAt.Add(maxTTLSlack)) && expires.Equal(l.MaxExpiresAt) {
+		return store.Lease{}, ErrMaxTTL
 	}
 	if rn, ok := m.renewers[l.Kind]; ok {
 		if err := rn.Renew(ctx, l, expires); errors.Is(err, ErrGone) {
@@ -259,6 +265,10 @@ func (m *Manager) RunSweeper(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// maxTTLSlack absorbs the difference between ward's and a backend's record
+// of a lease's maximum expiry, which are taken moments apart.
+const maxTTLSlack = time.Second
 
 // pageSize bounds how many leases one pass holds in memory.
 const pageSize = 500

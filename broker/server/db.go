@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"ward.dev/ward/broker/lease"
@@ -80,11 +81,17 @@ type dbResponse struct {
 // handleIssueDB creates a PostgreSQL login for a role. The lease is written
 // before the password is returned; if it cannot be, the login is dropped.
 func (s *Server) handleIssueDB(req *request) (any, *apiError) {
-	start := time.Now()
 	var body dbRequest
 	if err := decode(req.r, &body); err != nil {
 		return nil, err
 	}
+	return s.issueDB(req, body)
+}
+
+// issueDB issues a login of a database role: through Vault, through the
+// masking proxy, or created by ward itself.
+func (s *Server) issueDB(req *request, body dbRequest) (any, *apiError) {
+	start := time.Now()
 	object := "db/" + body.Role
 	req.rec.Object = object
 	if body.Role == "" {
@@ -180,4 +187,33 @@ func backendError(err error) *apiError {
 		return errorf(http.StatusBadRequest, "%v", err)
 	}
 	return internal("database login creation", err)
+}
+
+// rotateDBLease replaces a database login whose lease has reached its
+// maximum TTL: it issues a new login of the same role to the same holder,
+// and keeps the old one for the rotation grace period, after which the
+// sweeper revokes it. The renew response carries the new credential, so
+// the holder learns of the rotation from the call it already makes.
+func (s *Server) rotateDBLease(req *request, old store.Lease) (any, *apiError) {
+	role := strings.TrimPrefix(old.Object, "db/")
+	resp, aerr := s.issueDB(req, dbRequest{Role: role, ViaProxy: old.Kind == "proxy"})
+	if aerr != nil {
+		return nil, aerr
+	}
+	// The store keeps milliseconds; the response states what it keeps.
+	graceEnd := s.now().Add(s.cfg.TTL.RotationGrace.Duration).Truncate(time.Millisecond)
+	if graceEnd.After(old.MaxExpiresAt) {
+		graceEnd = old.MaxExpiresAt
+	}
+	if err := s.store.ExtendLease(req.r.Context(), old.ID, graceEnd); err != nil {
+		s.log.Warn("shortening the replaced lease failed; it ends at its own expiry", "lease_id", old.ID, "error", err)
+		graceEnd = old.ExpiresAt
+	}
+	s.log.Info("database login rotated at its maximum TTL", "previous_lease_id", old.ID, "lease_id", req.rec.LeaseID, "previous_ends_at", graceEnd)
+	return map[string]any{
+		"rotated":             true,
+		"previous_lease_id":   old.ID,
+		"previous_expires_at": graceEnd,
+		"credential":          resp,
+	}, nil
 }

@@ -103,3 +103,35 @@ func TestIssueDBUnavailableIs503(t *testing.T) {
 		t.Errorf("issue after database restart = %d, want 200", code)
 	}
 }
+
+func TestRenewAtMaxTTLRotatesLogin(t *testing.T) {
+	ts, _ := startWithDatabase(t)
+	var first dbResponse
+	// max_ttl is 2h: a 2h login cannot be extended, so the renewal rotates.
+	if code := ts.call(t, "POST", "/v1/issue/db", map[string]string{"role": "shop-readonly", "ttl": "2h"}, &first); code != http.StatusOK {
+		t.Fatalf("issue db = %d", code)
+	}
+
+	var rotated struct {
+		Rotated           bool       `json:"rotated"`
+		PreviousLeaseID   string     `json:"previous_lease_id"`
+		PreviousExpiresAt time.Time  `json:"previous_expires_at"`
+		Credential        dbResponse `json:"credential"`
+	}
+	if code := ts.call(t, "POST", "/v1/leases/renew", map[string]string{"lease_id": first.LeaseID, "increment": "1h"}, &rotated); code != http.StatusOK {
+		t.Fatalf("renew at max TTL = %d", code)
+	}
+	if !rotated.Rotated || rotated.PreviousLeaseID != first.LeaseID {
+		t.Fatalf("renew response = %+v, want a rotation of %s", rotated, first.LeaseID)
+	}
+	if rotated.Credential.Username == first.Username || rotated.Credential.Password == "" {
+		t.Errorf("rotation returned username %q, want a new login", rotated.Credential.Username)
+	}
+	old, err := ts.srv.leases.Get(context.Background(), first.LeaseID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.State != "active" || !old.ExpiresAt.Equal(rotated.PreviousExpiresAt) {
+		t.Errorf("previous lease = %s until %s, want active until %s (the grace period)", old.State, old.ExpiresAt, rotated.PreviousExpiresAt)
+	}
+}

@@ -66,6 +66,9 @@ func (s *Server) handleRenew(req *request) (any, *apiError) {
 		return nil, aerr
 	}
 	renewed, err := s.leases.Renew(req.r.Context(), l.ID, increment)
+	if errors.Is(err, lease.ErrMaxTTL) && strings.HasPrefix(l.Object, "db/") && l.Subject == req.caller.id {
+		return s.rotateDBLease(req, l)
+	}
 	if err != nil {
 		return nil, leaseError(body.LeaseID, err)
 	}

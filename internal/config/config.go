@@ -65,6 +65,9 @@ type TTL struct {
 	Default   Duration `yaml:"default"`
 	Max       Duration `yaml:"max"`
 	JoinToken Duration `yaml:"join_token"`
+	// RotationGrace is how long a database login stays valid after a
+	// renewal at its maximum TTL replaced it with a new one.
+	RotationGrace Duration `yaml:"rotation_grace"`
 }
 
 // Store selects the lease store.
@@ -239,9 +242,10 @@ func Defaults() Config {
 		Environment: "dev",
 		Listen:      Listen{API: "127.0.0.1:8443", XDS: "127.0.0.1:18000"},
 		TTL: TTL{
-			Default:   Duration{time.Hour},
-			Max:       Duration{24 * time.Hour},
-			JoinToken: Duration{15 * time.Minute},
+			Default:       Duration{time.Hour},
+			Max:           Duration{24 * time.Hour},
+			JoinToken:     Duration{15 * time.Minute},
+			RotationGrace: Duration{5 * time.Minute},
 		},
 		Store: Store{Driver: "sqlite"},
 		KEK:   KEK{Type: "local"},
