@@ -187,6 +187,9 @@ func (s *Server) prepareX509(req *request, target string, body x509Request) (*x5
 
 // signX509 signs a prepared request and records its lease.
 func (s *Server) signX509(req *request, plan *x509Plan) (any, *apiError) {
+	if s.cfg.CA.Backend == "vault-pki" {
+		return s.signX509Vault(req, plan)
+	}
 	id := plan.id
 	issued, err := s.ca.Sign(ca.Request{PublicKey: plan.csr.PublicKey, SPIFFEID: id, DNSNames: plan.dnsNames, IPs: plan.ips, TTL: plan.ttl})
 	if err != nil {

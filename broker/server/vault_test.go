@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"net/http"
 	"os"
 	"strings"
@@ -85,5 +88,45 @@ func TestVaultSealedIs503AndRecovers(t *testing.T) {
 	v.Unseal()
 	if code := ts.call(t, "POST", "/v1/issue/db", map[string]string{"role": "orders"}, nil); code != http.StatusOK {
 		t.Errorf("issue after unseal = %d, want 200", code)
+	}
+}
+
+func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
+	v := vaulttest.New(t)
+	t.Setenv("WARD_TEST_VAULT_TOKEN", v.RootToken())
+	var node yaml.Node
+	doc := "address: " + v.Addr() + "\nauth:\n  method: token\n  token: {env: WARD_TEST_VAULT_TOKEN}\n"
+	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Vault = config.Section{Node: node.Content[0]}
+		c.CA = config.CA{Backend: "vault-pki", VaultPKI: config.VaultPKI{Role: "ward"}}
+	})
+
+	var resp x509Response
+	if code := ts.call(t, "POST", "/v1/issue/x509", map[string]any{"csr": newCSR(t, ""), "spiffe_id": "spiffe://ward.test/ns/shop/sa/web", "ttl": "10m"}, &resp); code != http.StatusOK {
+		t.Fatalf("issue x509 through Vault PKI = %d", code)
+	}
+	block, _ := pem.Decode([]byte(resp.Certificate))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(resp.Bundle)) {
+		t.Fatalf("bundle %q holds no certificate", resp.Bundle)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("certificate does not verify under Vault's chain: %v", err)
+	}
+	if cert.URIs[0].String() != "spiffe://ward.test/ns/shop/sa/web" {
+		t.Errorf("URI SAN = %s", cert.URIs[0])
+	}
+	if v.Requests("PUT", "/v1/pki/sign/ward")+v.Requests("POST", "/v1/pki/sign/ward") == 0 {
+		t.Error("Vault's pki/sign/ward was not called")
+	}
+	if _, err := ts.srv.leases.Get(context.Background(), resp.LeaseID); err != nil {
+		t.Errorf("lease %s: %v", resp.LeaseID, err)
 	}
 }

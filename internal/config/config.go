@@ -105,7 +105,16 @@ type VaultTransit struct {
 
 // CA selects the certificate authority backend.
 type CA struct {
-	Backend string `yaml:"backend"` // local, or pkcs11 for a CA key that never leaves the HSM
+	// Backend is local, pkcs11 for a CA key that never leaves the HSM, or
+	// vault-pki for certificates signed by Vault's PKI engine.
+	Backend  string   `yaml:"backend"`
+	VaultPKI VaultPKI `yaml:"vault_pki"`
+}
+
+// VaultPKI names the Vault PKI role that signs workload certificates.
+type VaultPKI struct {
+	Mount string `yaml:"mount"` // default pki
+	Role  string `yaml:"role"`
 }
 
 // HSM locates the PKCS#11 token used by kek.type pkcs11 and ca.backend
@@ -379,8 +388,15 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 	}
 	switch c.CA.Backend {
 	case "local", "pkcs11":
+	case "vault-pki":
+		if !c.Vault.Set() {
+			return fail("ca.backend", "vault-pki needs a vault: section")
+		}
+		if c.CA.VaultPKI.Role == "" {
+			return fail("ca.vault_pki.role", "missing: vault-pki needs the PKI role that signs workload certificates")
+		}
 	default:
-		return fail("ca.backend", "unknown CA backend %q, want local or pkcs11", c.CA.Backend)
+		return fail("ca.backend", "unknown CA backend %q, want local, pkcs11 or vault-pki", c.CA.Backend)
 	}
 	if c.KEK.Type == "pkcs11" || c.CA.Backend == "pkcs11" {
 		h := c.HSM
