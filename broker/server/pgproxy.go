@@ -104,8 +104,14 @@ func (p proxyLogins) Lookup(ctx context.Context, user string) (pgproxy.Login, er
 
 type proxyLoginRevoker struct{ s *Server }
 
+// Revoke deletes the login and ends its open sessions, so a revoked or
+// expired login stops reading at once, not at its next connection.
 func (r proxyLoginRevoker) Revoke(ctx context.Context, l store.Lease) error {
-	return r.s.store.DeleteProxyLogin(ctx, l.Meta["username"])
+	if err := r.s.store.DeleteProxyLogin(ctx, l.Meta["username"]); err != nil {
+		return err
+	}
+	r.s.pgproxy.EndSessions(l.Meta["username"], "")
+	return nil
 }
 
 func (r proxyLoginRevoker) Renew(ctx context.Context, l store.Lease, expiresAt time.Time) error {

@@ -19,7 +19,11 @@ import (
 // TestProxyLoginSeesMaskedValues issues a login with via_proxy and reads
 // through ward's masking proxy: the email comes back redacted, the total
 // in clear, and the login does not work on PostgreSQL itself.
-func TestProxyLoginSeesMaskedValues(t *testing.T) {
+// startProxyWithLogin starts PostgreSQL with a customer table, a ward
+// server running the masking proxy in front of it, and returns a proxy
+// login issued to a shop workload.
+func startProxyWithLogin(t *testing.T) (*testServer, *pgtest.Server, dbResponse) {
+	t.Helper()
 	pg := pgtest.Start(t)
 	pg.CreateDB(t, "shop")
 	pg.Exec(t, "shop", `CREATE TABLE customer (id int PRIMARY KEY, email text, total numeric);
@@ -69,6 +73,12 @@ unknown_lineage: redact
 	if code := workload.call(t, "POST", "/v1/issue/db", map[string]any{"role": "shop-masked", "via_proxy": true}, &login); code != http.StatusOK {
 		t.Fatalf("issue proxy login = %d", code)
 	}
+
+	return ts, pg, login
+}
+
+func TestProxyLoginSeesMaskedValues(t *testing.T) {
+	ts, pg, login := startProxyWithLogin(t)
 	if !strings.Contains(login.DSN, ts.srv.pgproxyAddr) {
 		t.Errorf("DSN %q does not point at the proxy %s", login.DSN, ts.srv.pgproxyAddr)
 	}
@@ -101,5 +111,31 @@ unknown_lineage: redact
 	if c, err := pgx.ConnectConfig(ctx, direct); err == nil {
 		c.Close(ctx)
 		t.Error("the proxy login connects to PostgreSQL directly")
+	}
+}
+
+func TestProxySessionEndsOnRevoke(t *testing.T) {
+	ts, _, login := startProxyWithLogin(t)
+	ctx := context.Background()
+	cfg, err := pgx.ParseConfig(login.DSN + "?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Password = login.Password
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatalf("connect through the proxy: %v", err)
+	}
+	defer conn.Close(ctx)
+	if err := conn.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	if code := ts.call(t, "POST", "/v1/leases/revoke", map[string]string{"lease_id": login.LeaseID}, nil); code != http.StatusOK {
+		t.Fatalf("revoke = %d", code)
+	}
+	var one int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err == nil {
+		t.Error("the open proxy session still answers after its lease was revoked")
 	}
 }

@@ -59,6 +59,9 @@ func (s *Server) handleQuarantine(req *request) (any, *apiError) {
 			msg: "quarantined, and revoked " + strconv.Itoa(n) + " leases, but a backend failed; the sweeper retries the rest"}
 	}
 	resp := map[string]any{"spiffe_id": q.SPIFFEID, "revoked_leases": n, "quarantined_at": q.CreatedAt}
+	if s.pgproxy != nil {
+		resp["proxy_sessions_ended"] = s.pgproxy.EndSessions("", q.SPIFFEID)
+	}
 	if s.mesh != nil {
 		resp["mesh"] = s.meshQuarantine(req.r.Context(), q.SPIFFEID, true)
 	}

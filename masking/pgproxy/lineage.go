@@ -102,8 +102,8 @@ type resolver struct {
 }
 
 // valueExposingCatalogs are catalog relations whose columns hold samples of
-// table data, or statement texts that may quote values, so strict mode
-// rejects statements that read them. pg_stat_statements is matched in any
+// table data, or statement texts that may quote values, so the proxy
+// rejects statements that read them in every mode. pg_stat_statements is matched in any
 // schema, since the extension is installed where the administrator chose.
 var valueExposingCatalogs = []string{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic",
 	"pg_statistic_ext_data", "pg_stat_activity", "pg_prepared_statements", "pg_cursors"}

@@ -393,11 +393,14 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
 			return rejection("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
 		}
+		// Catalog views that sample column values or show other sessions'
+		// statements are refused in every mode: they would return values
+		// in clear without naming any masked column.
+		if len(st.statsViews) > 0 {
+			return rejection("ward pgproxy: %s exposes column values and is not allowed", st.statsViews[0])
+		}
 		if !s.srv.cfg.Strict {
 			continue
-		}
-		if len(st.statsViews) > 0 {
-			return rejection("ward pgproxy strict mode: %s exposes column values and is not allowed", st.statsViews[0])
 		}
 		for _, c := range st.filters.list() {
 			if s.hidden(c) {

@@ -57,8 +57,6 @@ func TestStrictMode(t *testing.T) {
 		"SELECT count(*) FROM customer GROUP BY email",
 		"SELECT DISTINCT ON (email) customer_id FROM customer",
 		"SELECT i.total FROM invoice i JOIN customer c ON c.customer_id = i.customer_id AND c.email > 'm'",
-		"SELECT most_common_vals FROM pg_stats",
-		"SELECT query FROM pg_stat_activity",
 	}
 	for _, q := range rejected {
 		out, err := f.psql(t, "tester", testerPW, q)
@@ -336,5 +334,21 @@ func TestPipelineErrorAndRejection(t *testing.T) {
 	res := conn.ExecParams(ctx, "SELECT count(*) FROM genre", nil, nil, nil, nil).Read()
 	if res.Err != nil || len(res.Rows) != 1 {
 		t.Fatalf("query after the pipeline: %v", res.Err)
+	}
+}
+
+// TestCatalogStatsRefusedInEveryMode checks that views which sample column
+// values or show other sessions' statements are refused without strict mode.
+func TestCatalogStatsRefusedInEveryMode(t *testing.T) {
+	f := startProxy(t, "")
+	for _, q := range []string{
+		"SELECT most_common_vals FROM pg_stats",
+		"SELECT histogram_bounds::text FROM pg_stats WHERE tablename = 'customer'",
+		"SELECT query FROM pg_stat_activity",
+	} {
+		out, err := f.psql(t, "tester", testerPW, q)
+		if err == nil || !strings.Contains(out, "exposes column values") {
+			t.Errorf("psql %q = %v %q, want a rejection", q, err, out)
+		}
 	}
 }

@@ -322,3 +322,26 @@ func (s *Server) forwardCancel(pid uint32, key []byte) {
 	var buf [1]byte
 	_, _ = c.Read(buf[:])
 }
+
+// EndSessions closes every open session whose login is user (when user is
+// not empty) or whose caller is spiffeID (when spiffeID is not empty), as
+// when a login's lease is revoked or expires, or its identity is
+// quarantined. It returns how many sessions it closed.
+func (s *Server) EndSessions(user, spiffeID string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sess := range s.sessions {
+		if (user != "" && sess.user == user) || (spiffeID != "" && sess.subject == spiffeID) {
+			sess.client.Close()
+			if sess.up != nil {
+				sess.up.Close()
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Info("pgproxy sessions ended", "user", user, "spiffe_id", spiffeID, "count", n)
+	}
+	return n
+}
