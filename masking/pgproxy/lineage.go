@@ -184,6 +184,11 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]output
 	r.filterExprs(sc, sel.GroupClause)
 	r.filterExprs(sc, sel.SortClause)
 	r.filterExprs(sc, sel.DistinctClause)
+	// LIMIT and OFFSET may hold subqueries whose conditions decide how many
+	// rows come back, and a named window's PARTITION BY and ORDER BY decide
+	// their order: in strict mode they are conditions like WHERE.
+	r.filterExprs(sc, []*pg_query.Node{sel.LimitCount, sel.LimitOffset})
+	r.filterExprs(sc, sel.WindowClause)
 	return out, nil
 }
 
@@ -408,6 +413,10 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 	case *pg_query.FuncCall:
 		if r.opaqueFunction(v.Funcname) {
 			out.unknown = true
+		}
+		if w := v.Over; w != nil {
+			r.filterExprs(sc, w.PartitionClause)
+			r.filterExprs(sc, w.OrderClause)
 		}
 		if n := len(v.Funcname); n > 0 && v.Funcname[n-1].GetString_().GetSval() == "set_config" {
 			r.setsConfig = true

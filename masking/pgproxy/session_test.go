@@ -57,6 +57,11 @@ func TestStrictMode(t *testing.T) {
 		"SELECT count(*) FROM customer GROUP BY email",
 		"SELECT DISTINCT ON (email) customer_id FROM customer",
 		"SELECT i.total FROM invoice i JOIN customer c ON c.customer_id = i.customer_id AND c.email > 'm'",
+		"SELECT customer_id FROM customer LIMIT (SELECT count(*) FROM customer WHERE email = 'luisg@embraer.com.br')",
+		"SELECT customer_id FROM customer OFFSET (SELECT count(*) FROM customer WHERE email LIKE 'l%')",
+		"SELECT row_number() OVER (ORDER BY email), customer_id FROM customer",
+		"SELECT count(*) OVER (PARTITION BY email) FROM customer",
+		"SELECT customer_id FROM customer WINDOW w AS (ORDER BY email)",
 	}
 	for _, q := range rejected {
 		out, err := f.psql(t, "tester", testerPW, q)
