@@ -32,7 +32,14 @@ func (s *Server) openPGProxy() error {
 	if err != nil {
 		return err
 	}
-	opts, err := pgproxy.Load(pcfg, s.authz, s.log)
+	// Without a key file of its own, the proxy masks with the server's
+	// masking key, so its tokens match those of the tokenize API.
+	var opts pgproxy.Options
+	if pcfg.MaskingKeyFile != "" {
+		opts, err = pgproxy.Load(pcfg, s.authz, s.log)
+	} else {
+		opts, err = pgproxy.LoadWithKeys(pcfg, s.authz, s.log, s.maskKeys)
+	}
 	if err != nil {
 		return err
 	}

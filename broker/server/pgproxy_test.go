@@ -35,7 +35,7 @@ func startProxyWithLogin(t *testing.T) (*testServer, *pgtest.Server, dbResponse)
 			t.Fatal(err)
 		}
 	}
-	write("rules.yaml", "version: 1\ndefault: keep\ncolumns:\n  public.customer.email: redact\n")
+	write("rules.yaml", "version: 1\ndefault: keep\ncolumns:\n  public.customer.email: email\n")
 	write("upstream.pw", pg.Password()+"\n")
 
 	dataDir := t.TempDir()

@@ -12,20 +12,25 @@ import (
 // Load reads what cfg names (the masking rules, the masking key, the static
 // logins and the upstream password) and returns the Options for New with
 // decider as the authorization source. The password stays in memory as
-// secret.Bytes and is not logged.
-//
-// NOTE: only a plain masking key file is read; a sealed one needs the
-// server's keyset, which "ward serve" would pass in.
+// secret.Bytes and is not logged. Only a plain masking key file is read;
+// "ward serve" passes its own key, sealed by its keyset, to LoadWithKeys.
 func Load(cfg *Config, decider Decider, logger *slog.Logger) (Options, error) {
-	rs, err := rules.Load(cfg.Rules)
-	if err != nil {
-		return Options{}, err
-	}
 	var keys *transform.Keys
 	if cfg.MaskingKeyFile != "" {
+		var err error
 		if keys, err = transform.LoadKeyFile(cfg.MaskingKeyFile, nil); err != nil {
 			return Options{}, err
 		}
+	}
+	return LoadWithKeys(cfg, decider, logger, keys)
+}
+
+// LoadWithKeys is Load with the masking key given, for rules whose
+// transformers need one; cfg.MaskingKeyFile is not read.
+func LoadWithKeys(cfg *Config, decider Decider, logger *slog.Logger, keys *transform.Keys) (Options, error) {
+	rs, err := rules.Load(cfg.Rules)
+	if err != nil {
+		return Options{}, err
 	}
 	plan, err := rules.Compile(rs, nil, keys)
 	if err != nil {
