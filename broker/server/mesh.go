@@ -267,6 +267,10 @@ func (s *Server) changeMeshServices(req *request, name string, add *config.MeshS
 		}
 	}
 
+	if add != nil && add.SPIFFEID == s.adminID {
+		return nil, errorf(http.StatusBadRequest, "a mesh service cannot take the admin identity %s", s.adminID)
+	}
+
 	s.meshMu.Lock()
 	defer s.meshMu.Unlock()
 	ctx := req.r.Context()

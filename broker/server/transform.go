@@ -94,13 +94,19 @@ func (s *Server) handleTransform(reverse bool) handler {
 		if len(body.Values) == 0 || len(body.Values) > transform.MaxBatch {
 			return nil, errorf(http.StatusBadRequest, "values must hold 1 to %d items", transform.MaxBatch)
 		}
-		tok, object, aerr := s.tokenizer(body.Rule)
-		if aerr != nil {
-			return nil, aerr
+		// Authorize before looking the rule up, so a caller without the
+		// permission cannot learn which rules exist.
+		object := "tokens/" + body.Rule
+		if s.maskRules != nil {
+			object = "column/" + body.Rule
 		}
 		req.rec.Object = object
 		if err := s.require(req, object, action); err != nil {
 			return nil, err
+		}
+		tok, _, aerr := s.tokenizer(body.Rule)
+		if aerr != nil {
+			return nil, aerr
 		}
 
 		var (
