@@ -15,6 +15,10 @@ const MaxStatement = 256 << 20
 
 var insertRe = regexp.MustCompile(`(?is)^INSERT\s+INTO\s+(` + qualifiedPattern + `)\s*(?:\(((?:"(?:[^"]|"")*"|[^)"])*)\))?\s*VALUES\s*`)
 
+// dataStatementRe finds, anywhere in a line, a statement that writes rows:
+// COPY ... FROM stdin, INSERT INTO, UPDATE ... SET, or CREATE TABLE ... AS.
+var dataStatementRe = regexp.MustCompile(`(?i)\b(copy\s.*\bfrom\s+stdin|insert\s+into|update\s+\S+\s+set|create\s+(?:(?:temp|temporary|unlogged)\s+)?table\s+\S+\s+as)\b`)
+
 // copyStartRe matches any COPY ... FROM stdin line, so that one copyRe
 // cannot read stops the run instead of passing its rows through unmasked.
 var copyStartRe = regexp.MustCompile(`(?i)^\s*COPY\s.*\bFROM\s+stdin\b`)
@@ -84,6 +88,12 @@ func (d *dumpMasker) feed(line string) error {
 		}
 	} else if copyStartRe.MatchString(line) {
 		return &RowError{File: d.file, Line: d.line, Err: fmt.Errorf("%w: cannot read the table or columns of this COPY statement", ErrFormat)}
+	} else if m := dataStatementRe.FindString(line); m != "" && !strings.HasPrefix(strings.TrimSpace(line), "--") {
+		// A statement that writes rows but does not start its line (after a
+		// comment or another statement), or an UPDATE or CREATE TABLE AS,
+		// is not one this masker reads: copying it through could carry
+		// values out unmasked, so the file is refused instead.
+		return &RowError{File: d.file, Line: d.line, Err: fmt.Errorf("%w: cannot mask %q here; put each COPY or INSERT at the start of its own line, and leave out UPDATE and CREATE TABLE AS", ErrFormat, strings.TrimSpace(m))}
 	}
 	d.out.WriteString(line)
 	return d.out.WriteByte('\n')

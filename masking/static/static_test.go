@@ -272,3 +272,37 @@ func TestCSVWrongTableFails(t *testing.T) {
 		t.Errorf("output exists after the failure")
 	}
 }
+
+// TestDumpRefusesStatementsItCannotMask checks that statements that write
+// rows but are not where the masker reads them make the run fail, instead of
+// being copied out unmasked.
+func TestDumpRefusesStatementsItCannotMask(t *testing.T) {
+	for name, stmt := range map[string]string{
+		"copy after a comment":   "/* c */ COPY public.t (a) FROM stdin;\ns1\n\\.",
+		"insert after a comment": "/* c */ INSERT INTO public.t (a) VALUES ('s1');",
+		"insert after select":    "SELECT 1; INSERT INTO public.t (a) VALUES ('s4');",
+		"update":                 "UPDATE public.t SET a = 's10';",
+		"create table as":        "CREATE TABLE public.u AS SELECT 's11' AS a;",
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := filepath.Join(dir, "in.sql")
+			out := filepath.Join(dir, "out.sql")
+			dump := "CREATE TABLE public.t (\n    a text\n);\n" + stmt + "\n"
+			if err := os.WriteFile(in, []byte(dump), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := rules.Parse("rules.yaml", []byte("version: 1\ndefault: keep\ncolumns:\n  public.t.a: redact\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = static.MaskFile(rs, testKeys(t), in, out, static.FileOptions{Format: static.FormatPGDump})
+			if err == nil {
+				t.Fatalf("masking %q succeeded, want a refusal", stmt)
+			}
+			if _, statErr := os.Stat(out); statErr == nil {
+				t.Error("an output file was left behind")
+			}
+		})
+	}
+}
