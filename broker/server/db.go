@@ -42,7 +42,7 @@ func (s *Server) openDatabases(roles []config.DatabaseRole) error {
 	}
 	iss, err := pgcred.New(converted, pgcred.Options{Logger: s.log, Now: s.now})
 	if err != nil {
-		return fmt.Errorf("%s: databases: %w", s.cfg.Path(), err)
+		return err
 	}
 	s.pg = iss
 	s.leases.Register("db", pgLeaseActions{iss}, pgLeaseActions{iss})

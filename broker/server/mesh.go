@@ -47,7 +47,7 @@ func (s *Server) openMesh(ctx context.Context) error {
 		Logger:          s.log,
 	})
 	if err != nil {
-		return fmt.Errorf("mesh: %w", err)
+		return err
 	}
 	s.mesh = m
 	s.authz.SetReloadCheck(s.checkMeshRules)

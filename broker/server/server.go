@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -140,7 +141,7 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
 	if err := s.openMasking(k.keyset); err != nil {
-		return nil, err
+		return nil, inSection(&cfg, "masking", err)
 	}
 	if s.ca, err = ca.New(k.caCert, k.caSigner); err != nil {
 		return nil, err
@@ -176,23 +177,32 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	if k := cfg.Kubernetes; k != nil {
 		if s.k8s, err = k8sauth.New(context.Background(), k8sauth.Settings(*k)); err != nil {
-			return nil, fmt.Errorf("kubernetes: %w", err)
+			return nil, inSection(&cfg, "kubernetes", err)
 		}
 	}
 	if err := s.openMesh(context.Background()); err != nil {
-		return nil, err
+		return nil, inSection(&cfg, "mesh", err)
 	}
 	if err := s.openPGProxy(); err != nil {
-		return nil, err
+		return nil, inSection(&cfg, "pgproxy", err)
 	}
 	if err := s.openVault(&cfg); err != nil {
-		return nil, err
+		return nil, inSection(&cfg, "vault", err)
 	}
 	if err := s.openDatabases(cfg.Databases); err != nil {
-		return nil, err
+		return nil, inSection(&cfg, "databases", err)
 	}
 	s.met.register(s.store)
 	return s, nil
+}
+
+// inSection prefixes an error from a section of the configuration with
+// "file:line: key", unless the error already names the file.
+func inSection(cfg *config.Config, key string, err error) error {
+	if cfg.Path() != "" && strings.Contains(err.Error(), cfg.Path()) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", cfg.Where(key), err)
 }
 
 // AdminID returns the SPIFFE ID that the admin bearer token authenticates as.

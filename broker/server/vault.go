@@ -27,11 +27,11 @@ func (s *Server) openVault(cfg *config.Config) error {
 	}
 	var vc vault.Config
 	if err := cfg.Vault.Node.Decode(&vc); err != nil {
-		return fmt.Errorf("%s: vault: %w", s.cfg.Path(), err)
+		return err
 	}
 	c, err := vault.New(context.Background(), vc, vault.Options{Logger: s.log, Now: s.now})
 	if err != nil {
-		return fmt.Errorf("%s: vault: %w", s.cfg.Path(), err)
+		return err
 	}
 	s.vault = c
 	s.vaultIss = vault.NewIssuer(c)

@@ -86,7 +86,9 @@ func runServe(cmd *cobra.Command, cfg config.Config) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	started := false
 	err = server.Run(ctx, cfg, log, ln, func(srv *server.Server) {
+		started = true
 		log.Info("ward serving", "addr", addr, "trust_domain", cfg.TrustDomain, "environment", cfg.Environment, "data_dir", cfg.DataDir)
 		printEnvironment(cmd, addr, srv.Config())
 		go func() {
@@ -95,7 +97,9 @@ func runServe(cmd *cobra.Command, cfg config.Config) error {
 			}
 		}()
 	})
-	log.Info("ward stopped")
+	if started {
+		log.Info("ward stopped")
+	}
 	return err
 }
 

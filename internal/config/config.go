@@ -52,6 +52,7 @@ type Config struct {
 	PGProxy Section `yaml:"pgproxy"`
 
 	path string
+	root *yaml.Node // the parsed document, for Where
 }
 
 // Listen holds listener addresses.
@@ -243,6 +244,16 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // Path returns the file the configuration was loaded from, or "" for defaults.
 func (c *Config) Path() string { return c.path }
 
+// Where returns "file:line" of a dotted key such as "databases" or
+// "mesh.services", for messages about settings that other packages check.
+// Without a file it returns the key itself.
+func (c *Config) Where(key string) string {
+	if c.path == "" || c.root == nil {
+		return key
+	}
+	return fmt.Sprintf("%s:%d: %s", c.path, lineOf(c.root, key), key)
+}
+
 // Defaults returns the configuration used when no file sets a value.
 func Defaults() Config {
 	return Config{
@@ -321,6 +332,7 @@ func Parse(name string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %s", ErrInvalid, yamlError(name, err))
 	}
 	cfg.path = name
+	cfg.root = &root
 	return cfg, cfg.validate(name, &root)
 }
 
