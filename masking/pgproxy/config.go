@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -323,8 +325,12 @@ func (c *Config) validate(root *yaml.Node) error {
 	switch {
 	case c.Environment == "":
 		return bad("environment", "missing: set the Casbin domain of the proxy's callers, such as test")
+	case !validHostPort(c.Listen):
+		return bad("listen", "invalid address %q, want host:port with a port from 0 to 65535", c.Listen)
 	case c.Upstream.Address == "":
 		return bad("upstream.address", "missing: set host:port of the PostgreSQL server")
+	case !validHostPort(c.Upstream.Address):
+		return bad("upstream.address", "invalid address %q, want host:port with a port from 1 to 65535", c.Upstream.Address)
 	case c.Upstream.Database == "":
 		return bad("upstream.database", "missing")
 	case c.Upstream.User == "":
@@ -414,4 +420,15 @@ func (c *Config) resolvePaths(dir string) {
 	for i := range c.Logins {
 		abs(&c.Logins[i].Password.File)
 	}
+}
+
+// validHostPort reports whether addr is host:port with a numeric port that
+// fits in 16 bits.
+func validHostPort(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	return err == nil && n <= 65535
 }
