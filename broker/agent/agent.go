@@ -130,6 +130,9 @@ func New(cfg *Config, opts Options) (*Agent, error) {
 // InitOnly authenticates, fetches every credential, writes the files and
 // renders the templates once. Any failure is returned and names the item.
 func (a *Agent) InitOnly(ctx context.Context) error {
+	if err := a.preflight(); err != nil {
+		return err
+	}
 	if err := a.authenticate(ctx); err != nil {
 		return err
 	}
@@ -155,6 +158,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	if err := a.preflight(); err != nil {
+		return err
+	}
 	errc := make(chan error, 4)
 	if err := a.startServers(ctx, errc); err != nil {
 		return err
@@ -488,4 +494,24 @@ func pidFromFile(path string) (int, error) {
 		return 0, fmt.Errorf("%s does not contain a process id", path)
 	}
 	return pid, nil
+}
+
+// preflight checks, before the agent authenticates, that it can write its
+// output directory, creating it (mode 0750) when missing. A join token is
+// spent by the first authentication, so a failure that would come only
+// after it must be found first.
+func (a *Agent) preflight() error {
+	dir := a.cfg.OutputDir
+	if dir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return fmt.Errorf("output_dir %s: %w", dir, err)
+	}
+	probe, err := os.CreateTemp(dir, ".ward-agent-probe-*")
+	if err != nil {
+		return fmt.Errorf("output_dir %s is not writable: %w", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }
