@@ -281,7 +281,7 @@ when it finds a problem. It needs no masking key.`,
 				}
 			}
 			if len(findings) > 0 {
-				return fmt.Errorf("%d problems in %s", len(findings), rulesFile)
+				return fmt.Errorf("%d problem(s) in %s", len(findings), rulesFile)
 			}
 			if output == outputText {
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rules valid against %d tables\n", rulesFile, len(rs.Rules), len(catalog.Tables))
