@@ -190,9 +190,9 @@ func backendError(err error) *apiError {
 }
 
 // rotateDBLease replaces a database login whose lease has reached its
-// maximum TTL: it issues a new login of the same role to the same holder,
-// and keeps the old one for the rotation grace period, after which the
-// sweeper revokes it. The renew response carries the new credential, so
+// maximum TTL. It issues a new login of the same role to the same holder and
+// keeps the old one for the rotation grace period, after which the sweeper
+// revokes it. The renew response carries the new credential, so
 // the holder learns of the rotation from the call it already makes.
 func (s *Server) rotateDBLease(req *request, old store.Lease) (any, *apiError) {
 	role := strings.TrimPrefix(old.Object, "db/")

@@ -127,9 +127,9 @@ func (r proxyLoginRevoker) Renew(ctx context.Context, l store.Lease, expiresAt t
 
 var lowerB32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
-// issueProxyLogin creates a login that works only at the masking proxy: the
-// proxy keeps the upstream credentials, and the caller is masked as its
-// SPIFFE ID's policy says.
+// issueProxyLogin creates a login that works only at the masking proxy. The
+// proxy keeps the upstream credentials, and masks values as the policy for
+// the caller's SPIFFE ID decides.
 func (s *Server) issueProxyLogin(req *request, role, object string, ttl time.Duration) (any, *apiError) {
 	start := time.Now()
 	if err := s.require(req, object, "issue"); err != nil {

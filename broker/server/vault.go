@@ -20,7 +20,7 @@ const vaultKVTTL = time.Hour
 
 // openVault connects to Vault when the configuration has a vault: section.
 // An unreachable Vault is not an error here: the client logs in in the
-// background and issuance answers 503 until it is reachable.
+// background and issuance returns 503 until it is reachable.
 func (s *Server) openVault(cfg *config.Config) error {
 	if !cfg.Vault.Set() {
 		return nil
