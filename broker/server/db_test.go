@@ -135,3 +135,37 @@ func TestRenewAtMaxTTLRotatesLogin(t *testing.T) {
 		t.Errorf("previous lease = %s until %s, want active until %s (the grace period)", old.State, old.ExpiresAt, rotated.PreviousExpiresAt)
 	}
 }
+
+func TestExpiredDBLoginDroppedBySweeper(t *testing.T) {
+	ts, pg := startWithDatabase(t)
+	var resp dbResponse
+	if code := ts.call(t, "POST", "/v1/issue/db", map[string]string{"role": "shop-readonly", "ttl": "2s"}, &resp); code != http.StatusOK {
+		t.Fatalf("issue db = %d", code)
+	}
+
+	// No call: the sweeper ends the lease at its expiry and drops the role.
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.DSN("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var exists bool
+		if err := admin.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", resp.Username).Scan(&exists); err != nil {
+			t.Fatal(err)
+		}
+		if !exists {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("role %s still exists 20s after its 2s lease expired", resp.Username)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	l, err := ts.srv.leases.Get(ctx, resp.LeaseID)
+	if err != nil || l.State != "expired" {
+		t.Errorf("lease state = %q, %v, want expired", l.State, err)
+	}
+}
