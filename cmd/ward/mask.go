@@ -315,7 +315,7 @@ func newMaskKeygenCmd() *cobra.Command {
 KEK in --kek-file), so the file alone does not reveal it. It never overwrites
 an existing file: data masked under a key can only be matched with that key.`,
 		Example: "  ward mask keygen --key-file masking.key\n" +
-			"  ward mask keygen --key-file masking.key --keyset ward-data/keyset --kek-file ward-data/kek",
+			"  ward mask keygen --key-file masking.key --keyset ward-data/keyset.sealed --kek-file ward-data/kek.key",
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if keys.keyFile == "" {
