@@ -307,7 +307,7 @@ old KEK still opens older copies of the keyset file, such as backups.`,
 			if output == outputJSON {
 				return printJSON(cmd.OutOrStdout(), map[string]string{"keyset": st.Path, "kek": st.KEK, "kek_type": to})
 			}
-			_, err = fmt.Fprintf(cmd.OutOrStdout(), "keyset %s is now sealed by %s; set kek.type: %s and restart ward serve\n", st.Path, st.KEK, to)
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "keyset %s is now sealed by %s; point ward serve's kek setting at it (kek.type: %s, and kek.path for a local key file) and restart it\n", st.Path, st.KEK, to)
 			return err
 		},
 	}
