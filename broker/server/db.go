@@ -45,20 +45,32 @@ func (s *Server) openDatabases(roles []config.DatabaseRole) error {
 		return err
 	}
 	s.pg = iss
-	s.leases.Register("db", pgLeaseActions{iss}, pgLeaseActions{iss})
+	actions := leaseActions{backend: iss, gone: pgcred.ErrGone}
+	s.leases.Register("db", actions, actions)
 	return nil
 }
 
-// pgLeaseActions adapts the PostgreSQL issuer to the lease manager.
-type pgLeaseActions struct{ iss *pgcred.Issuer }
-
-func (a pgLeaseActions) Revoke(ctx context.Context, l store.Lease) error {
-	return a.iss.Revoke(ctx, l.Meta)
+// metaBackend is an issuer that renews and revokes a credential from the
+// metadata stored in its lease.
+type metaBackend interface {
+	Renew(ctx context.Context, meta map[string]string, expiresAt time.Time) error
+	Revoke(ctx context.Context, meta map[string]string) error
 }
 
-func (a pgLeaseActions) Renew(ctx context.Context, l store.Lease, expiresAt time.Time) error {
-	err := a.iss.Renew(ctx, l.Meta, expiresAt)
-	if errors.Is(err, pgcred.ErrGone) {
+// leaseActions adapts a metaBackend to the lease manager. gone is the
+// backend's error for a credential that no longer exists.
+type leaseActions struct {
+	backend metaBackend
+	gone    error
+}
+
+func (a leaseActions) Revoke(ctx context.Context, l store.Lease) error {
+	return a.backend.Revoke(ctx, l.Meta)
+}
+
+func (a leaseActions) Renew(ctx context.Context, l store.Lease, expiresAt time.Time) error {
+	err := a.backend.Renew(ctx, l.Meta, expiresAt)
+	if errors.Is(err, a.gone) {
 		return fmt.Errorf("%w: %v", lease.ErrGone, err)
 	}
 	return err

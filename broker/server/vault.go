@@ -3,13 +3,11 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
-	"ward.dev/ward/broker/lease"
 	"ward.dev/ward/broker/vault"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
@@ -35,22 +33,9 @@ func (s *Server) openVault(cfg *config.Config) error {
 	}
 	s.vault = c
 	s.vaultIss = vault.NewIssuer(c)
-	s.leases.Register("vault", vaultLeaseActions{s.vaultIss}, vaultLeaseActions{s.vaultIss})
+	actions := leaseActions{backend: s.vaultIss, gone: vault.ErrGone}
+	s.leases.Register("vault", actions, actions)
 	return nil
-}
-
-type vaultLeaseActions struct{ iss *vault.Issuer }
-
-func (a vaultLeaseActions) Revoke(ctx context.Context, l store.Lease) error {
-	return a.iss.Revoke(ctx, l.Meta)
-}
-
-func (a vaultLeaseActions) Renew(ctx context.Context, l store.Lease, expiresAt time.Time) error {
-	err := a.iss.Renew(ctx, l.Meta, expiresAt)
-	if errors.Is(err, vault.ErrGone) {
-		return fmt.Errorf("%w: %v", lease.ErrGone, err)
-	}
-	return err
 }
 
 type vaultRequest struct {
