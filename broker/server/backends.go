@@ -10,6 +10,7 @@ import (
 	"ward.dev/ward/crypto/hsm"
 	"ward.dev/ward/crypto/kek"
 	"ward.dev/ward/crypto/kek/vaulttransit"
+	"ward.dev/ward/crypto/keyset"
 	"ward.dev/ward/crypto/secret"
 	"ward.dev/ward/internal/config"
 )
@@ -177,4 +178,22 @@ func providerName(cfg config.Config) string {
 	default:
 		return "local key-encryption key"
 	}
+}
+
+// rotationCheck is how often the server checks its keyset's rotation policy.
+const rotationCheck = time.Hour
+
+// rotateKeys checks at every tick and adds a new primary data key whenever the configured age or
+// encryption count is reached, until ctx ends. Data sealed under older
+// keys stays readable.
+func (s *Server) rotateKeys(ctx context.Context, tick <-chan time.Time) {
+	r := s.cfg.KEK.Rotation
+	policy := keyset.Policy{MaxAge: r.MaxAge.Duration, MaxEncryptions: r.MaxEncryptions}
+	s.keyset.AutoRotate(ctx, policy, tick, func(id uint32, err error) {
+		if err != nil {
+			s.log.Error("keyset rotation failed", "keyset", s.keyset.Path(), "error", err)
+			return
+		}
+		s.log.Info("keyset rotated", "keyset", s.keyset.Path(), "primary_key_id", id)
+	})
 }

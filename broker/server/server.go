@@ -38,6 +38,7 @@ import (
 	"ward.dev/ward/broker/pgcred"
 	"ward.dev/ward/broker/vault"
 	"ward.dev/ward/crypto/kek"
+	"ward.dev/ward/crypto/keyset"
 	"ward.dev/ward/internal/audit"
 	"ward.dev/ward/internal/config"
 	"ward.dev/ward/internal/store"
@@ -79,6 +80,7 @@ type Server struct {
 	pg     *pgcred.Issuer // nil when no database roles are configured
 
 	backends *backends
+	keyset   *keyset.Keyset // the server's data keys; rotated while serving
 
 	vault    *vault.Client // nil unless a vault: section is configured
 	vaultIss *vault.Issuer
@@ -138,6 +140,7 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if k.setAside != "" {
 		log.Warn("an earlier first start stopped before it finished; its files were moved aside and keys created afresh", "moved_to", k.setAside)
 	}
+	s.keyset = k.keyset
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
 	if err := s.openMasking(k.keyset); err != nil {
@@ -339,6 +342,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer stopSweep()
 	go s.leases.RunSweeper(sweepCtx, sweepInterval)
 	go s.watchKEK(sweepCtx, s.kek, kekProbeInterval)
+	rotation := time.NewTicker(rotationCheck)
+	defer rotation.Stop()
+	go s.rotateKeys(sweepCtx, rotation.C)
 	if s.mesh != nil {
 		if err := s.serveMesh(sweepCtx); err != nil {
 			return err

@@ -93,6 +93,15 @@ type KEK struct {
 	Type  string       `yaml:"type"` // local, pkcs11 or vault-transit
 	Path  string       `yaml:"path"` // local: the key file
 	Vault VaultTransit `yaml:"vault"`
+	// Rotation adds a new primary data key to the keyset when the current
+	// one reaches either limit; older keys still decrypt.
+	Rotation Rotation `yaml:"rotation"`
+}
+
+// Rotation bounds the use of one primary data key.
+type Rotation struct {
+	MaxAge         Duration `yaml:"max_age"`         // default 90 days (2160h)
+	MaxEncryptions uint64   `yaml:"max_encryptions"` // default 2^30
 }
 
 // VaultTransit locates a Vault Transit key used as the KEK.
@@ -268,7 +277,7 @@ func Defaults() Config {
 			RotationGrace: Duration{5 * time.Minute},
 		},
 		Store: Store{Driver: "sqlite"},
-		KEK:   KEK{Type: "local"},
+		KEK:   KEK{Type: "local", Rotation: Rotation{MaxAge: Duration{90 * 24 * time.Hour}, MaxEncryptions: 1 << 30}},
 		CA:    CA{Backend: "local"},
 		Log:   Log{Level: "info", Format: "text"},
 	}
@@ -397,6 +406,14 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 		}
 	default:
 		return fail("kek.type", "unknown KEK type %q, want local, pkcs11 or vault-transit", c.KEK.Type)
+	}
+	// NIST SP 800-38D allows at most 2^32 AES-GCM encryptions under one key
+	// with random IVs.
+	if c.KEK.Rotation.MaxEncryptions == 0 || c.KEK.Rotation.MaxEncryptions > 1<<32 {
+		return fail("kek.rotation.max_encryptions", "%d out of range 1 to 2^32", c.KEK.Rotation.MaxEncryptions)
+	}
+	if c.KEK.Rotation.MaxAge.Duration <= 0 {
+		return fail("kek.rotation.max_age", "must be positive")
 	}
 	switch c.CA.Backend {
 	case "local", "pkcs11":
