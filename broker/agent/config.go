@@ -136,11 +136,13 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // FileMode is a permission mode written in octal, such as 0640.
 type FileMode uint32
 
-// UnmarshalYAML parses an octal mode and rejects bits beyond 0777.
+// UnmarshalYAML parses an octal mode. It rejects bits beyond 0777, modes
+// the owner cannot read, and modes that let group or others write or run
+// the file: the files hold credentials.
 func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
 	v, err := strconv.ParseUint(n.Value, 8, 32)
-	if err != nil || v > 0o777 || v&0o400 == 0 {
-		return fmt.Errorf("line %d: invalid mode %q, want octal permissions such as 0600 or 0640 that the owner can read", n.Line, n.Value)
+	if err != nil || v > 0o777 || v&0o400 == 0 || v&0o033 != 0 {
+		return fmt.Errorf("line %d: invalid mode %q, want octal permissions such as 0600 or 0640 that the owner can read and only the owner can write", n.Line, n.Value)
 	}
 	*m = FileMode(v)
 	return nil

@@ -38,8 +38,8 @@ func (s *Server) openMasking(ks *keyset.Keyset) error {
 }
 
 type transformRequest struct {
-	Rule   string   `json:"rule"`
-	Values []string `json:"values"`
+	Rule   string    `json:"rule"`
+	Values []*string `json:"values"` // pointers, so a JSON null is rejected rather than read as ""
 }
 
 // tokenizer returns the tokenizer for rule and its policy object. A rule is
@@ -109,14 +109,21 @@ func (s *Server) handleTransform(reverse bool) handler {
 			return nil, aerr
 		}
 
+		values := make([]string, len(body.Values))
+		for i, v := range body.Values {
+			if v == nil {
+				return nil, errorf(http.StatusBadRequest, "values[%d] is null; send strings only", i)
+			}
+			values[i] = *v
+		}
 		var (
 			out []string
 			err error
 		)
 		if reverse {
-			out, err = tok.DetokenizeBatch(body.Values)
+			out, err = tok.DetokenizeBatch(values)
 		} else {
-			out, err = tok.TokenizeBatch(body.Values)
+			out, err = tok.TokenizeBatch(values)
 		}
 		if err != nil {
 			return nil, errorf(http.StatusBadRequest, "%s: %v", action, err)

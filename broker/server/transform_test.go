@@ -43,3 +43,12 @@ func TestTokenizeRoundTripNeedsDetokenizePermission(t *testing.T) {
 		t.Error("audit log contains a detokenized value")
 	}
 }
+
+func TestTokenizeRejectsNull(t *testing.T) {
+	ts := startServer(t, nil)
+	var resp map[string]string
+	code := ts.call(t, "POST", "/v1/transform/tokenize", map[string]any{"rule": "email", "values": []any{"a", nil}}, &resp)
+	if code != http.StatusBadRequest || !strings.Contains(resp["error"], "values[1] is null") {
+		t.Errorf("tokenize with a null value = %d %q, want 400 naming values[1]", code, resp["error"])
+	}
+}

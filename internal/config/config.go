@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -465,6 +466,11 @@ func (c *Config) validate(name string, root *yaml.Node) error {
 			return fmt.Errorf("%w: %s (%s): password needs exactly one of env or file", ErrInvalid, at, db.Name)
 		case db.MaxTTL.Duration > 0 && db.DefaultTTL.Duration > db.MaxTTL.Duration:
 			return fmt.Errorf("%w: %s (%s): default_ttl %s is longer than max_ttl %s", ErrInvalid, at, db.Name, db.DefaultTTL.Duration, db.MaxTTL.Duration)
+		}
+	}
+	if k := c.Kubernetes; k != nil && k.Issuer != "" {
+		if u, err := url.Parse(k.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			return fail("kubernetes.issuer", "invalid issuer %q, want the cluster's https:// issuer URL", k.Issuer)
 		}
 	}
 	switch c.Mesh.GRPCClientScope {

@@ -39,6 +39,7 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 		{"syntax error", "listen: [\n", "ward.yaml:"},
 		{"wrong type", "api_names: 5\n", "ward.yaml:1"},
 		{"unknown driver", "store:\n  driver: mysql\n", "ward.yaml:2: store.driver"},
+		{"kubernetes issuer not a URL", "kubernetes:\n  issuer: not a url\n", "ward.yaml:2: kubernetes.issuer"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
