@@ -45,13 +45,6 @@ func newLeaseListCmd() *cobra.Command {
 		Example: "  ward lease list --prefix x509/spiffe://ward.test/ns/shop/ --state active",
 		Args:    argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
 			q := url.Values{}
 			if prefix != "" {
 				q.Set("prefix", prefix)
@@ -62,21 +55,17 @@ func newLeaseListCmd() *cobra.Command {
 			if limit > 0 {
 				q.Set("limit", fmt.Sprint(limit))
 			}
-			var resp struct {
+			type leaseList struct {
 				Leases []leaseView `json:"leases"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/leases?"+q.Encode(), nil, &resp); err != nil {
-				return apiError("list leases", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "LEASE ID\tSTATE\tEXPIRES")
-			for _, l := range resp.Leases {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", l.ID, l.State, l.ExpiresAt.Format(time.RFC3339))
-			}
-			return tw.Flush()
+			return callAPI(cmd, output, "list leases", http.MethodGet, "/v1/leases?"+q.Encode(), nil, func(w io.Writer, resp leaseList) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "LEASE ID\tSTATE\tEXPIRES")
+				for _, l := range resp.Leases {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", l.ID, l.State, l.ExpiresAt.Format(time.RFC3339))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only leases whose id starts with this")

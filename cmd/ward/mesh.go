@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"text/tabwriter"
@@ -154,14 +155,7 @@ func newMeshServiceCmd() *cobra.Command {
 		Example: "  ward mesh service list --output json",
 		Args:    argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkOutput(output); err != nil {
-				return err
-			}
-			c, err := newAPIClient()
-			if err != nil {
-				return err
-			}
-			var resp struct {
+			type serviceList struct {
 				Services []struct {
 					Name      string   `json:"name"`
 					SPIFFEID  string   `json:"spiffe_id"`
@@ -169,18 +163,14 @@ func newMeshServiceCmd() *cobra.Command {
 					Endpoints []string `json:"endpoints"`
 				} `json:"services"`
 			}
-			if err := c.Do(cmd.Context(), http.MethodGet, "/v1/mesh/services", nil, &resp); err != nil {
-				return apiError("list services", err)
-			}
-			if output == outputJSON {
-				return printJSON(cmd.OutOrStdout(), resp)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tKIND\tSPIFFE ID\tENDPOINTS")
-			for _, s := range resp.Services {
-				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", s.Name, s.Kind, s.SPIFFEID, s.Endpoints)
-			}
-			return w.Flush()
+			return callAPI(cmd, output, "list services", http.MethodGet, "/v1/mesh/services", nil, func(w io.Writer, resp serviceList) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tKIND\tSPIFFE ID\tENDPOINTS")
+				for _, s := range resp.Services {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", s.Name, s.Kind, s.SPIFFEID, s.Endpoints)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	addOutputFlag(list, &output)
