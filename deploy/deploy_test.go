@@ -302,7 +302,7 @@ func TestDockerfileBuildMatchesMakefile(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "ward")
 	args := expand(docker, map[string]string{"OUT": out})
 	// `make test` runs `make build` first with the same flags, so the
-	// packages come from the build cache; a cold cache compiles
+	// packages come from the build cache. A cold cache compiles
 	// pg_query_go's C sources, which takes minutes on a small machine.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -1,8 +1,9 @@
-// Package agent is ward's sidecar: it authenticates a workload to the ward
-// broker, fetches the credentials its configuration lists (X.509-SVIDs with
-// their trust bundle, JWT-SVIDs), writes them and rendered templates into a
-// directory, renews each at half its lifetime, notifies the application, and
-// serves them over the SPIFFE Workload API and Envoy SDS on Unix sockets.
+// Package agent is ward's sidecar. It authenticates a workload to the ward
+// broker and fetches the credentials its configuration lists (X.509-SVIDs
+// with their trust bundle, JWT-SVIDs, database logins, Vault secrets). It
+// writes them and rendered templates into a directory, renews each at half
+// its lifetime, and notifies the application. It also serves them over the
+// SPIFFE Workload API and Envoy SDS on Unix sockets.
 //
 // Security contract: files are replaced atomically (temporary file, then
 // rename) with mode 0600 for keys and tokens and 0640 for certificates
@@ -272,9 +273,9 @@ func (a *Agent) step(ctx context.Context) time.Time {
 	return a.nextDue()
 }
 
-// refresh renews the credential's lease when its kind allows and the lease
-// is not at its maximum, keeping the secret (fresh is false); otherwise it
-// issues a new credential (fresh is true).
+// refresh renews the credential's lease and keeps the secret (fresh is
+// false) when its kind allows it and the lease is not at its maximum.
+// Otherwise it issues a new credential (fresh is true).
 func (a *Agent) refresh(ctx context.Context, cr *Credential) (c *issued, fresh bool, err error) {
 	a.mu.Lock()
 	cur := a.creds[cr.Name]

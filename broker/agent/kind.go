@@ -21,9 +21,9 @@ import (
 // names no kind this agent can fetch.
 var ErrUnknownKind = errors.New("unknown credential kind")
 
-// kind fetches one sort of credential. A new kind (database logins, Vault
-// secrets) is a type with these methods added to kinds; the configuration
-// format stays the same because the kind is the first segment of path.
+// kind fetches one sort of credential. A new kind is a type with these
+// methods added to kinds. The configuration format stays the same, because
+// the kind is the first segment of path.
 type kind interface {
 	// validate checks the kind-specific fields of a configuration entry.
 	validate(cr *Credential) error

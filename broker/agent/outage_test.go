@@ -23,10 +23,10 @@ import (
 )
 
 // TestAgentSurvivesBrokerOutage stops the broker for longer than the
-// agent's own certificate lives: the agent turns unready but keeps its
-// files, and once the broker is back on the same address it authenticates
-// again with its platform credential (here an existing ward certificate)
-// and turns ready without a restart.
+// agent's own certificate lives. The agent turns unready but keeps its
+// files. Once the broker is back on the same address, it authenticates again
+// with its platform credential (here an existing ward certificate) and turns
+// ready without a restart.
 func TestAgentSurvivesBrokerOutage(t *testing.T) {
 	t.Parallel()
 	listen := freeAddr(t)
@@ -138,8 +138,9 @@ revoke_on_shutdown: true
 	}
 }
 
-// TestAgentBrokerDownAtStart starts an agent whose broker does not answer:
-// it retries with backoff instead of spinning, stays unready, and says why.
+// TestAgentBrokerDownAtStart starts an agent whose broker does not respond.
+// The agent retries with backoff instead of spinning, stays unready, and
+// reports the reason.
 func TestAgentBrokerDownAtStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

@@ -127,7 +127,7 @@ func TestHandlerRejectsBadRequests(t *testing.T) {
 	}
 }
 
-// FuzzHandler feeds arbitrary bodies to the webhook: it must answer every
+// FuzzHandler feeds arbitrary bodies to the webhook: it must respond to every
 // one without panicking, and never allow a patch it cannot decode.
 func FuzzHandler(f *testing.F) {
 	for _, name := range []string{"annotated-pod.json", "plain-pod.json", "bad-annotation-pod.json"} {

@@ -30,7 +30,7 @@ import (
 	"ward.dev/ward/internal/config"
 )
 
-// fakeAPIServer answers TokenReviews the way kube-apiserver does: a real
+// fakeAPIServer serves TokenReviews the way kube-apiserver does: a real
 // API server cannot run here. It accepts the token "good-<ns>-<sa>" for the
 // audience ward, and checks the caller's bearer token.
 func fakeAPIServer(t *testing.T, ignoreAudiences bool) (*httptest.Server, string) {

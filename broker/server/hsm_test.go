@@ -116,7 +116,7 @@ func TestHSMMissingAtStartServesSealed(t *testing.T) {
 	}()
 	defer func() { cancel(); <-done }()
 
-	// While sealed, the listener answers over a throwaway certificate.
+	// While sealed, the listener responds over a throwaway certificate.
 	client := insecureClient()
 	resp, err := client.Get("https://" + ln.Addr().String() + "/v1/issue/x509")
 	if err != nil {

@@ -1,8 +1,8 @@
-// Package server is ward's credential API: it authenticates workloads (join
-// tokens, ward client certificates, the admin bearer token), checks the policy
-// before every issuance, signs X.509-SVIDs and JWT-SVIDs, records each lease
-// durably before the credential leaves, and writes an audit line for every
-// request.
+// Package server is ward's credential API. It authenticates workloads (join
+// tokens, Kubernetes service-account tokens, ward client certificates, the
+// admin bearer token) and checks the policy before every issuance. It signs
+// X.509-SVIDs and JWT-SVIDs, records each lease durably before the
+// credential leaves, and writes an audit line for every request.
 //
 // Security contract: every endpoint but /v1/health, /v1/bundle, /v1/crl and
 // /v1/jwks requires an authenticated caller; decisions default to deny; the

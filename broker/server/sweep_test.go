@@ -15,7 +15,7 @@ import (
 // TestSweepExpiredLeasesWhoseRolesAreGone loads 5,000 expired database
 // leases whose logins no longer exist, as after a long outage in which an
 // operator dropped them by hand, and checks that the sweeper ends them all
-// while the API keeps answering.
+// while the API keeps responding.
 func TestSweepExpiredLeasesWhoseRolesAreGone(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads 5,000 leases")
@@ -49,7 +49,7 @@ func TestSweepExpiredLeasesWhoseRolesAreGone(t *testing.T) {
 	start := time.Now()
 	deadline := start.Add(60 * time.Second)
 	for {
-		// The API answers throughout.
+		// The API responds throughout.
 		if code := ts.call(t, "GET", "/v1/health", nil, nil); code != http.StatusOK {
 			t.Fatalf("health during the sweep = %d, want 200", code)
 		}

@@ -221,7 +221,7 @@ func (c *Client) renewed(ttlSeconds, requestedSeconds int) {
 	c.token.expiresAt = c.now().Add(time.Duration(ttlSeconds) * time.Second)
 	if requestedSeconds > 0 && ttlSeconds < requestedSeconds {
 		if c.token.hardEnd.IsZero() && c.token.expiresAt.Before(c.leaseEnd) {
-			c.log.Warn("vault token reached its max TTL before leases it holds end, so Vault will revoke them early",
+			c.log.Warn("vault token reached its max TTL before leases it holds end, so Vault will revoke them early; use an orphan or periodic token",
 				"backend", c.backend, "token_end", c.token.expiresAt.UTC(), "latest_lease_end", c.leaseEnd.UTC())
 		}
 		c.token.hardEnd = c.token.expiresAt
@@ -306,7 +306,7 @@ func (c *Client) warnIfTokenEndsFirst(ctx context.Context, leaseID string, lease
 	c.mu.Unlock()
 
 	if !hardEnd.IsZero() && hardEnd.Before(leaseEnd) {
-		c.log.WarnContext(ctx, "vault token expires before a lease it holds, so Vault will revoke the lease early",
+		c.log.WarnContext(ctx, "vault token expires before a lease it holds, so Vault will revoke the lease early; use an orphan or periodic token",
 			"backend", c.backend, "lease_id", leaseID,
 			"token_end", hardEnd.UTC(), "lease_end", leaseEnd.UTC())
 	}

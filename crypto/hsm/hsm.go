@@ -232,7 +232,7 @@ func (h *HSM) begin() (pkcs11.SessionHandle, uint64, error) {
 	return 0, 0, h.unavailable(fmt.Errorf("%w: no token labeled %q after initializing the library again", errTokenNotFound, h.cfg.TokenLabel))
 }
 
-// resetNeeded asks begin to reset the library, which must happen outside
+// resetNeeded tells begin to reset the library, which must happen outside
 // the call lock.
 type resetNeeded struct {
 	generation uint64

@@ -10,7 +10,7 @@
 //
 // Security contract: an implementation returns an error wrapping [ErrSealed]
 // when the key cannot be reached at all (file missing, HSM gone, Vault down or
-// sealed), so that callers can answer 503 and retry later, and a plain error
+// sealed), so that callers can return 503 and retry later, and a plain error
 // when the key was reached but refused the input (authentication failure).
 // Nothing in this package logs.
 package kek
@@ -18,7 +18,7 @@ package kek
 import "errors"
 
 // ErrSealed reports that a KEK is unreachable: its file is missing, its HSM is
-// gone or its Vault is down or sealed. Callers answer 503 Service Unavailable.
+// gone or its Vault is down or sealed. Callers return 503 Service Unavailable.
 var ErrSealed = errors.New("kek: sealed")
 
 // KEK is a key-encryption key. Implementations are safe for concurrent use.

@@ -58,7 +58,7 @@ func (s *Store) InsertLease(ctx context.Context, l Lease) error {
 		return ctx.Err()
 	}
 
-	// Once queued, the insert is committed or failed by the writer; waiting
+	// Once queued, the insert is committed or failed by the writer. Waiting
 	// for that result even after ctx ends keeps the caller from returning a
 	// credential whose lease state it does not know.
 	return <-req.err

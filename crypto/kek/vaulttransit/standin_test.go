@@ -18,7 +18,7 @@ import (
 // POST or PUT /v1/<mount>/encrypt/<key> and /v1/<mount>/decrypt/<key>, with
 // the request and response JSON of Vault's Transit API documentation. It
 // encrypts with AES-256-GCM like an aes256-gcm96 key, prefixes ciphertexts
-// with "vault:v1:", and answers errors as Vault does: {"errors":[...]} with
+// with "vault:v1:", and returns errors as Vault does: {"errors":[...]} with
 // 403 for a wrong token, 503 while sealed, 400 for bad input.
 type transitStandIn struct {
 	token  string

@@ -99,7 +99,7 @@ func TestVaultErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A listener that is closed at once gives an address nothing answers on.
+	// A listener that is closed at once gives an address nothing listens on.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
