@@ -36,6 +36,9 @@ type partial struct {
 	first, last int
 	mask        rune
 	separators  string
+	// asciiSeparators has bit c set when the ASCII character c is a
+	// separator.
+	asciiSeparators [2]uint64
 }
 
 // defaultSeparators are kept by partial: the characters that give e-mail
@@ -56,29 +59,82 @@ func newPartial(p *params, _ *Keys, _ bool) (Transformer, error) {
 		return nil, paramErr("mask must be one character")
 	}
 	m, _ := utf8.DecodeRuneInString(mask)
-	return partial{first: first, last: last, mask: m, separators: p.str("separators", defaultSeparators)}, nil
+	t := &partial{first: first, last: last, mask: m, separators: p.str("separators", defaultSeparators)}
+	for i := 0; i < len(t.separators); i++ {
+		if c := t.separators[i]; c < utf8.RuneSelf {
+			t.asciiSeparators[c/64] |= 1 << (c % 64)
+		}
+	}
+	return t, nil
 }
 
-func (t partial) Transform(value, _ string) (string, error) {
-	runes := []rune(value)
+// isSeparator matches what strings.ContainsRune(t.separators, r) returns.
+func (t *partial) isSeparator(r rune) bool {
+	if r < utf8.RuneSelf {
+		return r >= 0 && t.asciiSeparators[r/64]&(1<<(r%64)) != 0
+	}
+	return strings.ContainsRune(t.separators, r)
+}
+
+func (t *partial) Transform(value, _ string) (string, error) {
+	if t.mask < utf8.RuneSelf && isASCII(value) {
+		return t.transformASCII(value), nil
+	}
+
+	// The loop reads value rune by rune as []rune(value) would, so an
+	// invalid byte counts as one character and comes out as U+FFFD.
+	n := utf8.RuneCountInString(value)
 
 	// A value no longer than the kept parts would come through whole, so it
 	// is masked entirely instead.
 	first, last := t.first, t.last
-	if first+last >= len(runes) {
+	if first+last >= n {
 		first, last = 0, 0
 	}
 
 	var b strings.Builder
 	b.Grow(len(value))
-	for i, r := range runes {
-		if i < first || i >= len(runes)-last || strings.ContainsRune(t.separators, r) {
+	i := 0
+	for _, r := range value {
+		if i < first || i >= n-last || t.isSeparator(r) {
 			b.WriteRune(r)
-			continue
+		} else {
+			b.WriteRune(t.mask)
 		}
-		b.WriteRune(t.mask)
+		i++
 	}
 	return b.String(), nil
 }
 
-func (partial) Info() Info { return Info{Name: "partial", Kinds: KindText, MaxLen: same} }
+// transformASCII is Transform for an ASCII value and mask, where every
+// character is one byte.
+func (t *partial) transformASCII(value string) string {
+	first, last := t.first, t.last
+	if first+last >= len(value) {
+		first, last = 0, 0
+	}
+
+	var b strings.Builder
+	b.Grow(len(value))
+	mask := byte(t.mask)
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if i < first || i >= len(value)-last || t.asciiSeparators[c/64]&(1<<(c%64)) != 0 {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte(mask)
+		}
+	}
+	return b.String()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+func (*partial) Info() Info { return Info{Name: "partial", Kinds: KindText, MaxLen: same} }
