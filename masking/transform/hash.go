@@ -10,6 +10,7 @@ import (
 	"hash"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 func paramErr(msg string) error { return fmt.Errorf("%w: %s", ErrParam, msg) }
@@ -124,6 +125,7 @@ type emailT struct {
 	mac        *keyedMAC
 	localLen   int
 	keepDomain bool
+	domains    domainCache
 }
 
 // fakeDomains are reserved for documentation by RFC 2606, so a masked
@@ -155,14 +157,61 @@ func (t *emailT) Transform(value, _ string) (string, error) {
 
 	// The local part is hashed together with the domain so that the same
 	// local part at two domains gives two pseudonyms.
-	var buf [sha256.Size]byte
-	sum := t.mac.sum(buf[:0], "local", strings.ToLower(value[:at]), domain)
-	local := lowerBase32.EncodeToString(sum)[:t.localLen]
+	var sum [sha256.Size]byte
+	t.mac.sum(sum[:0], "local", strings.ToLower(value[:at]), domain)
 	if !t.keepDomain {
-		d := t.mac.sum(buf[:0], "domain", domain)
-		domain = fakeDomains[int(d[0])%len(fakeDomains)]
+		domain = t.fakeDomain(domain)
 	}
-	return local + "@" + domain, nil
+
+	var buf [128]byte
+	out := lowerBase32.AppendEncode(buf[:0], sum[:])[:t.localLen]
+	out = append(out, '@')
+	out = append(out, domain...)
+	return string(out), nil
+}
+
+// fakeDomain returns the reserved domain that stands for domain.
+func (t *emailT) fakeDomain(domain string) string {
+	if i, ok := t.domains.get(domain); ok {
+		return fakeDomains[i]
+	}
+	var sum [sha256.Size]byte
+	t.mac.sum(sum[:0], "domain", domain)
+	i := int(sum[0]) % len(fakeDomains)
+	t.domains.put(domain, i)
+	return fakeDomains[i]
+}
+
+// maxCachedDomains bounds the domain cache, so a column with many distinct
+// domains cannot grow it without limit. Domains past the bound are hashed
+// on every value.
+const maxCachedDomains = 4096
+
+// domainCache maps a lowercased domain to the index of its reserved domain,
+// so that each domain costs one HMAC instead of one per address. It is
+// safe for concurrent use.
+type domainCache struct {
+	m sync.Map // string to int
+	n atomic.Int64
+}
+
+func (c *domainCache) get(domain string) (int, bool) {
+	v, ok := c.m.Load(domain)
+	if !ok {
+		return 0, false
+	}
+	return v.(int), true
+}
+
+func (c *domainCache) put(domain string, i int) {
+	if c.n.Load() >= maxCachedDomains {
+		return
+	}
+	// The clone keeps the cache from holding on to the row the domain was
+	// cut from.
+	if _, loaded := c.m.LoadOrStore(strings.Clone(domain), i); !loaded {
+		c.n.Add(1)
+	}
 }
 
 func (t *emailT) Info() Info {
