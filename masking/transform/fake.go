@@ -80,6 +80,19 @@ type fakeT struct {
 	seen map[uint64]uint64 // output hash to the hash of its input
 }
 
+// seededFaker is a faker over its own PCG generator. Reseeding the PCG with
+// the two seed words gives exactly the sequence of rand.NewPCG with them,
+// so a pooled faker draws the same values as a new one.
+type seededFaker struct {
+	pcg   *rand.PCG
+	faker *gofakeit.Faker
+}
+
+var fakerPool = sync.Pool{New: func() any {
+	pcg := rand.NewPCG(0, 0)
+	return &seededFaker{pcg: pcg, faker: gofakeit.NewFaker(pcg, false)}
+}}
+
 func newFake(p *params, keys *Keys, unique bool) (Transformer, error) {
 	names := make([]string, 0, len(fakeKinds))
 	for n := range fakeKinds {
@@ -119,14 +132,16 @@ func sortedCopy(s []string) []string {
 
 func (t *fakeT) Transform(value, _ string) (string, error) {
 	a, b := t.mac.uint64s(t.name, value)
-	faker := gofakeit.NewFaker(rand.NewPCG(a, b), false)
-	out := t.kind.make(faker)
+	sf := fakerPool.Get().(*seededFaker)
+	sf.pcg.Seed(a, b)
+	out := t.kind.make(sf.faker)
 
 	// A short list such as cities can give back the input itself, so the
 	// same generator draws again; the result stays deterministic.
 	for i := 0; i < 8 && strings.EqualFold(out, value); i++ {
-		out = t.kind.make(faker)
+		out = t.kind.make(sf.faker)
 	}
+	fakerPool.Put(sf)
 	if !t.unique {
 		return out, nil
 	}
