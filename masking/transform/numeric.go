@@ -3,7 +3,6 @@ package transform
 import (
 	"fmt"
 	"math"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -13,25 +12,67 @@ import (
 // timestamp text output (DateStyle ISO). Outputs always use it.
 const dateLayout = "2006-01-02"
 
-// datePrefixRe matches a leading year-month-day with "-" or "/" and one- or
-// two-digit month and day, which PostgreSQL also accepts as input.
-var datePrefixRe = regexp.MustCompile(`^(\d{4})[-/](\d{1,2})[-/](\d{1,2})`)
-
 // splitDate parses the leading date of a date or timestamp text and returns
-// it with the rest of the text (time of day, zone) that callers keep.
+// it with the rest of the text (time of day, zone) that callers keep. The
+// date is a four-digit year, a one- or two-digit month and day, separated
+// by "-" or "/", which PostgreSQL also accepts as input.
 func splitDate(value string) (time.Time, string, error) {
-	m := datePrefixRe.FindStringSubmatch(value)
-	if m == nil {
+	y, mo, d, n, ok := scanDatePrefix(value)
+	if !ok {
 		return time.Time{}, "", fmt.Errorf("%w: not a date in YYYY-MM-DD form", ErrInput)
 	}
-	y, _ := strconv.Atoi(m[1])
-	mo, _ := strconv.Atoi(m[2])
-	d, _ := strconv.Atoi(m[3])
 	t := time.Date(y, time.Month(mo), d, 0, 0, 0, 0, time.UTC)
 	if t.Year() != y || int(t.Month()) != mo || t.Day() != d {
 		return time.Time{}, "", fmt.Errorf("%w: not a valid calendar date", ErrInput)
 	}
-	return t, value[len(m[0]):], nil
+	return t, value[n:], nil
+}
+
+// scanDatePrefix reads what the regular expression
+// ^(\d{4})[-/](\d{1,2})[-/](\d{1,2}) matches at the start of s and
+// returns the three numbers and the length of the match. Month and day take
+// two digits when there are two, as the greedy expression does.
+func scanDatePrefix(s string) (year, month, day, n int, ok bool) {
+	if len(s) < len("2006-1-2") {
+		return 0, 0, 0, 0, false
+	}
+	for i := range 4 {
+		if !isDigit(s[i]) {
+			return 0, 0, 0, 0, false
+		}
+		year = year*10 + int(s[i]-'0')
+	}
+	n = 4
+	for _, field := range []*int{&month, &day} {
+		if n >= len(s) || s[n] != '-' && s[n] != '/' {
+			return 0, 0, 0, 0, false
+		}
+		n++
+		if n >= len(s) || !isDigit(s[n]) {
+			return 0, 0, 0, 0, false
+		}
+		*field = int(s[n] - '0')
+		n++
+		if n < len(s) && isDigit(s[n]) {
+			*field = *field*10 + int(s[n]-'0')
+			n++
+		}
+	}
+	return year, month, day, n, true
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// appendDate appends t in dateLayout, as t.Format(dateLayout) would.
+func appendDate(dst []byte, t time.Time) []byte {
+	y, m, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(dst, dateLayout)
+	}
+	return append(dst,
+		byte('0'+y/1000), byte('0'+y/100%10), byte('0'+y/10%10), byte('0'+y%10), '-',
+		byte('0'+int(m)/10), byte('0'+int(m)%10), '-',
+		byte('0'+d/10), byte('0'+d%10))
 }
 
 // dateShift moves a date by a keyed number of days in [-max_days,
@@ -57,16 +98,21 @@ func (t *dateShift) Transform(value, entity string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("date-shift: %w", err)
 	}
-	seed := d.Format(dateLayout)
+	// The seed is the date itself, or the entity: HMAC over the parts
+	// "entity" and entity joined by a zero byte.
+	var buf [64]byte
+	var a uint64
 	if entity != "" {
-		seed = "entity\x00" + entity
+		a, _ = t.mac.uint64s("entity", entity)
+	} else {
+		a, _ = t.mac.uint64s(string(appendDate(buf[:0], d)))
 	}
-	a, _ := t.mac.uint64s(seed)
 	shift := int(a%uint64(2*t.maxDays)) - t.maxDays
 	if shift >= 0 {
 		shift++
 	}
-	return d.AddDate(0, 0, shift).Format(dateLayout) + rest, nil
+	out := appendDate(buf[:0], d.AddDate(0, 0, shift))
+	return string(append(out, rest...)), nil
 }
 
 func (t *dateShift) Info() Info {
@@ -143,12 +189,13 @@ func (t generalize) Transform(value, _ string) (string, error) {
 	if t.unit == "year" {
 		month = time.January
 	}
-	out := time.Date(d.Year(), month, 1, 0, 0, 0, 0, time.UTC).Format(dateLayout)
+	var buf [64]byte
+	out := appendDate(buf[:0], time.Date(d.Year(), month, 1, 0, 0, 0, 0, time.UTC))
 	if rest != "" {
 		// Time of day would narrow the date back down, so it becomes midnight.
-		out += zeroTime(rest)
+		out = append(out, zeroTime(rest)...)
 	}
-	return out, nil
+	return string(out), nil
 }
 
 // zeroTime replaces the digits of a time-of-day suffix with zeros and keeps

@@ -1,0 +1,135 @@
+package transform
+
+import (
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// datePrefixRe is the expression scanDatePrefix replaces.
+var datePrefixRe = regexp.MustCompile(`^(\d{4})[-/](\d{1,2})[-/](\d{1,2})`)
+
+// TestScanDatePrefixMatchesRegexp compares scanDatePrefix with the regular
+// expression on random strings of date characters.
+func TestScanDatePrefixMatchesRegexp(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	// Strings are digit runs between separators, some with a time and some
+	// cut short, so that many are dates and the rest fail at every position.
+	digitRun := func(b []byte, lo, hi int) []byte {
+		for range lo + r.IntN(hi-lo+1) {
+			b = append(b, byte('0'+r.IntN(10)))
+		}
+		return b
+	}
+	separator := func(b []byte) []byte { return append(b, "-/-/x ٣"[r.IntN(7)]) }
+	matches := 0
+	for range 200000 {
+		b := digitRun(nil, 3, 5)
+		b = digitRun(separator(b), 0, 3)
+		b = digitRun(separator(b), 0, 3)
+		if r.IntN(2) == 0 {
+			b = append(b, " 12:00:00+02"[:r.IntN(12)]...)
+		}
+		if r.IntN(4) == 0 {
+			b = b[:r.IntN(len(b)+1)]
+		}
+		s := string(b)
+
+		y, m, d, n, ok := scanDatePrefix(s)
+		match := datePrefixRe.FindStringSubmatch(s)
+		if ok != (match != nil) {
+			t.Fatalf("scanDatePrefix(%q) ok = %v, want %v", s, ok, match != nil)
+		}
+		if !ok {
+			continue
+		}
+		matches++
+		wy, _ := strconv.Atoi(match[1])
+		wm, _ := strconv.Atoi(match[2])
+		wd, _ := strconv.Atoi(match[3])
+		if y != wy || m != wm || d != wd || n != len(match[0]) {
+			t.Fatalf("scanDatePrefix(%q) = %d, %d, %d, %d, want %d, %d, %d, %d", s, y, m, d, n, wy, wm, wd, len(match[0]))
+		}
+	}
+	if matches < 5000 {
+		t.Errorf("%d of 200000 random strings were dates, want at least 5000", matches)
+	}
+}
+
+// TestAppendDateMatchesFormat compares appendDate with time.Format over
+// years from before year 0 to after 9999.
+func TestAppendDateMatchesFormat(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for range 20000 {
+		d := time.Date(-20+r.IntN(10040), time.Month(1+r.IntN(12)), 1+r.IntN(31), 0, 0, 0, 0, time.UTC)
+		if got, want := string(appendDate(nil, d)), d.Format(dateLayout); got != want {
+			t.Fatalf("appendDate(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+// partialReference is partial's Transform before its ASCII fast path.
+func partialReference(t *partial, value string) string {
+	runes := []rune(value)
+	first, last := t.first, t.last
+	if first+last >= len(runes) {
+		first, last = 0, 0
+	}
+	var b strings.Builder
+	for i, r := range runes {
+		if i < first || i >= len(runes)-last || strings.ContainsRune(t.separators, r) {
+			b.WriteRune(r)
+			continue
+		}
+		b.WriteRune(t.mask)
+	}
+	return b.String()
+}
+
+// TestPartialMatchesReference compares partial with the plain rune loop on
+// random ASCII, non-ASCII and invalid UTF-8 values and separator sets.
+func TestPartialMatchesReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	pieces := []string{"a", "Z", "0", "@", "-", ".", " ", "é", "日", "\xff", "\xe6\x97", "\ufffd", "🙂"}
+	random := func(n int) string {
+		var b strings.Builder
+		for range n {
+			b.WriteString(pieces[r.IntN(len(pieces))])
+		}
+		return b.String()
+	}
+	for range 2000 {
+		settings := map[string]string{
+			"keep_first": strconv.Itoa(r.IntN(4)),
+			"keep_last":  strconv.Itoa(r.IntN(4)),
+			"separators": random(r.IntN(4)),
+			"mask":       []string{"*", "#", "•", "x"}[r.IntN(4)],
+		}
+		tr, err := newPartial(&params{m: settings, used: map[string]bool{}}, nil, false)
+		if err != nil {
+			t.Fatalf("newPartial(%v): %v", settings, err)
+		}
+		p := tr.(*partial)
+		for range 20 {
+			value := random(r.IntN(12))
+			if r.IntN(2) == 0 {
+				value = randomASCII(r, r.IntN(12))
+			}
+			got, _ := p.Transform(value, "")
+			if want := partialReference(p, value); got != want {
+				t.Fatalf("partial %v: Transform(%q) = %q, want %q", settings, value, got, want)
+			}
+		}
+	}
+}
+
+func randomASCII(r *rand.Rand, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = "ab0@-. Z"[r.IntN(8)]
+	}
+	return string(b)
+}
