@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/big"
 	"math/bits"
+	"sync"
 )
 
 // FF1 is the FF1 mode of SP 800-38G Rev. 1 with AES-128, -192 or -256 and a
@@ -16,6 +17,8 @@ type FF1 struct {
 	block  cipher.Block
 	radix  int
 	minLen int
+	// rounds pools *ff1Round, so that a call allocates only its output.
+	rounds sync.Pool
 }
 
 // NewFF1 returns an FF1 cipher for numerals in base radix. The key is 16, 24
@@ -55,7 +58,8 @@ func (c *FF1) Decrypt(x []uint16, tweak []byte) ([]uint16, error) {
 
 // ff1Round holds the per-call state of the FF1 round function: the CBC-MAC
 // chaining value after P and the constant prefix of Q, and the Q suffix that
-// each round rewrites with [i] and NUM(B).
+// each round rewrites with [i] and NUM(B). Its buffers are reused by later
+// calls.
 type ff1Round struct {
 	block cipher.Block
 	h     [16]byte // CBC-MAC state before the variable blocks of Q
@@ -64,20 +68,29 @@ type ff1Round struct {
 	s     []byte // d bytes of S
 	r     [16]byte
 	x     [16]byte
+	p     [16]byte
+	q     []byte // backing array of Q
 }
 
-func newFF1Round(block cipher.Block, radix, u, n, b int, tweak []byte) *ff1Round {
+// maxPooledQ bounds the Q buffer a pooled round keeps, so that one call
+// with a long tweak does not pin its buffer.
+const maxPooledQ = 256
+
+// reset prepares st for one call. It builds P and Q and folds the blocks
+// of Q that do not change between rounds into the chaining value.
+func (st *ff1Round) reset(block cipher.Block, radix, u, n, b int, tweak []byte) {
 	t := len(tweak)
 	d := 4*((b+3)/4) + 4
 	pad := ((-t-b-1)%16 + 16) % 16
-	q := make([]byte, t+pad+1+b)
+	q := grow(st.q, t+pad+1+b)
 	copy(q, tweak)
 
-	st := &ff1Round{block: block, b: b, d: d, s: make([]byte, ((d+15)/16)*16)}
-	p := [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
-	binary.BigEndian.PutUint32(p[8:12], uint32(n))
-	binary.BigEndian.PutUint32(p[12:16], uint32(t))
-	block.Encrypt(st.h[:], p[:])
+	st.block, st.b, st.d, st.q = block, b, d, q
+	st.s = grow(st.s, ((d+15)/16)*16)
+	st.p = [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
+	binary.BigEndian.PutUint32(st.p[8:12], uint32(n))
+	binary.BigEndian.PutUint32(st.p[12:16], uint32(t))
+	block.Encrypt(st.h[:], st.p[:])
 
 	// Blocks of Q that end before the round byte [i] are the same in every
 	// round, so they are folded into the chaining value once.
@@ -87,7 +100,39 @@ func newFF1Round(block cipher.Block, radix, u, n, b int, tweak []byte) *ff1Round
 		block.Encrypt(st.h[:], st.h[:])
 	}
 	st.tail = q[fixed:]
+}
+
+// grow returns buf resized to n zero bytes, reusing its array when it is
+// large enough.
+func grow(buf []byte, n int) []byte {
+	if cap(buf) < n {
+		return make([]byte, n)
+	}
+	buf = buf[:n]
+	clear(buf)
+	return buf
+}
+
+// getRound returns a pooled round state set up for one call.
+func (c *FF1) getRound(u, n, b int, tweak []byte) *ff1Round {
+	st, _ := c.rounds.Get().(*ff1Round)
+	if st == nil {
+		st = &ff1Round{}
+	}
+	st.reset(c.block, c.radix, u, n, b, tweak)
 	return st
+}
+
+// putRound clears the tweak and numerals from st and pools it.
+func (c *FF1) putRound(st *ff1Round) {
+	if cap(st.q) > maxPooledQ {
+		st.q = nil
+	}
+	clear(st.q)
+	clear(st.s)
+	st.tail = nil
+	st.r, st.x = [16]byte{}, [16]byte{}
+	c.rounds.Put(st)
 }
 
 // subtle16 XORs src into dst.
@@ -139,14 +184,16 @@ func (c *FF1) crypt(x []uint16, tweak []byte, decrypt bool) ([]uint16, error) {
 	if fast {
 		mu, _ := powUint64(c.radix, u)
 		b := (bits.Len64(mv-1) + 7) / 8
-		st := newFF1Round(c.block, c.radix, u, n, b, tweak)
+		st := c.getRound(u, n, b, tweak)
 		c.fast(st, x, out, u, mu, mv, decrypt)
+		c.putRound(st)
 		return out, nil
 	}
 
 	b := (log2Ceil(c.radix, v) + 7) / 8
-	st := newFF1Round(c.block, c.radix, u, n, b, tweak)
+	st := c.getRound(u, n, b, tweak)
 	c.slow(st, x, out, u, decrypt)
+	c.putRound(st)
 	return out, nil
 }
 

@@ -64,18 +64,18 @@ func (c *FF31) Decrypt(x []uint16, tweak []byte) ([]uint16, error) {
 	return c.crypt(x, tweak, true)
 }
 
-// ff31PRF computes y = NUM(REVB(CIPH_REVB(K)(REVB(W xor [i]^4 || [num]^12)))).
-// Building REVB(P) directly saves the two reversals of P.
+// prf computes y = NUM(REVB(CIPH_REVB(K)(REVB(W xor [i]^4 || [num]^12))))
+// into out. Building REVB(P) directly saves the two reversals of P, and
+// building it in out lets AES encrypt in place, so no other buffer escapes.
 func (c *FF31) prf(w [4]byte, i int, num []byte, out *[16]byte) {
-	var p [16]byte
 	for j := range 12 {
-		p[j] = num[11-j]
+		out[j] = num[11-j]
 	}
 	w[3] ^= byte(i)
 	for j := range 4 {
-		p[15-j] = w[j]
+		out[15-j] = w[j]
 	}
-	c.block.Encrypt(out[:], p[:])
+	c.block.Encrypt(out[:], out[:])
 	for j := range 8 {
 		out[j], out[15-j] = out[15-j], out[j]
 	}
