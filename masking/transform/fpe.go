@@ -34,6 +34,9 @@ type fpeT struct {
 	keepLast  int
 	luhn      bool
 	tweak     string
+	// ascii is true when every alphabet character is ASCII, so an ASCII
+	// value stays ASCII and can be handled byte by byte.
+	ascii bool
 }
 
 func newFPE(p *params, keys *Keys, _ bool) (Transformer, error) {
@@ -49,7 +52,7 @@ func newFPE(p *params, keys *Keys, _ bool) (Transformer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: alphabet: %w", ErrParam, err)
 	}
-	t := &fpeT{alpha: alpha, tweak: p.str("tweak", "")}
+	t := &fpeT{alpha: alpha, tweak: p.str("tweak", ""), ascii: isASCII(chars)}
 	if t.keepFirst, err = p.integer("keep_first", 0, 0, 64); err != nil {
 		return nil, err
 	}
@@ -77,6 +80,10 @@ func newFPE(p *params, keys *Keys, _ bool) (Transformer, error) {
 }
 
 func (t *fpeT) Transform(value, _ string) (string, error) {
+	if t.ascii && isASCII(value) {
+		return t.transformASCII(value)
+	}
+
 	runes := []rune(value)
 	var pos []int
 	var num []uint16
@@ -94,29 +101,85 @@ func (t *fpeT) Transform(value, _ string) (string, error) {
 	if end-t.keepFirst < 1 {
 		return "", fmt.Errorf("%w: fpe: %d alphabet characters, fewer than kept ones", ErrInput, len(num))
 	}
-	middle := num[t.keepFirst:end]
 	tweak := t.tweak + "\x00" + string(runes[:max(0, posOr(pos, t.keepFirst))])
 
-	var enc []uint16
-	var err error
-	if t.ff1 != nil {
-		enc, err = t.ff1.Encrypt(middle, []byte(tweak))
-	} else {
-		sum := sha256.Sum256([]byte(tweak))
-		enc, err = t.ff31.Encrypt(middle, sum[:fpe.FF31TweakLen])
+	if err := t.encrypt(num, end, []byte(tweak)); err != nil {
+		return "", err
 	}
-	if err != nil {
-		return "", fmt.Errorf("%w: fpe: %w", ErrInput, err)
-	}
-	copy(num[t.keepFirst:end], enc)
-	if t.luhn {
-		num[len(num)-1] = luhnDigit(num[:len(num)-1])
-	}
-
 	for j, i := range pos {
 		runes[i] = t.alpha.Char(num[j])
 	}
 	return string(runes), nil
+}
+
+// encrypt replaces num[keepFirst:end] with its encryption under tweak and,
+// with luhn, the last numeral with the check digit.
+func (t *fpeT) encrypt(num []uint16, end int, tweak []byte) error {
+	middle := num[t.keepFirst:end]
+	var enc []uint16
+	var err error
+	if t.ff1 != nil {
+		enc, err = t.ff1.Encrypt(middle, tweak)
+	} else {
+		sum := sha256.Sum256(tweak)
+		enc, err = t.ff31.Encrypt(middle, sum[:fpe.FF31TweakLen])
+	}
+	if err != nil {
+		return fmt.Errorf("%w: fpe: %w", ErrInput, err)
+	}
+	copy(middle, enc)
+	if t.luhn {
+		num[len(num)-1] = luhnDigit(num[:len(num)-1])
+	}
+	return nil
+}
+
+// transformASCII is Transform for an ASCII value and alphabet, where every
+// character is one byte. It keeps the numerals and the tweak on the stack
+// for values of up to 64 alphabet characters.
+func (t *fpeT) transformASCII(value string) (string, error) {
+	var numBuf [64]uint16
+	num := numBuf[:0]
+	middleStart := 0 // byte offset of the first encrypted character
+	for i := 0; i < len(value); i++ {
+		if n, ok := t.alpha.Index(rune(value[i])); ok {
+			if len(num) == t.keepFirst {
+				middleStart = i
+			}
+			num = append(num, n)
+		}
+	}
+
+	end := len(num) - t.keepLast
+	if t.luhn {
+		end--
+	}
+	if end-t.keepFirst < 1 {
+		return "", fmt.Errorf("%w: fpe: %d alphabet characters, fewer than kept ones", ErrInput, len(num))
+	}
+
+	// The tweak is the tweak parameter, a zero byte, and the characters
+	// before the first encrypted one, as in Transform.
+	var tweakBuf [128]byte
+	tweak := append(tweakBuf[:0], t.tweak...)
+	tweak = append(tweak, 0)
+	tweak = append(tweak, value[:middleStart]...)
+	if err := t.encrypt(num, end, tweak); err != nil {
+		return "", err
+	}
+
+	var b strings.Builder
+	b.Grow(len(value))
+	j := 0
+	for i := 0; i < len(value); i++ {
+		c := value[i]
+		if _, ok := t.alpha.Index(rune(c)); ok {
+			c = byte(t.alpha.Char(num[j]))
+			j++
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), nil
 }
 
 // posOr returns pos[i], or the length of the covered prefix when i is past

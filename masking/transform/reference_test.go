@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"ward.dev/ward/crypto/secret"
 )
 
 // datePrefixRe is the expression scanDatePrefix replaces.
@@ -132,4 +134,48 @@ func randomASCII(r *rand.Rand, n int) string {
 		b[i] = "ab0@-. Z"[r.IntN(8)]
 	}
 	return string(b)
+}
+
+// TestFPEASCIIMatchesRunePath compares fpe's byte loop for ASCII values
+// with its rune loop, for several parameter sets and random values.
+func TestFPEASCIIMatchesRunePath(t *testing.T) {
+	keys := mustKeys(t)
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, settings := range []map[string]string{
+		{},
+		{"keep_first": "6", "luhn": "true"},
+		{"keep_first": "1", "keep_last": "2", "tweak": "t"},
+		{"mode": "ff3-1"},
+		{"alphabet": "alnum", "keep_last": "3"},
+		{"mode": "ff3-1", "alphabet": "lower", "keep_first": "2"},
+	} {
+		tr, err := New(Spec{Name: "fpe", Params: settings}, keys)
+		if err != nil {
+			t.Fatalf("New(fpe, %v): %v", settings, err)
+		}
+		fast := tr.(*fpeT)
+		slow := *fast
+		slow.ascii = false
+		for range 500 {
+			b := make([]byte, r.IntN(90))
+			for i := range b {
+				b[i] = "0123456789abcxyzAB -+()"[r.IntN(23)]
+			}
+			value := string(b)
+			got, gotErr := fast.Transform(value, "")
+			want, wantErr := slow.Transform(value, "")
+			if got != want || (gotErr == nil) != (wantErr == nil) {
+				t.Fatalf("fpe %v: Transform(%q) = %q, %v on bytes, %q, %v on runes", settings, value, got, gotErr, want, wantErr)
+			}
+		}
+	}
+}
+
+func mustKeys(t *testing.T) *Keys {
+	t.Helper()
+	k, err := NewKeys(secret.New(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
