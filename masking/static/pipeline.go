@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"sync"
 
 	"ward.dev/ward/masking/rules"
@@ -35,6 +36,9 @@ type pipeline struct {
 	written chan error // the writer's result
 	mu      sync.Mutex
 	failed  error
+
+	// spare holds batch buffers that were written out, for reuse.
+	spare chan []byte
 }
 
 func newPipeline(table *rules.Table, out io.Writer) *pipeline {
@@ -45,6 +49,7 @@ func newPipeline(table *rules.Table, out io.Writer) *pipeline {
 		work:    make(chan *rowBatch, workers),
 		order:   make(chan *rowBatch, 2*workers),
 		written: make(chan error, 1),
+		spare:   make(chan []byte, 4*workers),
 	}
 	for range workers {
 		p.wg.Add(1)
@@ -54,25 +59,56 @@ func newPipeline(table *rules.Table, out io.Writer) *pipeline {
 	return p
 }
 
+// buffer returns an empty buffer for a batch, reusing a written one when
+// there is one.
+func (p *pipeline) buffer() []byte {
+	select {
+	case buf := <-p.spare:
+		return buf[:0]
+	default:
+		// Sized for typical rows, so appends rarely grow the buffer.
+		return make([]byte, 0, batchRows*128)
+	}
+}
+
+// maxSpareBuffer is the largest buffer kept for reuse, so that a batch of
+// unusually long rows does not pin its memory for the rest of the copy.
+const maxSpareBuffer = 1 << 20
+
+// recycle offers buf for reuse, dropping it when it is large or enough are
+// spare.
+func (p *pipeline) recycle(buf []byte) {
+	if cap(buf) > maxSpareBuffer {
+		return
+	}
+	select {
+	case p.spare <- buf:
+	default:
+	}
+}
+
 func (p *pipeline) maskBatches() {
 	defer p.wg.Done()
 	var row []rules.Field
 	for b := range p.work {
-		b.out, b.err = maskLines(p.table, b.in, b.firstRow, row, make([]byte, 0, len(b.in)+len(b.in)/2))
+		// One string per batch: the fields of every row are slices of it,
+		// so decoding a row allocates nothing.
+		text := string(b.in)
+		p.recycle(b.in)
+		b.in = nil
+		b.out, row, b.err = maskLines(p.table, text, b.firstRow, row, p.buffer())
 		close(b.done)
 	}
 }
 
-// maskLines masks every line of in and appends the COPY text to out.
-func maskLines(table *rules.Table, in []byte, firstRow int64, row []rules.Field, out []byte) ([]byte, error) {
+// maskLines masks every line of in and appends the COPY text to out. It
+// returns row, grown as needed, for reuse by the next call.
+func maskLines(table *rules.Table, in string, firstRow int64, row []rules.Field, out []byte) ([]byte, []rules.Field, error) {
 	n := firstRow
 	for len(in) > 0 {
-		i := 0
-		for in[i] != '\n' {
-			i++
-		}
+		i := strings.IndexByte(in, '\n')
 		var err error
-		row, err = decodeCopyRow(string(in[:i]), row)
+		row, err = decodeCopyRow(in[:i], row)
 		if err == nil && len(row) != len(table.Columns()) {
 			err = errFieldCount(len(row), len(table.Columns()))
 		}
@@ -80,13 +116,13 @@ func maskLines(table *rules.Table, in []byte, firstRow int64, row []rules.Field,
 			err = table.MaskRow(row)
 		}
 		if err != nil {
-			return out, &RowError{Table: table.Name(), Row: n, Err: err}
+			return out, row, &RowError{Table: table.Name(), Row: n, Err: err}
 		}
 		out = appendCopyRow(out, row)
 		in = in[i+1:]
 		n++
 	}
-	return out, nil
+	return out, row, nil
 }
 
 func (p *pipeline) writeBatches() {
@@ -100,6 +136,8 @@ func (p *pipeline) writeBatches() {
 			err = b.err
 		} else {
 			_, err = p.out.Write(b.out)
+			p.recycle(b.out)
+			b.out = nil
 		}
 		if err != nil {
 			p.mu.Lock()
@@ -192,7 +230,7 @@ func (m *maskWriter) line(line []byte) error {
 		return err
 	case m.ordered:
 		var err error
-		m.buf, err = maskLines(m.table, line, m.rows, m.row, m.buf[:0])
+		m.buf, m.row, err = maskLines(m.table, string(line), m.rows, m.row, m.buf[:0])
 		if err != nil {
 			return err
 		}
@@ -204,8 +242,7 @@ func (m *maskWriter) line(line []byte) error {
 		m.pipe = newPipeline(m.table, m.out)
 	}
 	if m.batch == nil {
-		// Sized for typical rows, so appends rarely grow the buffer.
-		m.batch = &rowBatch{firstRow: m.rows, in: make([]byte, 0, batchRows*128)}
+		m.batch = &rowBatch{firstRow: m.rows, in: m.pipe.buffer()}
 	}
 	m.batch.in = append(m.batch.in, line...)
 	if m.rows-m.batch.firstRow+1 < batchRows {
