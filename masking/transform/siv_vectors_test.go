@@ -5,14 +5,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io/fs"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/c2sp/wycheproof"
 	"github.com/tink-crypto/tink-go/v2/daead/subtle"
+
+	"ward.dev/ward/masking/transform"
 )
 
 // TestAESSIVWycheproof runs Wycheproof's AES-SIV-CMAC vectors against the
-// deterministic AEAD that tokenize composes (Tink's AES-SIV, RFC 5297). Tink
+// deterministic AEAD that tokenize composes (Tink's AES-SIV, RFC 5297), and
+// the encryptions against the encrypter that tokenize runs. Tink
 // supports only 512-bit AES-SIV keys (two AES-256 keys), so the groups with
 // other key sizes are skipped and counted.
 func TestAESSIVWycheproof(t *testing.T) {
@@ -69,6 +73,10 @@ func TestAESSIVWycheproof(t *testing.T) {
 				if err != nil || !bytes.Equal(enc, ct) {
 					t.Errorf("tcId %d (%s): Encrypt = %x, %v, want %x", tc.ID, tc.Comment, enc, err, ct)
 				}
+				enc, err = transform.SIVEncrypt(key, aad, string(msg))
+				if err != nil || !bytes.Equal(enc, ct) {
+					t.Errorf("tcId %d (%s): SIVEncrypt = %x, %v, want %x", tc.ID, tc.Comment, enc, err, ct)
+				}
 			case "invalid":
 				if err == nil {
 					t.Errorf("tcId %d (%s): Decrypt of an invalid ciphertext succeeded", tc.ID, tc.Comment)
@@ -80,4 +88,32 @@ func TestAESSIVWycheproof(t *testing.T) {
 		t.Fatal("no 512-bit AES-SIV vectors ran")
 	}
 	t.Logf("ran %d AES-SIV vectors, skipped %d with key sizes Tink does not support", ran, skipped)
+}
+
+// TestSIVEncryptMatchesTink compares the tokenize encrypter with Tink's
+// AES-SIV on random keys, associated data and plaintexts of 0 to 300 bytes.
+func TestSIVEncryptMatchesTink(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		return b
+	}
+	for n := range 301 {
+		key, ad, msg := random(64), random(r.IntN(40)), random(n)
+		siv, err := subtle.NewAESSIV(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := siv.EncryptDeterministically(msg, ad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := transform.SIVEncrypt(key, ad, string(msg))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("SIVEncrypt(%d-byte message) = %x, %v, want %x", n, got, err, want)
+		}
+	}
 }

@@ -8,8 +8,8 @@
 // ([Keys]) with HKDF-SHA256 (RFC 5869), so the same input, key and
 // transformer parameters give the same output in every file, database and
 // process, and joins on masked columns survive. hash uses HMAC-SHA256
-// (RFC 2104), tokenize uses Tink's deterministic AEAD AES-SIV (RFC 5297),
-// and fpe uses FF1 or FF3-1 (NIST SP 800-38G Rev. 1).
+// (RFC 2104), tokenize uses the deterministic AEAD AES-SIV (RFC 5297,
+// opened by Tink), and fpe uses FF1 or FF3-1 (NIST SP 800-38G Rev. 1).
 //
 // Security contract: transformers never log and never return their input
 // on failure. An input a transformer cannot mask is an error, and callers
