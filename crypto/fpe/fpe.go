@@ -105,6 +105,15 @@ func numUint64Rev(x []uint16, radix uint64) uint64 {
 
 // strUint64 writes STR^len(out)_radix(v) into out, most significant first.
 func strUint64(out []uint16, v, radix uint64) {
+	// Division by the constant 10 compiles to a multiplication, several
+	// times faster than a 64-bit division, and digits are the usual radix.
+	if radix == 10 {
+		for i := len(out) - 1; i >= 0; i-- {
+			out[i] = uint16(v % 10)
+			v /= 10
+		}
+		return
+	}
 	for i := len(out) - 1; i >= 0; i-- {
 		out[i] = uint16(v % radix)
 		v /= radix
@@ -113,6 +122,13 @@ func strUint64(out []uint16, v, radix uint64) {
 
 // strUint64Rev writes REV(STR^len(out)_radix(v)) into out.
 func strUint64Rev(out []uint16, v, radix uint64) {
+	if radix == 10 {
+		for i := range out {
+			out[i] = uint16(v % 10)
+			v /= 10
+		}
+		return
+	}
 	for i := range out {
 		out[i] = uint16(v % radix)
 		v /= radix
@@ -126,7 +142,15 @@ func modBytes(s []byte, m uint64) uint64 {
 		hi = hi<<8 | lo>>56
 		lo = lo<<8 | uint64(c)
 	}
-	_, r := bits.Div64(hi%m, lo, m)
+	// Each division costs tens of cycles, so the ones that cannot change
+	// the result are skipped.
+	if hi == 0 {
+		return lo % m
+	}
+	if hi >= m {
+		hi %= m
+	}
+	_, r := bits.Div64(hi, lo, m)
 	return r
 }
 
