@@ -37,7 +37,7 @@ type pipeline struct {
 	mu      sync.Mutex
 	failed  error
 
-	// spare holds batch buffers that were written out, for reuse.
+	// spare contains batch buffers that were written out, for reuse.
 	spare chan []byte
 }
 
@@ -91,8 +91,8 @@ func (p *pipeline) maskBatches() {
 	defer p.wg.Done()
 	var row []rules.Field
 	for b := range p.work {
-		// One string per batch: the fields of every row are slices of it,
-		// so decoding a row allocates nothing.
+		// The batch becomes one string, and the fields of every row are
+		// slices of it, so decoding a row allocates nothing.
 		text := string(b.in)
 		p.recycle(b.in)
 		b.in = nil

@@ -40,6 +40,7 @@ func BenchmarkTransformers(b *testing.B) {
 			in = []string{"luisg@embraer.com.br", "leonekohler@surfeu.de", "ftremblay@gmail.com"}
 		}
 		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
