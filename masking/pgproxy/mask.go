@@ -58,30 +58,20 @@ type columnMasker struct {
 	spec  string // transformer and parameters, to tell rules apart
 	table *rules.Table
 	index int
-	width int
 	// entity is the column a rule keys its transformer with (date-shift
-	// moves all dates of one customer alike), and entityIndex its position
-	// in the table, or -1.
-	entity      string
-	entityIndex int
+	// moves all dates of one customer alike).
+	entity string
 }
 
 // mask returns the masked text of value; null reports a NULL result.
 // entity is the original value of the rule's entity column in the same
 // row, or nil when the result does not carry it.
 func (m *columnMasker) mask(value string, entity []byte) (out string, null bool, err error) {
-	row := make([]rules.Field, m.width)
-	for i := range row {
-		row[i].Null = true
-	}
-	if m.entityIndex >= 0 && entity != nil {
-		row[m.entityIndex] = rules.Field{Text: string(entity)}
-	}
-	row[m.index] = rules.Field{Text: value}
-	if err := m.table.MaskRow(row); err != nil {
+	f, err := m.table.MaskField(m.index, rules.Field{Text: value}, string(entity))
+	if err != nil {
 		return "", false, err
 	}
-	return row[m.index].Text, row[m.index].Null, nil
+	return f.Text, f.Null, nil
 }
 
 // maskers finds and caches the masker of each column. It is safe for
@@ -136,20 +126,13 @@ func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMask
 		ms.tables[col.TableName()] = t
 		ms.mu.Unlock()
 	}
-	m = &columnMasker{col: col, spec: spec, table: t, index: -1, width: len(rel.Columns), entityIndex: -1}
+	m = &columnMasker{col: col, spec: spec, table: t, index: -1}
 	for _, r := range ms.plan.Rules(col) {
 		if r.Entity != "" {
 			m.entity = r.Entity
 		}
 	}
-	for i, c := range rel.Columns {
-		if c == col.Name {
-			m.index = i
-		}
-		if m.entity != "" && c == m.entity {
-			m.entityIndex = i
-		}
-	}
+	m.index = slices.Index(rel.Columns, col.Name)
 	if m.index < 0 {
 		return nil, fmt.Errorf("column %s not found", col)
 	}
@@ -260,9 +243,12 @@ func maskValue(a columnAction, types *pgtype.Map, v, entity []byte) []byte {
 	return []byte(out)
 }
 
+// redactedBytes is shared by every redacted value; nothing writes to it.
+var redactedBytes = []byte(redactedText)
+
 func redactedValue(a columnAction) []byte {
 	if textOIDs[a.oid] {
-		return []byte(redactedText)
+		return redactedBytes
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package rules_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -236,6 +237,64 @@ func TestMaskRow(t *testing.T) {
 	}
 	if r1[2].Text[:4] == "" || r2[2].Text == r1[2].Text {
 		t.Errorf("dates %s and %s, want shifted alike", r1[2].Text, r2[2].Text)
+	}
+}
+
+// TestMaskFieldMatchesMaskRow masks each column alone and compares it with
+// the same column masked within its row, entity-keyed dates included.
+func TestMaskFieldMatchesMaskRow(t *testing.T) {
+	rs, err := rules.Parse("r.yaml", []byte(goodRules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rules.Compile(rs, nil, testKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		table   string
+		columns []string
+		row     []rules.Field
+		entity  map[int]int // masked column -> its entity column
+	}{
+		{"customer", []string{"customer_id", "first_name", "email", "profile", "aliases", "extra"}, []rules.Field{
+			{Text: "7"}, {Text: "Luís"}, {Text: "luisg@embraer.com.br"},
+			{Text: `{"contact":{"phone":"+55 12 3923-5555"},"tags":["vip",7],"z":1}`},
+			{Text: `{alpha,"b c",NULL}`}, {Null: true},
+		}, nil},
+		{"invoice", []string{"invoice_id", "customer_id", "invoice_date"}, []rules.Field{
+			{Text: "1"}, {Text: "7"}, {Text: "2020-01-01 00:00:00"},
+		}, map[int]int{2: 1}},
+	}
+	for _, c := range cases {
+		tbl, err := plan.Table("public", c.table, c.columns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := slices.Clone(c.row)
+		if err := tbl.MaskRow(whole); err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range c.row {
+			entity := ""
+			if e, ok := c.entity[i]; ok {
+				entity = c.row[e].Text
+			}
+			got, err := tbl.MaskField(i, f, entity)
+			if err != nil {
+				t.Fatalf("MaskField(%d) = %v", i, err)
+			}
+			if got != whole[i] {
+				t.Errorf("%s.%s: MaskField = %+v, MaskRow gave %+v", c.table, c.columns[i], got, whole[i])
+			}
+		}
+	}
+	tbl, err := plan.Table("public", "invoice", []string{"invoice_id", "customer_id", "invoice_date"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tbl.MaskField(3, rules.Field{Text: "x"}, ""); err == nil {
+		t.Error("MaskField(3) on a three-column table = nil error, want out of range")
 	}
 }
 

@@ -204,6 +204,27 @@ func (t *Table) MaskRow(row []Field) error {
 	return nil
 }
 
+// MaskField masks the value of column i alone, as MaskRow would within a
+// row. entity is the original value of the column's entity column, or ""
+// when the caller does not have it. Callers that mask single columns of
+// many rows (the masking proxy) avoid building whole rows this way.
+func (t *Table) MaskField(i int, f Field, entity string) (Field, error) {
+	if i < 0 || i >= len(t.plans) {
+		return Field{}, fmt.Errorf("column index %d out of range for table %s", i, t.name)
+	}
+	cp := &t.plans[i]
+	if cp.null {
+		return Field{Null: true}, nil
+	}
+	if f.Null {
+		return f, nil
+	}
+	if err := cp.apply(&f, entity); err != nil {
+		return Field{}, fmt.Errorf("column %s: %w", t.columns[i], err)
+	}
+	return f, nil
+}
+
 func (cp *columnPlan) apply(f *Field, entity string) error {
 	if cp.whole != nil {
 		out, err := cp.whole.Transform(f.Text, entity)
