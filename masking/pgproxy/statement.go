@@ -53,6 +53,21 @@ const (
 )
 
 func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql string) ([]*statement, error) {
+	if len(sql) <= maxCachedText {
+		buf := keyBuffers.Get().(*[]byte)
+		defer keyBuffers.Put(buf)
+		if key, ok := appendFastKey((*buf)[:0], sql); ok {
+			*buf = key
+			if stmts, ok := c.getBytes(key); ok {
+				return stmts, nil
+			}
+			stmts, err := parseStatements(ctx, cat, sql)
+			if err == nil {
+				c.put(string(key), stmts)
+			}
+			return stmts, err
+		}
+	}
 	if stmts, ok := c.get(sql); ok {
 		return stmts, nil
 	}
@@ -76,13 +91,31 @@ func (c *statementCache) parse(ctx context.Context, cat catalogSource, sql strin
 func (c *statementCache) get(key string) ([]*statement, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expire()
+	stmts, ok := c.entries[key]
+	return stmts, ok
+}
+
+// getBytes is get for a key held in a buffer; the map lookup does not
+// copy it.
+func (c *statementCache) getBytes(key []byte) ([]*statement, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expire()
+	stmts, ok := c.entries[string(key)]
+	return stmts, ok
+}
+
+// expire empties the cache when it is older than catalogTTL. c.mu is held.
+func (c *statementCache) expire() {
 	if now := c.clock(); now.Sub(c.filled) >= catalogTTL {
 		clear(c.entries)
 		c.filled = now
 	}
-	stmts, ok := c.entries[key]
-	return stmts, ok
 }
+
+// keyBuffers holds buffers for building fast keys.
+var keyBuffers = sync.Pool{New: func() any { return new([]byte) }}
 
 func (c *statementCache) put(key string, stmts []*statement) {
 	c.mu.Lock()
