@@ -29,6 +29,7 @@ type Enforcer struct {
 	// quarantine holds an immutable map of SPIFFE ID to reason; writers
 	// replace it under mu.
 	quarantine  atomic.Pointer[map[string]string]
+	generation  atomic.Uint64 // see Generation
 	mu          sync.Mutex
 	subscribers map[uint64]chan uint64
 	nextID      uint64
@@ -142,6 +143,7 @@ func (e *Enforcer) Reload() error {
 	s.version = e.current.Load().version + 1
 	s.logger = e.logger
 	e.current.Store(s)
+	e.generation.Add(1)
 	e.logLoad(s)
 	e.notify(s.version)
 	return nil
@@ -175,6 +177,14 @@ func (e *Enforcer) logLoad(s *snapshot) {
 // increments on each accepted Reload.
 func (e *Enforcer) Version() uint64 {
 	return e.current.Load().version
+}
+
+// Generation returns a number that changes whenever a decision may
+// change: it grows after each accepted Reload and each quarantine change,
+// once the change is in force. A caller that caches decisions reads it
+// before deciding and reuses the result only while it is unchanged.
+func (e *Enforcer) Generation() uint64 {
+	return e.generation.Load()
 }
 
 // Subscribe returns a channel that receives the policy version after every
@@ -265,6 +275,7 @@ func (e *Enforcer) updateQuarantine(change func(map[string]string)) {
 	q := maps.Clone(*e.quarantine.Load())
 	change(q)
 	e.quarantine.Store(&q)
+	e.generation.Add(1)
 	e.mu.Unlock()
 
 	e.notify(e.Version())

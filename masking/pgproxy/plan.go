@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 
@@ -28,14 +29,37 @@ func withFormats(fields []pgproto3.FieldDescription, formats []int16) []pgproto3
 }
 
 // plan decides the treatment of each column of a result set for this
-// caller. st may be nil when the statement text was not traced.
+// caller. st may be nil when the statement text was not traced. A plan
+// found for the same statement and fields is reused while it is current
+// (see planCache).
 func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resultPlan, error) {
 	if st != nil && st.fetches != "" {
 		s.mu.Lock()
 		st = s.cursors[st.fetches]
 		s.mu.Unlock()
 	}
-	p := &resultPlan{cols: make([]columnAction, len(fields))}
+	stamp, stampOK := s.planStamp()
+	if stampOK {
+		if p := s.plans.get(st, fields, stamp, s.srv.clock()); p != nil {
+			return p, nil
+		}
+	}
+	p, cacheable, err := s.buildPlan(st, fields)
+	if err != nil {
+		return nil, err
+	}
+	if stampOK && cacheable {
+		s.plans.put(st, fields, stamp, p)
+	}
+	return p, nil
+}
+
+// buildPlan decides every column of a result set. cacheable is false when
+// a catalog or rule lookup failed, so the plan reflects a transient error
+// rather than the catalog and policy.
+func (s *session) buildPlan(st *statement, fields []pgproto3.FieldDescription) (p *resultPlan, cacheable bool, err error) {
+	p = &resultPlan{cols: make([]columnAction, len(fields))}
+	cacheable = true
 	direct := make([]sources, len(fields))
 	for i, f := range fields {
 		var src sources
@@ -45,7 +69,10 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 			known = true
 		}
 		if f.TableOID != 0 {
-			origin, ok := s.origin(f.TableOID, f.TableAttributeNumber)
+			origin, ok, lookupErr := s.origin(f.TableOID, f.TableAttributeNumber)
+			if lookupErr {
+				cacheable = false
+			}
 			if ok {
 				if !known {
 					src = origin
@@ -58,9 +85,12 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		if !known {
 			src.unknown = true
 		}
-		a, err := s.action(src, f)
+		a, failed, err := s.action(src, f)
 		if err != nil {
-			return nil, err
+			return nil, false, err
+		}
+		if failed {
+			cacheable = false
 		}
 		p.cols[i] = a
 		p.masks = p.masks || a.kind != actionKeep
@@ -81,7 +111,7 @@ func (s *session) plan(st *statement, fields []pgproto3.FieldDescription) (*resu
 		}
 		s.log.Debug("pgproxy masking result", "masked", masked, "redacted", redacted)
 	}
-	return p, nil
+	return p, cacheable, nil
 }
 
 // linkEntities points each masked column whose rule has an entity column
@@ -108,34 +138,38 @@ func (s *session) linkEntities(p *resultPlan, lineage []sources) {
 	}
 }
 
-// origin returns the lineage of a RowDescription origin column.
-func (s *session) origin(oid uint32, attnum uint16) (sources, bool) {
+// origin returns the lineage of a RowDescription origin column. failed
+// reports a catalog error, as opposed to an unknown relation or column.
+func (s *session) origin(oid uint32, attnum uint16) (src sources, ok, failed bool) {
 	rel, err := s.srv.catalog.relationByOID(s.ctx, oid)
 	if err != nil || rel == nil {
-		return sources{}, false
+		return sources{}, false, err != nil
 	}
 	i := rel.columnIndex(int16(attnum))
 	if i < 0 {
-		return sources{}, false
+		return sources{}, false, false
 	}
 	r := &resolver{ctx: s.ctx, cat: s.srv.catalog}
 	cols, err := r.relationColumns(rel)
 	if err != nil || i >= len(cols) {
-		return sources{}, false
+		// A view whose definition cannot be traced fails the same way
+		// each time; a catalog error inside it may not.
+		return sources{}, false, err != nil && !errors.Is(err, errLineage)
 	}
-	return cols[i].src, true
+	return cols[i].src, true, false
 }
 
 // action decides one column: kept when the caller may unmask every source,
-// masked by the one rule of the masked sources, or redacted.
-func (s *session) action(src sources, f pgproto3.FieldDescription) (columnAction, error) {
-	a := columnAction{oid: f.DataTypeOID, format: f.Format}
+// masked by the one rule of the masked sources, or redacted. failed
+// reports a redaction because a rule could not be loaded.
+func (s *session) action(src sources, f pgproto3.FieldDescription) (a columnAction, failed bool, err error) {
+	a = columnAction{oid: f.DataTypeOID, format: f.Format}
 	if src.unknown {
 		if s.srv.cfg.UnknownLineage == UnknownReject {
-			return a, fmt.Errorf("%w: the source columns of result column %q cannot be established", ErrRejected, f.Name)
+			return a, false, fmt.Errorf("%w: the source columns of result column %q cannot be established", ErrRejected, f.Name)
 		}
 		a.kind = actionRedact
-		return a, nil
+		return a, false, nil
 	}
 
 	var chosen *columnMasker
@@ -147,14 +181,14 @@ func (s *session) action(src sources, f pgproto3.FieldDescription) (columnAction
 		if err != nil {
 			s.log.Warn("pgproxy masking rule unavailable, redacting", "column", c.String(), "err", err)
 			a.kind = actionRedact
-			return a, nil
+			return a, true, nil
 		}
 		if m == nil {
 			continue
 		}
 		if chosen != nil && chosen.spec != m.spec {
 			a.kind = actionRedact
-			return a, nil
+			return a, false, nil
 		}
 		if chosen == nil {
 			chosen = m
@@ -163,5 +197,5 @@ func (s *session) action(src sources, f pgproto3.FieldDescription) (columnAction
 	if chosen != nil {
 		a.kind, a.masker = actionMask, chosen
 	}
-	return a, nil
+	return a, false, nil
 }

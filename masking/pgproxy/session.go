@@ -102,6 +102,8 @@ type session struct {
 	discarding bool
 
 	wmu sync.Mutex
+
+	plans planCache
 }
 
 // run relays until either side closes.
