@@ -6,7 +6,9 @@
 // contains it has committed with synchronous=FULL in WAL mode, so a lease that
 // was acknowledged survives a crash of the process or the machine. Concurrent
 // inserts are grouped into one transaction (group commit) to share the cost
-// of each fsync. Join tokens are stored only as SHA-256 digests.
+// of each fsync. An insert that violates a constraint fails alone, and a
+// failed commit fails every insert of its transaction. Join tokens are
+// stored only as SHA-256 digests.
 //
 // A Store is safe for concurrent use.
 package store
@@ -18,6 +20,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -78,10 +81,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 // Store is the SQLite-backed state of one ward server.
 type Store struct {
-	db      *sql.DB
-	inserts chan insertRequest
-	done    chan struct{}
-	stopped chan struct{}
+	db          *sql.DB
+	insertLease *sql.Stmt // the group commit's lease insert
+	inserts     chan insertRequest
+	done        chan struct{}
+	stopped     chan struct{}
+	closeOnce   sync.Once
+	closeErr    error
 }
 
 // Open opens or creates the database file at path and starts the group-commit
@@ -113,21 +119,31 @@ func Open(path string) (*Store, error) {
 		return nil, fmt.Errorf("store: create schema in %s: %w", path, err)
 	}
 
+	insert, err := prepareInsert(db)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	s := &Store{
-		db:      db,
-		inserts: make(chan insertRequest, 1024),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
+		db:          db,
+		insertLease: insert,
+		inserts:     make(chan insertRequest, 1024),
+		done:        make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	go s.groupCommit()
 	return s, nil
 }
 
-// Close stops the writer, after the inserts already queued, and closes the database.
+// Close stops the writer, after the inserts already queued, and closes the
+// database. Calls after the first return the first call's result.
 func (s *Store) Close() error {
-	close(s.done)
-	<-s.stopped
-	return s.db.Close()
+	s.closeOnce.Do(func() {
+		close(s.done)
+		<-s.stopped
+		s.closeErr = errors.Join(s.insertLease.Close(), s.db.Close())
+	})
+	return s.closeErr
 }
 
 // Ping checks that the database responds to a query.

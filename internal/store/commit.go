@@ -1,0 +1,147 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	sqlite "modernc.org/sqlite"
+)
+
+// insertLeaseSQL is prepared once per connection and reused by every batch.
+const insertLeaseSQL = `INSERT INTO leases
+	(id, kind, object, subject, serial, issued_at, expires_at, max_expires_at, renewable, state, meta)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+type insertRequest struct {
+	lease Lease
+	meta  string
+	err   chan error
+}
+
+// maxBatch bounds how many inserts one transaction carries.
+const maxBatch = 256
+
+// InsertLease stores a new lease and returns once it is durable.
+func (s *Store) InsertLease(ctx context.Context, l Lease) error {
+	meta, err := json.Marshal(l.Meta)
+	if err != nil {
+		return fmt.Errorf("store: encode lease meta: %w", err)
+	}
+	req := insertRequest{lease: l, meta: string(meta), err: make(chan error, 1)}
+
+	select {
+	case s.inserts <- req:
+	case <-s.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	// Once queued, the insert is committed or failed by the writer. Waiting
+	// for that result even after ctx ends keeps the caller from returning a
+	// credential whose lease state it does not know.
+	return <-req.err
+}
+
+// groupCommit drains the insert queue, committing whatever has queued up
+// while the previous transaction was being written.
+func (s *Store) groupCommit() {
+	defer close(s.stopped)
+	batch := make([]insertRequest, 0, maxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-s.inserts:
+			batch = append(batch, req)
+		case <-s.done:
+			s.drain()
+			return
+		}
+
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case req := <-s.inserts:
+				batch = append(batch, req)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// drain commits the inserts still queued at Close.
+func (s *Store) drain() {
+	for {
+		select {
+		case req := <-s.inserts:
+			s.commit([]insertRequest{req})
+		default:
+			return
+		}
+	}
+}
+
+// commit writes batch in one transaction and sends each request its result.
+// An insert that violates a constraint (a lease id that already exists)
+// fails alone: the transaction is rolled back and written again without it.
+// Any other failure, and a failed COMMIT, fails every request of the batch,
+// because none of its leases can then be known to be durable.
+func (s *Store) commit(batch []insertRequest) {
+	for len(batch) > 0 {
+		failed, err := s.insertBatch(batch)
+		if failed < 0 || !isConstraint(err) {
+			for _, req := range batch {
+				req.err <- err
+			}
+			return
+		}
+		batch[failed].err <- err
+		batch = append(batch[:failed:failed], batch[failed+1:]...)
+	}
+}
+
+// insertBatch inserts batch in one transaction and commits it. When the
+// insert of one lease fails, it rolls back and returns that lease's index
+// with the error; otherwise the index is -1.
+func (s *Store) insertBatch(batch []insertRequest) (failed int, err error) {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return -1, fmt.Errorf("store: begin lease insert: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+
+	stmt := tx.Stmt(s.insertLease)
+	for i, req := range batch {
+		l := req.lease
+		if _, err := stmt.Exec(l.ID, l.Kind, l.Object, l.Subject, l.Serial,
+			unixMilli(l.IssuedAt), unixMilli(l.ExpiresAt), unixMilli(l.MaxExpiresAt),
+			l.Renewable, StateActive, req.meta); err != nil {
+			return i, fmt.Errorf("store: insert lease %s: %w", l.ID, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return -1, fmt.Errorf("store: commit of %d leases failed, none stored: %w", len(batch), err)
+	}
+	return -1, nil
+}
+
+// isConstraint reports whether err is SQLite's SQLITE_CONSTRAINT (result
+// code 19, in the low byte of every extended constraint code).
+func isConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == 19
+}
+
+// prepareInsert prepares the lease insert that every batch reuses.
+func prepareInsert(db *sql.DB) (*sql.Stmt, error) {
+	stmt, err := db.Prepare(insertLeaseSQL)
+	if err != nil {
+		return nil, fmt.Errorf("store: prepare lease insert: %w", err)
+	}
+	return stmt, nil
+}
