@@ -46,7 +46,6 @@ upstream:
   user: postgres
   password: {file: ` + filepath.Join(dir, "upstream.pw") + `}
   tls: disable
-policy: {model: ` + filepath.Join(dataDir, "model.conf") + `, policy: ` + filepath.Join(dataDir, "policy.csv") + `}
 rules: ` + filepath.Join(dir, "rules.yaml") + `
 unknown_lineage: redact
 `

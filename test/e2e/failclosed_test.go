@@ -294,6 +294,9 @@ func TestServeRejectsBadConfig(t *testing.T) {
 		{"unknown key", "environment: dev\nlisten:\n  apii: 127.0.0.1:0\n", "ward.yaml:3"},
 		{"max below default", "ttl:\n  default: 2h\n  max: 1h\n", "ward.yaml:3"},
 		{"unknown store driver", "store:\n  driver: mongo\n", "ward.yaml:2"},
+		{"proxy policy inside serve", "pgproxy:\n  listen: 127.0.0.1:0\n" +
+			"  upstream: {address: 127.0.0.1:5432, database: shop, user: ward, password: {env: PGPW}}\n" +
+			"  rules: rules.yaml\n  policy: {model: model.conf, policy: policy.csv}\n", "ward.yaml:5: pgproxy.policy"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
