@@ -140,6 +140,11 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]output
 			left[i].src = merged
 		}
 		r.filterExprs(sc, sel.SortClause)
+		r.positionalFilters(left, sel.SortClause)
+		if !sel.All {
+			// UNION, INTERSECT and EXCEPT without ALL compare whole rows.
+			r.outputFilters(left)
+		}
 		return left, nil
 	}
 
@@ -189,7 +194,57 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]output
 	// their order: in strict mode they are conditions like WHERE.
 	r.filterExprs(sc, []*pg_query.Node{sel.LimitCount, sel.LimitOffset})
 	r.filterExprs(sc, sel.WindowClause)
+	r.positionalFilters(out, sel.SortClause, sel.GroupClause, sel.DistinctClause)
+	if len(sel.DistinctClause) == 1 && sel.DistinctClause[0].GetNode() == nil {
+		// A plain DISTINCT compares whole rows.
+		r.outputFilters(out)
+	}
 	return out, nil
+}
+
+// outputFilters adds every output column to the filters.
+func (r *resolver) outputFilters(out []outputColumn) {
+	for _, o := range out {
+		r.filters.union(o.src)
+	}
+}
+
+// positionalFilters adds every output column to the filters when ORDER BY,
+// GROUP BY or DISTINCT ON contains a bare constant, which PostgreSQL reads
+// as an output column's position. Every output counts, whichever the
+// position, because the statement cache shares one analysis among texts
+// that differ only in constants.
+//
+// NOTE: so strict mode rejects "SELECT id, email ... ORDER BY 1" for a
+// caller who sees email masked, although only id is sorted on.
+func (r *resolver) positionalFilters(out []outputColumn, clauses ...[]*pg_query.Node) {
+	for _, clause := range clauses {
+		if hasConstantItem(clause) {
+			r.outputFilters(out)
+			return
+		}
+	}
+}
+
+// hasConstantItem reports whether a sort, grouping or DISTINCT ON list
+// has an item that is a bare constant, directly or in a grouping set.
+func hasConstantItem(items []*pg_query.Node) bool {
+	for _, n := range items {
+		if sortBy := n.GetSortBy(); sortBy != nil {
+			n = sortBy.Node
+		}
+		switch {
+		case n.GetAConst() != nil:
+			return true
+		case n.GetGroupingSet() != nil && hasConstantItem(n.GetGroupingSet().Content):
+			return true
+		case n.GetRowExpr() != nil && hasConstantItem(n.GetRowExpr().Args):
+			return true
+		case n.GetList() != nil && hasConstantItem(n.GetList().Items):
+			return true
+		}
+	}
+	return false
 }
 
 func (r *resolver) filterExprs(sc *scope, nodes []*pg_query.Node) {
