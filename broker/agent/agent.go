@@ -134,7 +134,7 @@ func (a *Agent) InitOnly(ctx context.Context) error {
 	if err := a.preflight(); err != nil {
 		return err
 	}
-	if err := a.authenticate(ctx); err != nil {
+	if err := a.refreshIdentity(ctx); err != nil {
 		return err
 	}
 	for i := range a.cfg.Credentials {
@@ -502,6 +502,11 @@ func pidFromFile(path string) (int, error) {
 // spent by the first authentication, so a failure that would come only
 // after it must be found first.
 func (a *Agent) preflight() error {
+	if d := a.cfg.StateDir; d != "" {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("state_dir %s: %w", d, err)
+		}
+	}
 	dir := a.cfg.OutputDir
 	if dir == "" {
 		return nil

@@ -33,10 +33,13 @@ const (
 
 // Config is the agent configuration, read from YAML by LoadConfig.
 type Config struct {
-	Broker      Broker       `yaml:"broker"`
-	Auth        Auth         `yaml:"auth"`
-	IdentityTTL Duration     `yaml:"identity_ttl"` // lifetime of the agent's own certificate
-	OutputDir   string       `yaml:"output_dir"`
+	Broker      Broker   `yaml:"broker"`
+	Auth        Auth     `yaml:"auth"`
+	IdentityTTL Duration `yaml:"identity_ttl"` // lifetime of the agent's own certificate
+	OutputDir   string   `yaml:"output_dir"`
+	// StateDir, when set, keeps the agent's own certificate so that a
+	// restart renews with it instead of needing a new join token.
+	StateDir    string       `yaml:"state_dir"`
 	Owner       *Owner       `yaml:"owner"`
 	Credentials []Credential `yaml:"credentials"`
 	Templates   []Template   `yaml:"templates"`
@@ -276,6 +279,10 @@ func (c *Config) validate() error {
 	if c.OutputDir == "" && (len(c.Credentials) > 0 || len(c.Templates) > 0) {
 		return fmt.Errorf("%s: output_dir: missing, name the directory credentials are written to", c.path)
 	}
+	if c.StateDir != "" && filepath.Clean(c.StateDir) == filepath.Clean(c.OutputDir) {
+		// The application reads output_dir; the agent's key is not its own.
+		return fmt.Errorf("%s: state_dir: must differ from output_dir, which the application reads", c.path)
+	}
 	if c.Owner != nil && (c.Owner.UID < 0 || c.Owner.GID < 0) {
 		return fmt.Errorf("%s: owner: uid and gid must not be negative", c.path)
 	}
@@ -393,6 +400,7 @@ func (c *Config) resolve(dir string) {
 	abs(&c.Auth.CertFile)
 	abs(&c.Auth.KeyFile)
 	abs(&c.OutputDir)
+	abs(&c.StateDir)
 	abs(&c.Notify.PIDFile)
 	abs(&c.WorkloadAPI.Socket)
 	abs(&c.SDS.Socket)

@@ -20,6 +20,11 @@ func (a *Agent) refreshIdentity(ctx context.Context) error {
 	a.mu.Lock()
 	cur := a.identity
 	a.mu.Unlock()
+	if cur == nil {
+		if cur = a.loadSavedIdentity(); cur != nil {
+			a.broker.setIdentity(tlsCertificate(cur))
+		}
+	}
 
 	if cur != nil && a.now().Before(cur.expiresAt) {
 		key, csr, err := newKeyAndCSR()
@@ -100,12 +105,9 @@ func (a *Agent) setIdentity(key crypto.Signer, resp x509Response) error {
 	if err != nil {
 		return fmt.Errorf("agent certificate: %w", err)
 	}
-	tlsCert := &tls.Certificate{PrivateKey: c.key, Leaf: c.chain[0]}
-	for _, cert := range c.chain {
-		tlsCert.Certificate = append(tlsCert.Certificate, cert.Raw)
-	}
-	a.broker.setIdentity(tlsCert)
+	a.broker.setIdentity(tlsCertificate(c))
 	a.issued.Add(1)
+	a.saveIdentity(c)
 
 	a.mu.Lock()
 	a.identity = c

@@ -1,0 +1,127 @@
+package agent
+
+import (
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Files of the agent's own certificate in state_dir. A restarted agent (an
+// init container run again, a sidecar after a crash) renews with them, so a
+// one-use join token is needed only for the very first start.
+const (
+	stateKeyFile    = "agent.key.pem"
+	stateCertFile   = "agent.cert.pem"
+	stateBundleFile = "agent.bundle.pem"
+	// maxStateFile bounds each state file read back.
+	maxStateFile = 256 << 10
+)
+
+// saveIdentity writes the agent's certificate, key and bundle to state_dir,
+// key first and each file mode 0600. A failure is logged, not returned,
+// because the agent keeps working and a restart authenticates afresh.
+func (a *Agent) saveIdentity(c *issued) {
+	if a.cfg.StateDir == "" {
+		return
+	}
+	w := writer{dir: a.cfg.StateDir}
+	err := w.writeAll([]file{
+		{name: stateKeyFile, data: c.values["key"], mode: modeSecret},
+		{name: stateCertFile, data: c.values["cert"], mode: modeSecret},
+		{name: stateBundleFile, data: c.values["bundle"], mode: modeSecret},
+	})
+	if err != nil {
+		a.log.Warn("failed to save the agent certificate, so a restart will authenticate afresh", "state_dir", a.cfg.StateDir, "error", err)
+	}
+}
+
+// loadSavedIdentity returns the certificate saveIdentity wrote, or nil when
+// there is none, it has expired, or it cannot be read (then it logs why).
+func (a *Agent) loadSavedIdentity() *issued {
+	if a.cfg.StateDir == "" {
+		return nil
+	}
+	c, err := readSavedIdentity(a.cfg.StateDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		a.log.Warn("saved agent certificate unusable, authenticating afresh", "state_dir", a.cfg.StateDir, "error", err)
+		return nil
+	case !a.now().Before(c.expiresAt):
+		a.log.Info("saved agent certificate expired, authenticating afresh", "expired_at", c.expiresAt)
+		return nil
+	}
+	a.log.Info("renewing with the saved agent certificate", "serial", c.serial, "expires_at", c.expiresAt)
+	return c
+}
+
+func readSavedIdentity(dir string) (*issued, error) {
+	var data [3][]byte
+	for i, name := range []string{stateKeyFile, stateCertFile, stateBundleFile} {
+		b, err := readBounded(filepath.Join(dir, name), maxStateFile)
+		if err != nil {
+			return nil, err
+		}
+		data[i] = b
+	}
+	defer clear(data[0])
+
+	block, _ := pem.Decode(data[0])
+	if block == nil {
+		return nil, fmt.Errorf("%s: missing PEM private key", stateKeyFile)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", stateKeyFile, err)
+	}
+	key, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s: not a signing key", stateKeyFile)
+	}
+
+	chain, err := parseCerts(data[1])
+	if err != nil || len(chain) == 0 || len(chain[0].URIs) != 1 {
+		return nil, fmt.Errorf("%s: missing a certificate with one SPIFFE ID", stateCertFile)
+	}
+	leaf := chain[0]
+	return x509Issued("identity", key, x509Response{
+		Certificate: string(data[1]),
+		Bundle:      string(data[2]),
+		SPIFFEID:    leaf.URIs[0].String(),
+		Serial:      leaf.SerialNumber.Text(16),
+	})
+}
+
+// readBounded reads a whole file of at most limit bytes.
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
+
+// tlsCertificate returns c as a client certificate for calls to the broker.
+func tlsCertificate(c *issued) *tls.Certificate {
+	cert := &tls.Certificate{PrivateKey: c.key, Leaf: c.chain[0]}
+	for _, der := range c.chain {
+		cert.Certificate = append(cert.Certificate, der.Raw)
+	}
+	return cert
+}

@@ -1,0 +1,73 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ward.dev/ward/test/wardtest"
+)
+
+// TestInitOnlySavedIdentity runs an init-only agent twice on one
+// join token, as a restarted init container would: the second run renews
+// with the certificate the first saved in state_dir. Without state_dir, or
+// with the saved key damaged, the spent token is all there is and the run
+// fails naming it.
+func TestInitOnlySavedIdentity(t *testing.T) {
+	t.Parallel()
+	srv := wardtest.StartDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	dir := t.TempDir()
+	state, out := filepath.Join(dir, "state"), filepath.Join(dir, "out")
+	token := joinToken(t, srv, dir, webID)
+	config := func(stateLine string) string {
+		return fmt.Sprintf(`
+broker: {addr: %s, ca_file: %s}
+auth: {method: join_token, join_token_file: %s}
+output_dir: %s
+%s
+credentials:
+  - {name: svid, path: x509, ttl: 1m}
+`, srv.Addr(), srv.CACertPath(), token, out, stateLine)
+	}
+	run := func(yaml string) error {
+		a, err := newInitAgent(t, dir, yaml)
+		if err != nil {
+			t.Fatalf("agent config: %v", err)
+		}
+		return a.InitOnly(ctx)
+	}
+
+	withState := config("state_dir: " + state)
+	if err := run(withState); err != nil {
+		t.Fatalf("first InitOnly = %v", err)
+	}
+	for _, name := range []string{"agent.key.pem", "agent.cert.pem", "agent.bundle.pem"} {
+		checkMode(t, filepath.Join(state, name), 0o600)
+	}
+	checkMode(t, state, 0o700)
+	first := readCert(t, filepath.Join(out, "svid.cert.pem"))
+
+	if err := run(withState); err != nil {
+		t.Fatalf("second InitOnly with the saved certificate = %v", err)
+	}
+	if second := readCert(t, filepath.Join(out, "svid.cert.pem")); second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Error("second run wrote the first run's certificate, want a new one")
+	}
+
+	if err := run(config("")); err == nil || !strings.Contains(err.Error(), "join token") {
+		t.Errorf("InitOnly without state_dir on a spent token = %v, want an error naming the join token", err)
+	}
+	if err := os.WriteFile(filepath.Join(state, "agent.key.pem"), []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(withState); err == nil || !strings.Contains(err.Error(), "join token") {
+		t.Errorf("InitOnly with a damaged saved key = %v, want an error naming the join token", err)
+	}
+}
