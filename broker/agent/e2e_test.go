@@ -253,7 +253,7 @@ health: {listen: %s}
 	}
 
 	// The agent keeps renewing, so a temporary file may exist for the few
-	// milliseconds of a write; one that is still there seconds later leaked.
+	// milliseconds of a write. One that is still there seconds later leaked.
 	waitFor(t, 5*time.Second, "no temporary file in the output directory", func() bool {
 		entries, err := os.ReadDir(out)
 		if err != nil {

@@ -34,7 +34,7 @@ func (s *Server) openPGProxy() error {
 	}
 	if pcfg.Policy != (pgproxy.PolicyFiles{}) {
 		// Accepting the key would let a reader believe those files decide.
-		return fmt.Errorf("%s: ward serve decides with its own policy (the policy: section); remove this key, which only ward pgproxy reads", s.cfg.Where("pgproxy.policy"))
+		return fmt.Errorf("%s: ward serve decides with its own policy (the policy: section). Remove this key, which only ward pgproxy reads", s.cfg.Where("pgproxy.policy"))
 	}
 	// Without a key file of its own, the proxy masks with the server's
 	// masking key, so its tokens match those of the tokenize API.

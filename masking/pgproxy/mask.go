@@ -243,7 +243,7 @@ func maskValue(a columnAction, types *pgtype.Map, v, entity []byte) []byte {
 	return []byte(out)
 }
 
-// redactedBytes is shared by every redacted value; nothing writes to it.
+// redactedBytes is shared by every redacted value, so nothing may write to it.
 var redactedBytes = []byte(redactedText)
 
 func redactedValue(a columnAction) []byte {
