@@ -117,11 +117,17 @@ func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, 
 		}
 	}
 
-	pre, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data")
+	// The three schema dumps read the same snapshot and do not depend on
+	// each other, so they run at once, and the post-data one overlaps with
+	// the data copy.
+	preDump := startDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data")
+	dropsDump := startDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data", "--clean", "--if-exists")
+	postDump := startDump(ctx, opts, "--snapshot="+snapshot, "--section=post-data")
+	pre, err := preDump.wait()
 	if err != nil {
 		return nil, err
 	}
-	drops, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=pre-data", "--clean", "--if-exists")
+	drops, err := dropsDump.wait()
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +152,7 @@ func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, 
 		return nil, err
 	}
 	log.Info("creating indexes and constraints", "phase", "post-data")
-	post, err := runDump(ctx, opts, "--snapshot="+snapshot, "--section=post-data")
+	post, err := postDump.wait()
 	if err != nil {
 		return nil, err
 	}
@@ -231,6 +237,30 @@ func runDump(ctx context.Context, opts DBOptions, flags ...string) ([]byte, erro
 		return nil, fmt.Errorf("pg_dump %s: %w: %s", strings.Join(flags, " "), err, strings.TrimSpace(stderr.String()))
 	}
 	return out, nil
+}
+
+// pendingDump is a pg_dump run in progress.
+type pendingDump struct {
+	done chan struct{}
+	out  []byte
+	err  error
+}
+
+// startDump starts runDump in a goroutine. Canceling ctx stops pg_dump, so
+// a dump the caller no longer waits for ends with the copy.
+func startDump(ctx context.Context, opts DBOptions, flags ...string) *pendingDump {
+	d := &pendingDump{done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.out, d.err = runDump(ctx, opts, flags...)
+	}()
+	return d
+}
+
+// wait returns the dump's output once pg_dump has exited.
+func (d *pendingDump) wait() ([]byte, error) {
+	<-d.done
+	return d.out, d.err
 }
 
 // runPSQL runs script on the target in one transaction, stopping at the
