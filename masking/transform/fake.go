@@ -31,34 +31,61 @@ func longest(lists ...[]string) int {
 	return total
 }
 
+// Word lists of gofakeit, read once.
+var (
+	firstNames = data.Person["first"]
+	lastNames  = data.Person["last"]
+	cities     = data.Address["city"]
+	states     = data.Address["state"]
+	countries  = data.Address["country"]
+	companies  = data.Company["name"]
+)
+
+// pick returns a kind that draws one word of list. It makes the one draw,
+// f.IntN(len(list)), that gofakeit's getters such as FirstName and City
+// make, so it gives their values without their two map lookups per word.
+func pick(list []string) func(*gofakeit.Faker) string {
+	return func(f *gofakeit.Faker) string { return list[f.IntN(len(list))] }
+}
+
+// fakeName draws a first and a last name, as gofakeit's Name does.
+func fakeName(f *gofakeit.Faker) string {
+	first := firstNames[f.IntN(len(firstNames))]
+	return first + " " + lastNames[f.IntN(len(lastNames))]
+}
+
 // fakeKinds are the kinds of the fake transformer. The length bounds come
 // from gofakeit's word lists, plus the separators each kind adds.
 var fakeKinds = map[string]fakeKind{
-	"name":       {(*gofakeit.Faker).Name, longest(data.Person["first"], data.Person["last"]) + 1},
-	"first_name": {(*gofakeit.Faker).FirstName, longest(data.Person["first"])},
-	"last_name":  {(*gofakeit.Faker).LastName, longest(data.Person["last"])},
-	"email":      {fakeEmail, longest(data.Person["first"], data.Person["last"]) + len(".@example.com")},
+	"name":       {fakeName, longest(firstNames, lastNames) + 1},
+	"first_name": {pick(firstNames), longest(firstNames)},
+	"last_name":  {pick(lastNames), longest(lastNames)},
+	"email":      {fakeEmail, longest(firstNames, lastNames) + len(".@example.com")},
 	"phone":      {(*gofakeit.Faker).PhoneFormatted, longest(data.Person["phone"])},
 	"street":     {(*gofakeit.Faker).Street, 5 + 2 + longest(data.Address["street_prefix"], data.Address["street_name"], data.Address["street_suffix"])},
-	"city":       {(*gofakeit.Faker).City, longest(data.Address["city"])},
-	"state":      {(*gofakeit.Faker).State, longest(data.Address["state"])},
+	"city":       {pick(cities), longest(cities)},
+	"state":      {pick(states), longest(states)},
 	"zip":        {(*gofakeit.Faker).Zip, 5},
-	"country":    {(*gofakeit.Faker).Country, longest(data.Address["country"])},
-	"company":    {(*gofakeit.Faker).Company, longest(data.Company["name"])},
-	"username":   {fakeUsername, longest(data.Person["first"], data.Person["last"]) + 3},
+	"country":    {pick(countries), longest(countries)},
+	"company":    {pick(companies), longest(companies)},
+	"username":   {fakeUsername, longest(firstNames, lastNames) + 3},
 }
 
 // fakeUsername builds first.last plus one digit. gofakeit's own usernames
 // append a random word, which has no useful length bound.
 func fakeUsername(f *gofakeit.Faker) string {
-	return strings.ToLower(f.FirstName()+"."+f.LastName()) + string(rune('0'+f.IntN(10)))
+	first := firstNames[f.IntN(len(firstNames))]
+	last := lastNames[f.IntN(len(lastNames))]
+	return strings.ToLower(first+"."+last) + string(rune('0'+f.IntN(10)))
 }
 
 // fakeEmail builds first.last at a domain reserved by RFC 2606, because
 // gofakeit's own e-mail addresses use real top-level domains.
 func fakeEmail(f *gofakeit.Faker) string {
 	domain := fakeDomains[f.IntN(len(fakeDomains))]
-	return strings.ToLower(f.FirstName()+"."+f.LastName()) + "@" + domain
+	first := firstNames[f.IntN(len(firstNames))]
+	last := lastNames[f.IntN(len(lastNames))]
+	return strings.ToLower(first+"."+last) + "@" + domain
 }
 
 // fakeT replaces a value with a realistic fake of the same kind, chosen by

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/brianvoe/gofakeit/v7"
+
 	"ward.dev/ward/crypto/secret"
 )
 
@@ -178,4 +180,30 @@ func mustKeys(t *testing.T) *Keys {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestFakePicksMatchGofakeit checks that the list picks of the fake kinds
+// draw what gofakeit's own getters draw from the same generator state.
+func TestFakePicksMatchGofakeit(t *testing.T) {
+	getters := map[string]func(*gofakeit.Faker) string{
+		"name":       (*gofakeit.Faker).Name,
+		"first_name": (*gofakeit.Faker).FirstName,
+		"last_name":  (*gofakeit.Faker).LastName,
+		"city":       (*gofakeit.Faker).City,
+		"state":      (*gofakeit.Faker).State,
+		"country":    (*gofakeit.Faker).Country,
+		"company":    (*gofakeit.Faker).Company,
+	}
+	for kind, getter := range getters {
+		for seed := range uint64(3000) {
+			ours := gofakeit.NewFaker(rand.NewPCG(seed, ^seed), false)
+			theirs := gofakeit.NewFaker(rand.NewPCG(seed, ^seed), false)
+			// Three draws in a row also compare the generator state after each.
+			for range 3 {
+				if got, want := fakeKinds[kind].make(ours), getter(theirs); got != want {
+					t.Fatalf("fake %s with seed %d = %q, gofakeit gives %q", kind, seed, got, want)
+				}
+			}
+		}
+	}
 }
