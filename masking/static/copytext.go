@@ -18,7 +18,10 @@ var errCopyEscape = errors.New("invalid backslash escape in COPY data")
 func decodeCopyRow(line string, row []rules.Field) ([]rules.Field, error) {
 	row = row[:0]
 	for {
-		field, rest, more := strings.Cut(line, "\t")
+		field, rest, more := line, "", false
+		if i := strings.IndexByte(line, '\t'); i >= 0 {
+			field, rest, more = line[:i], line[i+1:], true
+		}
 		if field == `\N` {
 			row = append(row, rules.Field{Null: true})
 		} else {
@@ -36,7 +39,7 @@ func decodeCopyRow(line string, row []rules.Field) ([]rules.Field, error) {
 }
 
 func decodeCopyField(s string) (string, error) {
-	if !strings.Contains(s, `\`) {
+	if strings.IndexByte(s, '\\') < 0 {
 		return s, nil
 	}
 	var b strings.Builder
@@ -105,6 +108,9 @@ func hexVal(c byte) int {
 	return int(c - '0')
 }
 
+// copyEscapes marks the bytes that appendCopyRow escapes.
+var copyEscapes = [256]bool{'\\': true, '\t': true, '\n': true, '\r': true}
+
 // appendCopyRow appends row as one COPY text line with its newline.
 func appendCopyRow(dst []byte, row []rules.Field) []byte {
 	for i, f := range row {
@@ -115,8 +121,16 @@ func appendCopyRow(dst []byte, row []rules.Field) []byte {
 			dst = append(dst, `\N`...)
 			continue
 		}
-		for j := 0; j < len(f.Text); j++ {
-			switch c := f.Text[j]; c {
+
+		// Runs of bytes that need no escape are appended whole.
+		text, start := f.Text, 0
+		for j := 0; j < len(text); j++ {
+			c := text[j]
+			if !copyEscapes[c] {
+				continue
+			}
+			dst = append(dst, text[start:j]...)
+			switch c {
 			case '\\':
 				dst = append(dst, `\\`...)
 			case '\t':
@@ -125,10 +139,10 @@ func appendCopyRow(dst []byte, row []rules.Field) []byte {
 				dst = append(dst, `\n`...)
 			case '\r':
 				dst = append(dst, `\r`...)
-			default:
-				dst = append(dst, c)
 			}
+			start = j + 1
 		}
+		dst = append(dst, text[start:]...)
 	}
 	return append(dst, '\n')
 }
