@@ -135,11 +135,13 @@ func (c *FF1) putRound(st *ff1Round) {
 	c.rounds.Put(st)
 }
 
-// subtle16 XORs src into dst.
+// subtle16 XORs src into dst, eight bytes at a time.
 func subtle16(dst *[16]byte, src []byte) {
-	for i := range dst {
-		dst[i] ^= src[i]
-	}
+	_ = src[15]
+	lo := binary.LittleEndian.Uint64(dst[:8]) ^ binary.LittleEndian.Uint64(src[:8])
+	hi := binary.LittleEndian.Uint64(dst[8:]) ^ binary.LittleEndian.Uint64(src[8:16])
+	binary.LittleEndian.PutUint64(dst[:8], lo)
+	binary.LittleEndian.PutUint64(dst[8:], hi)
 }
 
 // prf computes S for round i; numB must already be in the last b bytes of
@@ -203,7 +205,6 @@ func (c *FF1) fast(st *ff1Round, x, out []uint16, u int, mu, mv uint64, decrypt 
 	a := numUint64(x[:u], r)
 	b := numUint64(x[u:], r)
 	numB := st.tail[len(st.tail)-st.b:]
-	var be [8]byte
 
 	for k := range 10 {
 		i, m := k, mu
@@ -219,8 +220,9 @@ func (c *FF1) fast(st *ff1Round, x, out []uint16, u int, mu, mv uint64, decrypt 
 		if decrypt {
 			in = a
 		}
-		binary.BigEndian.PutUint64(be[:], in)
-		copy(numB, be[8-st.b:])
+		for j := range numB {
+			numB[len(numB)-1-j] = byte(in >> (8 * j))
+		}
 		y := modBytes(st.prf(i), m)
 
 		if decrypt {
