@@ -284,3 +284,87 @@ func textToBinary(types *pgtype.Map, oid uint32, s string) ([]byte, bool) {
 	}
 	return b, true
 }
+
+// Bounds of row batches: rows of one result set are masked together once
+// batchRows have arrived, or sooner when no more upstream data is buffered.
+// Below parallelRows a batch is masked on the calling goroutine, since
+// starting a second one costs more than it saves.
+const (
+	batchRows    = 256
+	parallelRows = 16
+)
+
+// rowBatch collects the DataRows of one result set whose values need
+// masking, so that two goroutines can mask them on two cores while
+// the relay keeps their order. It is used by one goroutine at a time.
+type rowBatch struct {
+	plan *resultPlan
+	rows []*pgproto3.DataRow
+	// helperTypes is the second goroutine's type map: pgtype.Map caches
+	// plans and is not safe for concurrent use.
+	helperTypes *pgtype.Map
+}
+
+// add copies row into the batch: the relay's row aliases a read buffer that
+// the next Receive overwrites. A row of another plan goes in a new batch,
+// so the caller must mask the batch first.
+func (b *rowBatch) add(plan *resultPlan, row *pgproto3.DataRow) {
+	b.plan = plan
+	size := 0
+	for _, v := range row.Values {
+		size += len(v)
+	}
+	buf := make([]byte, 0, size)
+	c := &pgproto3.DataRow{Values: make([][]byte, len(row.Values))}
+	for i, v := range row.Values {
+		if v == nil {
+			continue
+		}
+		start := len(buf)
+		buf = append(buf, v...)
+		c.Values[i] = buf[start:len(buf):len(buf)]
+	}
+	b.rows = append(b.rows, c)
+}
+
+// full reports whether the batch should be masked now.
+func (b *rowBatch) full() bool { return len(b.rows) >= batchRows }
+
+// take masks the batch's rows and returns them in arrival order, leaving
+// the batch empty. The returned rows stay valid until the next add.
+func (b *rowBatch) take(types *pgtype.Map) []*pgproto3.DataRow {
+	rows := b.rows
+	b.rows = b.rows[:0]
+	if len(rows) < parallelRows || b.plan.ordered() {
+		for _, r := range rows {
+			maskRow(b.plan, types, r)
+		}
+		return rows
+	}
+	if b.helperTypes == nil {
+		b.helperTypes = pgtype.NewMap()
+	}
+	half := len(rows) / 2
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for _, r := range rows[:half] {
+			maskRow(b.plan, b.helperTypes, r)
+		}
+	})
+	for _, r := range rows[half:] {
+		maskRow(b.plan, types, r)
+	}
+	wg.Wait()
+	return rows
+}
+
+// ordered reports whether a masked column's output depends on the order of
+// rows (fake on a unique column), so its rows must be masked in order.
+func (p *resultPlan) ordered() bool {
+	for _, a := range p.cols {
+		if a.masker != nil && a.masker.table.Ordered() {
+			return true
+		}
+	}
+	return false
+}
