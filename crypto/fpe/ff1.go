@@ -8,6 +8,7 @@ import (
 	"math/big"
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // FF1 is the FF1 mode of SP 800-38G Rev. 1 with AES-128, -192 or -256 and a
@@ -19,6 +20,17 @@ type FF1 struct {
 	minLen int
 	// rounds pools *ff1Round, so that a call allocates only its output.
 	rounds sync.Pool
+	// lastP caches the encryption of the block P for the last lengths
+	// seen. P depends only on the radix and the lengths, and a column
+	// usually has values of one length.
+	lastP atomic.Pointer[encryptedP]
+}
+
+// encryptedP is CIPH_K(P) for the half length u, input length n and tweak
+// length t.
+type encryptedP struct {
+	u, n, t int
+	block   [16]byte
 }
 
 // NewFF1 returns an FF1 cipher for numerals in base radix. The key is 16, 24
@@ -78,7 +90,7 @@ const maxPooledQ = 256
 
 // reset prepares st for one call. It builds P and Q and folds the blocks
 // of Q that do not change between rounds into the chaining value.
-func (st *ff1Round) reset(block cipher.Block, radix, u, n, b int, tweak []byte) {
+func (st *ff1Round) reset(block cipher.Block, cache *atomic.Pointer[encryptedP], radix, u, n, b int, tweak []byte) {
 	t := len(tweak)
 	d := 4*((b+3)/4) + 4
 	pad := ((-t-b-1)%16 + 16) % 16
@@ -87,10 +99,15 @@ func (st *ff1Round) reset(block cipher.Block, radix, u, n, b int, tweak []byte) 
 
 	st.block, st.b, st.d, st.q = block, b, d, q
 	st.s = grow(st.s, ((d+15)/16)*16)
-	st.p = [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
-	binary.BigEndian.PutUint32(st.p[8:12], uint32(n))
-	binary.BigEndian.PutUint32(st.p[12:16], uint32(t))
-	block.Encrypt(st.h[:], st.p[:])
+	if last := cache.Load(); last != nil && last.u == u && last.n == n && last.t == t {
+		st.h = last.block
+	} else {
+		st.p = [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
+		binary.BigEndian.PutUint32(st.p[8:12], uint32(n))
+		binary.BigEndian.PutUint32(st.p[12:16], uint32(t))
+		block.Encrypt(st.h[:], st.p[:])
+		cache.Store(&encryptedP{u: u, n: n, t: t, block: st.h})
+	}
 
 	// Blocks of Q that end before the round byte [i] are the same in every
 	// round, so they are folded into the chaining value once.
@@ -119,7 +136,7 @@ func (c *FF1) getRound(u, n, b int, tweak []byte) *ff1Round {
 	if st == nil {
 		st = &ff1Round{}
 	}
-	st.reset(c.block, c.radix, u, n, b, tweak)
+	st.reset(c.block, &c.lastP, c.radix, u, n, b, tweak)
 	return st
 }
 
