@@ -163,8 +163,11 @@ func (t *emailT) Transform(value, _ string) (string, error) {
 		domain = t.fakeDomain(domain)
 	}
 
+	// Base32 maps each 5 bytes to 8 characters on their own, so encoding
+	// the whole 5-byte groups that cover localLen gives the same prefix.
 	var buf [128]byte
-	out := lowerBase32.AppendEncode(buf[:0], sum[:])[:t.localLen]
+	n := min(len(sum), (t.localLen+7)/8*5)
+	out := lowerBase32.AppendEncode(buf[:0], sum[:n])[:t.localLen]
 	out = append(out, '@')
 	out = append(out, domain...)
 	return string(out), nil
