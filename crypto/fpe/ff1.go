@@ -21,8 +21,8 @@ type FF1 struct {
 	// rounds pools *ff1Round, so that a call allocates only its output.
 	rounds sync.Pool
 	// lastP caches the encryption of the block P for the last lengths
-	// seen. P depends only on the radix and the lengths, and a column
-	// usually has values of one length.
+	// seen. P depends only on the radix and the lengths, and values of one
+	// column often share their length.
 	lastP atomic.Pointer[encryptedP]
 }
 
