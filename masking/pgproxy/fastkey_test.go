@@ -100,7 +100,7 @@ func checkFastKey(t *testing.T, sql string) (string, bool) {
 }
 
 // literalVariant returns sql with every constant replaced by another of
-// the same kind, from pg_query's tokens.
+// the same kind, from pg_query's tokens, or for n = 3 by the string '7'.
 func literalVariant(sql string, n int) (string, error) {
 	scan, err := pg_query.Scan(sql)
 	if err != nil {
@@ -123,8 +123,13 @@ func literalVariant(sql string, n int) (string, error) {
 		default:
 			continue
 		}
+		if n == 3 {
+			repl = "'7'"
+		}
+		// Spaces keep a replacement from joining a neighbouring token, as
+		// '7' would with a following '' string.
 		b.WriteString(sql[last:tok.Start])
-		b.WriteString(repl)
+		b.WriteString(" " + repl + " ")
 		last = int(tok.End)
 	}
 	b.WriteString(sql[last:])
@@ -155,16 +160,29 @@ func checkSameAnalysis(t *testing.T, sql, key string) {
 	t.Helper()
 	cat := testCatalog()
 	want := analysisText(parseStatements(context.Background(), cat, sql))
-	for n := range 3 {
+	for n := range 4 {
 		other, err := literalVariant(sql, n)
 		if err != nil {
 			t.Fatalf("literalVariant(%q): %v", sql, err)
 		}
 		otherKey, ok := checkFastKey(t, other)
-		if !ok || otherKey != key {
+		if n == 3 {
+			// Strings in place of numbers may join a neighbouring string
+			// (PostgreSQL joins constants separated by a newline), so this
+			// variant is compared only when its key is still the same.
+			if ok && otherKey != key || !ok && literalFreeKey(other) != literalFreeKey(sql) {
+				continue
+			}
+		} else if !ok || otherKey != key {
 			t.Fatalf("fast key of %q = %q, %v, want %q as for %q", other, otherKey, ok, key, sql)
 		}
-		if got := analysisText(parseStatements(context.Background(), cat, other)); got != want {
+		got := analysisText(parseStatements(context.Background(), cat, other))
+		if n == 3 && (got == "parse error" || want == "parse error") {
+			// A string where the grammar takes only a number, as in
+			// interval(2), is a parse error, and the statement is not cached.
+			continue
+		}
+		if got != want {
 			t.Fatalf("analysis of %q = %s, want %s as for %q, which has the same key", other, got, want, sql)
 		}
 	}
