@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	sqlite "modernc.org/sqlite"
 )
@@ -16,13 +17,37 @@ const insertLeaseSQL = `INSERT INTO leases
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 type insertRequest struct {
-	lease Lease
-	meta  string
-	err   chan error
+	lease  Lease
+	meta   string
+	queued time.Time
+	err    chan error
 }
 
 // maxBatch bounds how many inserts one transaction carries.
 const maxBatch = 256
+
+// maxGapWindows caps, in commit windows, the interval between two inserts
+// that the arrival rate counts.
+const maxGapWindows = 16
+
+// DefaultCommitWindow is the commit window of a Store opened without
+// WithCommitWindow.
+const DefaultCommitWindow = time.Millisecond
+
+// WithCommitWindow sets how long the group commit may hold an insert back
+// to gather others into its transaction, counted from when the insert was
+// queued. It holds inserts back only while the mean interval between recent
+// inserts is shorter than the window, so inserts that arrive seldom are
+// committed at once. Zero turns the wait off: a transaction then carries
+// only the inserts that queued up during the previous commit.
+//
+// Each commit ends in an fsync, which takes longer than the inserts it
+// makes durable. Without the wait, a steady stream of inserts mostly
+// commits one lease per transaction, so holding each insert back for up to
+// one window saves most of the fsyncs and the thread switches around them.
+func WithCommitWindow(d time.Duration) Option {
+	return func(s *Store) { s.window = max(d, 0) }
+}
 
 // InsertLease stores a new lease and returns once it is durable.
 func (s *Store) InsertLease(ctx context.Context, l Lease) error {
@@ -30,7 +55,7 @@ func (s *Store) InsertLease(ctx context.Context, l Lease) error {
 	if err != nil {
 		return fmt.Errorf("store: encode lease meta: %w", err)
 	}
-	req := insertRequest{lease: l, meta: string(meta), err: make(chan error, 1)}
+	req := insertRequest{lease: l, meta: string(meta), queued: time.Now(), err: make(chan error, 1)}
 
 	select {
 	case s.inserts <- req:
@@ -46,32 +71,57 @@ func (s *Store) InsertLease(ctx context.Context, l Lease) error {
 	return <-req.err
 }
 
-// groupCommit drains the insert queue, committing whatever has queued up
-// while the previous transaction was being written.
+// groupCommit drains the insert queue. Each transaction carries whatever
+// queued up while the previous one was being written, and, while inserts
+// arrive often, those that arrive within the commit window of the first.
 func (s *Store) groupCommit() {
 	defer close(s.stopped)
 	batch := make([]insertRequest, 0, maxBatch)
+	window := time.NewTimer(time.Hour)
+	window.Stop()
 	for {
 		batch = batch[:0]
 		select {
 		case req := <-s.inserts:
-			batch = append(batch, req)
+			batch = s.add(batch, req)
 		case <-s.done:
 			s.drain()
 			return
 		}
 
-	fill:
+	queued:
 		for len(batch) < maxBatch {
 			select {
 			case req := <-s.inserts:
-				batch = append(batch, req)
+				batch = s.add(batch, req)
 			default:
-				break fill
+				break queued
 			}
+		}
+
+		if s.window > 0 && len(batch) < maxBatch && s.arrival.meanGap < s.window {
+			window.Reset(time.Until(batch[0].queued.Add(s.window)))
+		gather:
+			for len(batch) < maxBatch {
+				select {
+				case req := <-s.inserts:
+					batch = s.add(batch, req)
+				case <-window.C:
+					break gather
+				case <-s.done:
+					break gather
+				}
+			}
+			window.Stop()
 		}
 		s.commit(batch)
 	}
+}
+
+// add appends req to batch and records its arrival.
+func (s *Store) add(batch []insertRequest, req insertRequest) []insertRequest {
+	s.arrival.observe(req.queued, maxGapWindows*s.window)
+	return append(batch, req)
 }
 
 // drain commits the inserts still queued at Close.
@@ -127,6 +177,7 @@ func (s *Store) insertBatch(batch []insertRequest) (failed int, err error) {
 	if err := tx.Commit(); err != nil {
 		return -1, fmt.Errorf("store: commit of %d leases failed, none stored: %w", len(batch), err)
 	}
+	s.commits.Add(1)
 	return -1, nil
 }
 
@@ -144,4 +195,29 @@ func prepareInsert(db *sql.DB) (*sql.Stmt, error) {
 		return nil, fmt.Errorf("store: prepare lease insert: %w", err)
 	}
 	return stmt, nil
+}
+
+// arrivalRate tracks the mean interval between inserts as an exponentially
+// weighted moving average, each new interval weighing 1/8. Intervals count
+// at most maxGap, so that the mean falls below a commit window within about
+// twenty inserts once a burst begins, even after a long idle spell. It
+// starts at maxGap, so the first inserts are not held back.
+type arrivalRate struct {
+	last    time.Time
+	meanGap time.Duration
+}
+
+// observe records an insert queued at t; maxGap caps the interval it adds.
+func (a *arrivalRate) observe(t time.Time, maxGap time.Duration) {
+	if a.last.IsZero() {
+		a.last, a.meanGap = t, maxGap
+		return
+	}
+	// Inserts queued by concurrent callers can be taken slightly out of
+	// order; such an interval counts as zero.
+	gap := min(max(t.Sub(a.last), 0), maxGap)
+	a.meanGap += (gap - a.meanGap) / 8
+	if t.After(a.last) {
+		a.last = t
+	}
 }

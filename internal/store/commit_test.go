@@ -214,3 +214,148 @@ func BenchmarkInsertLease(b *testing.B) {
 		})
 	})
 }
+
+// warmUp queues n inserts at once, so that the arrival rate is high.
+func warmUp(t *testing.T, s *Store, prefix string, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.InsertLease(context.Background(), testLease(fmt.Sprintf("%s/%d", prefix, i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestCommitWindowLoneInsertNotHeld(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "ward.db"), WithCommitWindow(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	for i := range 3 {
+		start := time.Now()
+		if err := s.InsertLease(context.Background(), testLease(fmt.Sprintf("x509/a/%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took > 30*time.Second {
+			t.Errorf("InsertLease %d alone took %v, want no wait for the one-minute window", i, took)
+		}
+	}
+}
+
+func TestCommitWindowGathersSpacedInserts(t *testing.T) {
+	const window = 500 * time.Millisecond
+	s, err := Open(filepath.Join(t.TempDir(), "ward.db"), WithCommitWindow(window))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	warmUp(t, s, "x509/warm", 64)
+
+	// Ten inserts queued 2 ms apart: each would commit alone, since a
+	// commit takes well under 2 ms, unless the window gathers them.
+	before := s.commits.Load()
+	start := time.Now()
+	ticker := time.NewTicker(2 * time.Millisecond)
+	defer ticker.Stop()
+	var wg sync.WaitGroup
+	for i := range 10 {
+		<-ticker.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.InsertLease(context.Background(), testLease(fmt.Sprintf("x509/spaced/%d", i))); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+
+	if got := s.commits.Load() - before; got > 3 {
+		t.Errorf("commits for 10 inserts 2 ms apart = %d, want at most 3 with a %v window", got, window)
+	}
+	if took := time.Since(start); took > 10*window {
+		t.Errorf("10 inserts took %v, want about one %v window", took, window)
+	}
+}
+
+func TestCommitWindowCloseCommitsHeldInserts(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ward.db")
+	s, err := Open(path, WithCommitWindow(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// After about twenty inserts of a burst the committer starts to hold
+	// inserts back for up to a minute; Close must commit them at once.
+	const n = 64
+	errs := make(chan error, n)
+	for i := range n {
+		go func() { errs <- s.InsertLease(context.Background(), testLease(fmt.Sprintf("x509/a/%d", i))) }()
+	}
+	for s.commits.Load() == 0 || len(s.inserts) > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("Close took %v, want it not to wait for the one-minute window", took)
+	}
+
+	acknowledged := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			acknowledged++
+		case !errors.Is(err, ErrClosed):
+			t.Errorf("InsertLease during Close = %v, want nil or ErrClosed", err)
+		}
+	}
+	reopened, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reopened.Close()
+	leases, err := reopened.ListLeases(context.Background(), LeaseFilter{Prefix: "x509/a/", Limit: 1000})
+	if err != nil || len(leases) != acknowledged {
+		t.Errorf("leases after reopen = %d, %v, want the %d acknowledged", len(leases), err, acknowledged)
+	}
+}
+
+func TestArrivalRate(t *testing.T) {
+	const maxGap = 16 * time.Millisecond
+	tests := []struct {
+		name     string
+		interval time.Duration
+		n        int
+		below    bool // whether the mean ends below 1 ms
+	}{
+		{"first insert", 0, 1, false},
+		{"sparse", 50 * time.Millisecond, 100, false},
+		{"every 2 ms", 2 * time.Millisecond, 100, false},
+		{"every 100 µs", 100 * time.Microsecond, 100, true},
+		{"burst at one instant", 0, 100, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var a arrivalRate
+			at := time.Unix(1000, 0)
+			for range tt.n {
+				a.observe(at, maxGap)
+				at = at.Add(tt.interval)
+			}
+			if got := a.meanGap < time.Millisecond; got != tt.below {
+				t.Errorf("meanGap after %d inserts %v apart = %v, want below 1ms %v", tt.n, tt.interval, a.meanGap, tt.below)
+			}
+		})
+	}
+}

@@ -6,9 +6,11 @@
 // contains it has committed with synchronous=FULL in WAL mode, so a lease that
 // was acknowledged survives a crash of the process or the machine. Concurrent
 // inserts are grouped into one transaction (group commit) to share the cost
-// of each fsync. An insert that violates a constraint fails alone, and a
-// failed commit fails every insert of its transaction. Join tokens are
-// stored only as SHA-256 digests.
+// of each fsync. While inserts arrive often, an insert may wait up to a
+// commit window (WithCommitWindow) for others to join its transaction. An
+// insert that violates a constraint fails alone, and a failed commit fails
+// every insert of its transaction. Join tokens are stored only as SHA-256
+// digests.
 //
 // A Store is safe for concurrent use.
 package store
@@ -21,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -88,11 +91,18 @@ type Store struct {
 	stopped     chan struct{}
 	closeOnce   sync.Once
 	closeErr    error
+
+	window  time.Duration // see WithCommitWindow
+	arrival arrivalRate   // owned by the group commit goroutine
+	commits atomic.Int64  // transactions committed by the group commit
 }
+
+// Option configures a Store.
+type Option func(*Store)
 
 // Open opens or creates the database file at path and starts the group-commit
 // writer. Close stops it.
-func Open(path string) (*Store, error) {
+func Open(path string, opts ...Option) (*Store, error) {
 	// The database holds lease records and token digests: readable by its
 	// owner only. SQLite gives its -wal and -shm files the same mode.
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
@@ -130,6 +140,10 @@ func Open(path string) (*Store, error) {
 		inserts:     make(chan insertRequest, 1024),
 		done:        make(chan struct{}),
 		stopped:     make(chan struct{}),
+		window:      DefaultCommitWindow,
+	}
+	for _, opt := range opts {
+		opt(s)
 	}
 	go s.groupCommit()
 	return s, nil
