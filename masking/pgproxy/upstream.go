@@ -17,17 +17,10 @@ func (s *session) relayUpstream() error {
 	// replaced a result with an error.
 	suppress := false
 	unflushed := 0
-	var batch rowBatch
 	for {
 		msg, err := s.fe.Receive()
 		if err != nil {
 			return err
-		}
-		if _, row := msg.(*pgproto3.DataRow); !row && len(batch.rows) > 0 {
-			// Rows go before whatever follows them, relayed or not.
-			if err := s.relayBatch(&batch); err != nil {
-				return err
-			}
 		}
 		head := s.head()
 		relay := !suppress
@@ -103,16 +96,7 @@ func (s *session) relayUpstream() error {
 				relay = false
 				break
 			}
-			if plan.masks && relay {
-				batch.add(plan, m)
-				relay = false
-				if batch.full() || s.fe.ReadBufferLen() == 0 {
-					if err := s.relayBatch(&batch); err != nil {
-						return err
-					}
-				}
-				break
-			}
+			maskRow(plan, s.types, m)
 
 		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
 			if head != nil && head.kind == expQuery {
@@ -286,16 +270,4 @@ func cloneFields(f []pgproto3.FieldDescription) []pgproto3.FieldDescription {
 		out[i].Name = bytes.Clone(fd.Name)
 	}
 	return out
-}
-
-// relayBatch masks the batched rows, sends them to the client in order and
-// flushes.
-func (s *session) relayBatch(b *rowBatch) error {
-	rows := b.take(s.types)
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	for _, r := range rows {
-		s.be.Send(r)
-	}
-	return s.be.Flush()
 }
