@@ -100,7 +100,10 @@ func decode(r *http.Request, v any) *apiError {
 			return errorf(http.StatusBadRequest, "invalid JSON: %v", err)
 		}
 	}
-	if dec.More() {
+	// Decoder.More reports false before a stray '}' or ']', so one more
+	// token is read instead. Anything but the end of the body is trailing
+	// data.
+	if _, err := dec.Token(); err != io.EOF {
 		return errorf(http.StatusBadRequest, "invalid JSON: data after the request object")
 	}
 	return nil
