@@ -11,8 +11,11 @@ import (
 	"ward.dev/ward/masking/rules"
 )
 
-// batchRows is the number of COPY rows masked as one unit of work.
-const batchRows = 512
+// batchRows is the number of COPY rows masked as one unit of work. In
+// BenchmarkCopyDatabase on two cores, 2048 gave about 5% more rows per
+// second than 512, through fewer hand-offs between goroutines. The
+// batches in flight stay a few megabytes for rows of about 100 bytes.
+const batchRows = 2048
 
 // rowBatch is a run of consecutive COPY text lines and their masked form.
 type rowBatch struct {
