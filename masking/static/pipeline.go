@@ -13,7 +13,7 @@ import (
 
 // batchRows is the number of COPY rows masked as one unit of work. In
 // BenchmarkCopyDatabase on two cores, 2048 gave about 5% more rows per
-// second than 512, through fewer hand-offs between goroutines. The
+// second than 512, probably through fewer hand-offs between goroutines. The
 // batches in flight stay a few megabytes for rows of about 100 bytes.
 const batchRows = 2048
 
