@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"ward.dev/ward/masking/transform"
@@ -272,4 +273,40 @@ func mustNewSpec(t *testing.T, keys *transform.Keys, c goldenCase) transform.Tra
 		t.Fatalf("New(%s, %v): %v", c.spec, c.params, err)
 	}
 	return tr
+}
+
+// TestGoldenConcurrent masks the pinned inputs of every case from four
+// goroutines sharing one transformer, so pooled and cached state is used
+// concurrently (run with -race), and checks the pinned outputs. Unique
+// fakes are left out because their outputs depend on call order.
+func TestGoldenConcurrent(t *testing.T) {
+	pinned := readGolden(t)
+	for _, c := range goldenCases {
+		if c.unique {
+			continue
+		}
+		want := pinned[c.name]
+		tr := mustNewSpec(t, testKeys(t, 7), c)
+		var wg sync.WaitGroup
+		errs := make(chan string, 4)
+		for g := range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range want {
+					w := want[(i+g*len(want)/4)%len(want)]
+					out, err := tr.Transform(w.in, w.entity)
+					if out != w.out || (err != nil) != w.failed {
+						errs <- fmt.Sprintf("%s: Transform(%q, %q) = %q (%v), want %q (failed %v)", c.name, w.in, w.entity, out, err, w.out, w.failed)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for e := range errs {
+			t.Error(e)
+		}
+	}
 }
