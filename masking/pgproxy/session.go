@@ -111,7 +111,7 @@ func (s *session) run() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := s.relayUpstream(); err != nil && !isClosed(err) {
+		if err := s.relayUpstream(); err != nil && !isClosed(err) && !errors.Is(err, errLexSettings) {
 			s.log.Warn("pgproxy upstream relay ended", "err", err)
 			s.sendFatal("08006", "ward pgproxy lost the connection to the database")
 		}

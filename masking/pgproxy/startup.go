@@ -81,6 +81,11 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 			params[k] = v
 		}
 	}
+	if enc, ok := params["client_encoding"]; ok && !safeEncoding(enc) {
+		s.log.Warn("pgproxy rejected client encoding", "remote", remote, "client_encoding", enc)
+		fail("22023", fmt.Sprintf("ward pgproxy does not support client_encoding %s: use UTF8 or a single-byte or EUC encoding", enc))
+		return
+	}
 	upCfg, err := pgconn.ParseConfig("")
 	if err != nil {
 		fail("08006", "ward pgproxy cannot reach the database")
@@ -115,6 +120,14 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	pid, key := s.register(sess)
 	defer s.unregister(pid)
 
+	for k, v := range up.ParameterStatuses {
+		if err := checkLexStatus(k, v); err != nil {
+			s.log.Error("pgproxy refused the upstream session", "remote", remote, "err", err)
+			up.Conn.Close()
+			fail("0A000", err.Error())
+			return
+		}
+	}
 	be.Send(&pgproto3.AuthenticationOk{})
 	for k, v := range up.ParameterStatuses {
 		if k == "session_authorization" {

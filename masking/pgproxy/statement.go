@@ -249,6 +249,9 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		if protectedSettings[name] {
 			st.protected = "SET or RESET " + name
 		}
+		if what := lexSettingChange(n.GetVariableSetStmt()); what != "" {
+			st.protected = what
+		}
 		if setsReadWrite(n.GetVariableSetStmt().Args) {
 			st.setWrite("SET " + name)
 		}

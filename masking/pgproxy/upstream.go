@@ -155,6 +155,15 @@ func (s *session) relayUpstream() error {
 				popped = true
 			}
 
+		case *pgproto3.ParameterStatus:
+			if err := checkLexStatus(m.Name, m.Value); err != nil {
+				// Statements already sent may have been lexed otherwise,
+				// so nothing more is relayed from this session.
+				s.log.Error("pgproxy ended a session whose lexing settings changed", "err", err)
+				s.sendFatal("0A000", err.Error())
+				return errLexSettings
+			}
+
 		case *pgproto3.NoticeResponse:
 			scrubNotice(m)
 

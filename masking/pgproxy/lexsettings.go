@@ -1,0 +1,83 @@
+package pgproxy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	pg_query "github.com/pganalyze/pg_query_go/v6"
+)
+
+// The proxy parses statements as PostgreSQL does with its defaults:
+// standard_conforming_strings on and a client encoding in which every byte
+// below 0x80 is the ASCII character. If the server lexed a text otherwise,
+// a quote or backslash would end a string in one parser and not in the
+// other, and a value could leave the server unmasked. So the proxy refuses
+// to change these settings and ends a session in which the server reports
+// that they changed anyway.
+
+// errLexSettings ends a session after the server reported a setting with
+// which it lexes statements differently from the proxy.
+var errLexSettings = errors.New("upstream lexing settings changed")
+
+// clientOnlyEncodings are PostgreSQL's client-only encodings, by name with
+// everything but letters and digits removed and lowercased (as PostgreSQL
+// compares encoding names), with their aliases. Their multibyte characters
+// can contain the bytes of a backslash.
+var clientOnlyEncodings = map[string]bool{
+	"sjis": true, "shiftjis": true, "mskanji": true, "win932": true, "windows932": true,
+	"shiftjis2004": true,
+	"big5":         true, "win950": true, "windows950": true,
+	"gbk": true, "win936": true, "windows936": true,
+	"uhc": true, "win949": true, "windows949": true,
+	"gb18030": true,
+	"johab":   true,
+}
+
+// safeEncoding reports whether the proxy lexes text in the client encoding
+// name as the server does.
+func safeEncoding(name string) bool {
+	var b strings.Builder
+	for _, c := range strings.ToLower(name) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
+			b.WriteRune(c)
+		}
+	}
+	return !clientOnlyEncodings[b.String()]
+}
+
+// lexSettingChange returns a description of a SET statement that would
+// make the server lex statements differently from the proxy, or "".
+func lexSettingChange(set *pg_query.VariableSetStmt) string {
+	name := strings.ToLower(set.Name)
+	switch name {
+	case "standard_conforming_strings", "backslash_quote":
+		return "SET or RESET " + name
+	case "client_encoding":
+		// RESET and DEFAULT return to the encoding the client started
+		// with, which the proxy checked at startup.
+		for _, a := range set.Args {
+			c := a.GetAConst()
+			if c == nil || c.GetSval() == nil || !safeEncoding(c.GetSval().GetSval()) {
+				return "SET client_encoding to an encoding other than UTF8 or a single-byte or EUC encoding"
+			}
+		}
+	}
+	return ""
+}
+
+// checkLexStatus returns an error when the server reports a setting with
+// which it would lex statements differently from the proxy.
+func checkLexStatus(name, value string) error {
+	switch strings.ToLower(name) {
+	case "standard_conforming_strings":
+		if !strings.EqualFold(value, "on") {
+			return fmt.Errorf("the database reports standard_conforming_strings=%s, which ward pgproxy does not support", value)
+		}
+	case "client_encoding":
+		if !safeEncoding(value) {
+			return fmt.Errorf("the database reports client_encoding=%s, a client-only encoding that ward pgproxy does not support", value)
+		}
+	}
+	return nil
+}

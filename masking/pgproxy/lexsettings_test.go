@@ -1,0 +1,55 @@
+package pgproxy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestLexSettingsGuarded checks that a client cannot make the server lex
+// statements differently from the proxy: standard_conforming_strings and
+// client-only encodings are refused by SET and at startup, and a session
+// whose upstream reports them is refused.
+func TestLexSettingsGuarded(t *testing.T) {
+	f := startProxy(t, "")
+	for _, q := range []string{
+		"SET standard_conforming_strings = off",
+		"SET SESSION standard_conforming_strings TO on",
+		"RESET standard_conforming_strings",
+		"SET backslash_quote = on",
+		"SET NAMES 'SJIS'",
+		"SET client_encoding = 'Shift-JIS'",
+		"SET client_encoding TO big5",
+		"SET LOCAL client_encoding = 'gb18030'",
+	} {
+		out, err := f.psql(t, "tester", testerPW, q)
+		if err == nil || !strings.Contains(out, "does not allow") {
+			t.Errorf("psql %q: err %v, output %q; want it rejected", q, err, out)
+		}
+	}
+	for _, q := range []string{"SET client_encoding = 'LATIN1'", "SET NAMES 'UTF8'", "RESET client_encoding"} {
+		if out, err := f.psql(t, "tester", testerPW, q); err != nil {
+			t.Errorf("psql %q = %v, %s; want it allowed", q, err, out)
+		}
+	}
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW)+"&client_encoding=SJIS")
+	if err == nil {
+		conn.Close(ctx)
+		t.Error("connect with client_encoding=SJIS succeeded, want it refused")
+	} else if !strings.Contains(err.Error(), "client_encoding") {
+		t.Errorf("connect with client_encoding=SJIS: %v, want an error naming client_encoding", err)
+	}
+
+	// A role default reaches the session without any statement; the proxy
+	// sees it in the server's parameter status and refuses the session.
+	direct(t, f.pg, "ALTER ROLE "+upstreamRole+" SET standard_conforming_strings = off")
+	t.Cleanup(func() { direct(t, f.pg, "ALTER ROLE "+upstreamRole+" RESET standard_conforming_strings") })
+	out, err := f.psql(t, "tester", testerPW, "SELECT 1")
+	if err == nil || !strings.Contains(out, "standard_conforming_strings") {
+		t.Errorf("session with standard_conforming_strings off upstream: err %v, output %q; want it refused", err, out)
+	}
+}
