@@ -66,6 +66,9 @@ type expectation struct {
 	headerPending bool
 	// local contains the messages of a response the proxy makes itself.
 	local []pgproto3.BackendMessage
+	// undo reverts what the message changed in the session's statements
+	// or portals when upstream fails or skips it. It runs with mu held.
+	undo func()
 }
 
 // session relays one client connection. Two goroutines use it: run reads
@@ -146,6 +149,9 @@ func (s *session) push(e *expectation) {
 		// Upstream ignores everything up to Sync after an error, so
 		// nothing but the Sync (or a simple query) gets a response.
 		if e.kind != expSync && e.kind != expQuery && !e.endsCycle() {
+			if e.undo != nil {
+				e.undo()
+			}
 			return
 		}
 		s.discarding = false
@@ -254,7 +260,7 @@ func (s *session) relayClient() error {
 				continue
 			}
 			s.mu.Lock()
-			_, replaces := s.stmts[m.Name]
+			prev, replaces := s.stmts[m.Name]
 			full := !replaces && len(s.stmts) >= maxSessionObjects
 			if !full {
 				s.stmts[m.Name] = p
@@ -266,7 +272,20 @@ func (s *session) relayClient() error {
 				}
 				continue
 			}
-			s.push(&expectation{kind: expParse, stmt: p})
+			// If upstream fails or skips this Parse (a name already in
+			// use, an earlier error in the batch), its statement keeps the
+			// old text, so the proxy must keep the old analysis too.
+			name := m.Name
+			s.push(&expectation{kind: expParse, stmt: p, undo: func() {
+				if s.stmts[name] != p {
+					return
+				}
+				if replaces {
+					s.stmts[name] = prev
+				} else {
+					delete(s.stmts, name)
+				}
+			}})
 			s.fe.Send(m)
 
 		case *pgproto3.Bind:
@@ -296,9 +315,24 @@ func (s *session) relayClient() error {
 				// an Execute of an unknown portal is described again.
 				clear(s.portals)
 			}
-			s.portals[m.DestinationPortal] = pt
+			name := m.DestinationPortal
+			prev, replaces := s.portals[name]
+			s.portals[name] = pt
+			if name != "" {
+				// FETCH can read a named portal like a cursor.
+				s.mergeCursor(name, p.st)
+			}
 			s.mu.Unlock()
-			s.push(&expectation{kind: expBind, portal: pt})
+			s.push(&expectation{kind: expBind, portal: pt, undo: func() {
+				if s.portals[name] != pt {
+					return
+				}
+				if replaces {
+					s.portals[name] = prev
+				} else {
+					delete(s.portals, name)
+				}
+			}})
 			s.fe.Send(m)
 
 		case *pgproto3.Describe:
@@ -414,20 +448,63 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		}
 	}
 	for _, st := range stmts {
+		s.mu.Lock()
+		// A statement that SQL prepares or deallocates is no longer the one
+		// the proxy traced under that name. Forgetting it makes a Bind of
+		// the name untraced, so its computed outputs are redacted.
+		if st.prepares != "" {
+			delete(s.stmts, st.prepares)
+		}
+		if st.deallocatesAll {
+			clear(s.stmts)
+		}
+		s.mu.Unlock()
 		if st.declares == "" {
 			continue
 		}
 		s.mu.Lock()
-		if len(s.cursors) >= maxSessionObjects {
-			// Cursors end with their transaction unless WITH HOLD, and
-			// CLOSE is not tracked, so old names are forgotten. A FETCH
-			// from a forgotten cursor has unknown lineage and is redacted.
-			clear(s.cursors)
-		}
-		s.cursors[st.declares] = st
+		s.mergeCursor(st.declares, st)
+		// Execute can run a cursor like a portal. An older portal of the
+		// same name is gone once the cursor exists, so it is forgotten
+		// and an Execute of the name is described afresh.
+		delete(s.portals, st.declares)
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// mergeCursor adds the lineage of st to the cursor name, for FETCH. The
+// proxy cannot tell for certain which DECLARE of a name the server holds
+// (one may have failed, been rolled back, or only been parsed), so each
+// output keeps the sources of every statement declared under the name in
+// this session. Outputs that differ in number are unknown and redacted.
+// It runs with mu held.
+func (s *session) mergeCursor(name string, st *statement) {
+	if len(s.cursors) >= maxSessionObjects {
+		// A FETCH from a forgotten cursor has unknown lineage and is
+		// redacted.
+		clear(s.cursors)
+	}
+	old, ok := s.cursors[name]
+	switch {
+	case !ok:
+		s.cursors[name] = st
+		return
+	case st == nil || old == nil:
+		s.cursors[name] = nil
+		return
+	}
+	merged := &statement{lineageErr: errLineage}
+	if old.outputs != nil && st.outputs != nil && len(old.outputs) == len(st.outputs) {
+		merged.lineageErr = nil
+		merged.outputs = make([]outputColumn, len(st.outputs))
+		for i := range st.outputs {
+			merged.outputs[i].name = st.outputs[i].name
+			merged.outputs[i].src.union(old.outputs[i].src)
+			merged.outputs[i].src.union(st.outputs[i].src)
+		}
+	}
+	s.cursors[name] = merged
 }
 
 // hidden reports whether the caller sees c only masked: Casbin denies

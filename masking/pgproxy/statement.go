@@ -26,6 +26,11 @@ type statement struct {
 	// declares and fetches name a cursor; a FETCH has the lineage of its
 	// cursor's query.
 	declares string
+	// prepares names the statement a SQL PREPARE or DEALLOCATE replaces or
+	// removes, which the extended protocol can bind too; deallocatesAll is
+	// set for DEALLOCATE ALL.
+	prepares       string
+	deallocatesAll bool
 	fetches  string
 	// protected names a change to a setting the proxy relies on, which is
 	// rejected in every write mode.
@@ -233,6 +238,17 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 	case n.GetFetchStmt() != nil:
 		st.fetches = n.GetFetchStmt().Portalname
 		st.lineageErr = errLineage
+	case n.GetPrepareStmt() != nil:
+		st.prepares = n.GetPrepareStmt().Name
+		st.setWrite("PREPARE")
+		st.lineageErr = errLineage
+	case n.GetDeallocateStmt() != nil:
+		if d := n.GetDeallocateStmt(); d.Name == "" {
+			st.deallocatesAll = true
+		} else {
+			st.prepares = d.Name
+		}
+		st.lineageErr = errLineage
 	case n.GetExplainStmt() != nil:
 		// EXPLAIN prints plans, not values; EXPLAIN ANALYZE runs the
 		// statement, so it is as much a write as the statement.
@@ -262,7 +278,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		}
 		st.lineageErr = errLineage
 	case n.GetClosePortalStmt() != nil, n.GetDiscardStmt() != nil, n.GetListenStmt() != nil,
-		n.GetUnlistenStmt() != nil, n.GetDeallocateStmt() != nil, n.GetNotifyStmt() != nil:
+		n.GetUnlistenStmt() != nil, n.GetNotifyStmt() != nil:
 		st.lineageErr = errLineage
 	default:
 		st.setWrite(statementName(n))

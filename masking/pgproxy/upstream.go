@@ -147,8 +147,17 @@ func (s *session) relayUpstream() error {
 				// expectations. A rejection the proxy queued in the same
 				// batch is dropped too, so the client sees one error.
 				s.mu.Lock()
+				var skipped []*expectation
 				for len(s.pending) > 0 && s.pending[0].kind != expSync && !s.pending[0].endsCycle() {
+					skipped = append(skipped, s.pending[0])
 					s.pending = s.pending[1:]
+				}
+				// Newest first, so each name returns to its state before
+				// the failed message.
+				for i := len(skipped) - 1; i >= 0; i-- {
+					if skipped[i].undo != nil {
+						skipped[i].undo()
+					}
 				}
 				s.discarding = len(s.pending) == 0
 				s.mu.Unlock()
