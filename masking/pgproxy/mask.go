@@ -61,7 +61,15 @@ type columnMasker struct {
 	// entity is the column a rule keys its transformer with (date-shift
 	// moves all dates of one customer alike).
 	entity string
+	// derivedSafe is set when every rule of the column is a transformer
+	// whose output keeps nothing of the input's characters or magnitude,
+	// so it may also mask values computed from the column.
+	derivedSafe bool
 }
+
+// derivationSafe are the transformers whose output reveals nothing of the
+// form of their input: a computed value masked by one leaks nothing.
+var derivationSafe = map[string]bool{"redact": true, "null": true, "hash": true, "tokenize": true, "fake": true}
 
 // mask returns the masked text of value; null reports a NULL result.
 // entity is the original value of the rule's entity column in the same
@@ -127,9 +135,14 @@ func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMask
 		ms.mu.Unlock()
 	}
 	m = &columnMasker{col: col, spec: spec, table: t, index: -1}
-	for _, r := range ms.plan.Rules(col) {
+	rs := ms.plan.Rules(col)
+	m.derivedSafe = len(rs) > 0
+	for _, r := range rs {
 		if r.Entity != "" {
 			m.entity = r.Entity
+		}
+		if !derivationSafe[r.Transformer] || r.JSONPath != "" || r.Elements {
+			m.derivedSafe = false
 		}
 	}
 	m.index = slices.Index(rel.Columns, col.Name)

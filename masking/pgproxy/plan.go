@@ -63,17 +63,18 @@ func (s *session) buildPlan(st *statement, fields []pgproto3.FieldDescription) (
 	direct := make([]sources, len(fields))
 	for i, f := range fields {
 		var src sources
-		known := false
+		known, plain := false, false
 		if st != nil && st.outputs != nil && len(st.outputs) == len(fields) {
 			src.union(st.outputs[i].src)
 			known = true
 		}
 		if f.TableOID != 0 {
-			origin, ok, lookupErr := s.origin(f.TableOID, f.TableAttributeNumber)
+			origin, ok, plainOrigin, lookupErr := s.origin(f.TableOID, f.TableAttributeNumber)
 			if lookupErr {
 				cacheable = false
 			}
 			if ok {
+				plain = plainOrigin
 				if !known {
 					src = origin
 				} else {
@@ -85,7 +86,10 @@ func (s *session) buildPlan(st *statement, fields []pgproto3.FieldDescription) (
 		if !known {
 			src.unknown = true
 		}
-		a, failed, err := s.action(src, f)
+		// An output is the stored value itself only when PostgreSQL names
+		// its table column and the statement traces it to that column alone.
+		plain = plain && !src.unknown && len(src.cols) == 1
+		a, failed, err := s.action(src, f, plain)
 		if err != nil {
 			return nil, false, err
 		}
@@ -140,29 +144,36 @@ func (s *session) linkEntities(p *resultPlan, lineage []sources) {
 
 // origin returns the lineage of a RowDescription origin column. failed
 // reports a catalog error, as opposed to an unknown relation or column.
-func (s *session) origin(oid uint32, attnum uint16) (src sources, ok, failed bool) {
+// plain reports whether the column holds stored values as they are: a
+// column of a table that no expression computes. A view's, materialized
+// view's or generated column may hold lower(email) or substr(phone, 3).
+func (s *session) origin(oid uint32, attnum uint16) (src sources, ok, plain, failed bool) {
 	rel, err := s.srv.catalog.relationByOID(s.ctx, oid)
 	if err != nil || rel == nil {
-		return sources{}, false, err != nil
+		return sources{}, false, false, err != nil
 	}
 	i := rel.columnIndex(int16(attnum))
 	if i < 0 {
-		return sources{}, false, false
+		return sources{}, false, false, false
 	}
 	r := &resolver{ctx: s.ctx, cat: s.srv.catalog}
 	cols, err := r.relationColumns(rel)
 	if err != nil || i >= len(cols) {
 		// A view whose definition cannot be traced fails the same way
 		// each time; a catalog error inside it may not.
-		return sources{}, false, err != nil && !errors.Is(err, errLineage)
+		return sources{}, false, false, err != nil && !errors.Is(err, errLineage)
 	}
-	return cols[i].src, true, false
+	plain = (rel.Kind == 'r' || rel.Kind == 'p' || rel.Kind == 'f') && (i >= len(rel.Generated) || rel.Generated[i] == "")
+	return cols[i].src, true, plain, false
 }
 
 // action decides one column: kept when the caller may unmask every source,
-// masked by the one rule of the masked sources, or redacted. failed
-// reports a redaction because a rule could not be loaded.
-func (s *session) action(src sources, f pgproto3.FieldDescription) (a columnAction, failed bool, err error) {
+// masked by the one rule of the masked sources, or redacted. A computed
+// output (not plain) is masked only by a transformer whose output shows
+// nothing of its input's form; partial, noise or fpe applied to, say,
+// substr(phone, k, 3) or salary - 50000 would give the hidden digits away.
+// failed reports a redaction because a rule could not be loaded.
+func (s *session) action(src sources, f pgproto3.FieldDescription, plain bool) (a columnAction, failed bool, err error) {
 	a = columnAction{oid: f.DataTypeOID, format: f.Format}
 	if src.unknown {
 		if s.srv.cfg.UnknownLineage == UnknownReject {
@@ -194,7 +205,11 @@ func (s *session) action(src sources, f pgproto3.FieldDescription) (a columnActi
 			chosen = m
 		}
 	}
-	if chosen != nil {
+	switch {
+	case chosen == nil:
+	case !plain && !chosen.derivedSafe:
+		a.kind = actionRedact
+	default:
 		a.kind, a.masker = actionMask, chosen
 	}
 	return a, false, nil

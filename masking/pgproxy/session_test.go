@@ -36,8 +36,10 @@ COMMIT;`)
 	if err != nil {
 		t.Fatalf("psql: %v\n%s", err, out)
 	}
-	if n := strings.Count(out, "@"); n != len(emails) {
-		t.Errorf("cursor returned %d e-mails, want %d", n, len(emails))
+	// lower(email) is computed, and the e-mail transformer keeps the
+	// domain part of its input, so the proxy redacts it.
+	if n := strings.Count(out, "REDACTED"); n != len(emails) {
+		t.Errorf("cursor returned %d redacted values, want %d", n, len(emails))
 	}
 	assertNoEmail(t, "cursor", out, emails)
 
