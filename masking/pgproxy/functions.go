@@ -15,6 +15,9 @@ var dataReadingBuiltins = []string{
 	"schema_to_xml_and_xmlschema", "database_to_xml", "database_to_xmlschema",
 	"database_to_xml_and_xmlschema", "lo_get", "lo_export", "loread", "pg_read_file",
 	"pg_read_binary_file", "dblink", "dblink_exec", "current_setting",
+	// ts_stat and ts_rewrite run a query given as text; the activity
+	// functions return other sessions' statements, which may quote values.
+	"ts_stat", "ts_rewrite", "pg_stat_get_activity", "pg_stat_get_backend_activity",
 }
 
 // opaqueFunction reports whether a call may read data the arguments do not

@@ -237,7 +237,7 @@ func (s *session) relayClient() error {
 		case *pgproto3.Query:
 			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
 			if rej := s.check(stmts, perr); rej != nil {
-				s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", rej.Message)
+				s.logRejection(rej)
 				s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
 				if err := s.flushLocal(); err != nil {
 					return err
@@ -404,10 +404,20 @@ func (s *session) relayClient() error {
 	}
 }
 
+// logRejection logs a rejected statement. A syntax error quotes the text
+// near the error, which may be a value, so only its SQLSTATE is logged.
+func (s *session) logRejection(rej *pgproto3.ErrorResponse) {
+	if rej.Code == "42601" {
+		s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", "syntax error")
+		return
+	}
+	s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", rej.Message)
+}
+
 // rejectExtended sends an error for an extended-protocol message and
 // drops the client's messages up to Sync, as PostgreSQL does after an error.
 func (s *session) rejectExtended(rej *pgproto3.ErrorResponse) error {
-	s.log.Info("pgproxy rejected statement", "sqlstate", rej.Code, "reason", rej.Message)
+	s.logRejection(rej)
 	s.mu.Lock()
 	s.skipping = true
 	s.mu.Unlock()
