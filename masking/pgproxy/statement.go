@@ -31,7 +31,7 @@ type statement struct {
 	// set for DEALLOCATE ALL.
 	prepares       string
 	deallocatesAll bool
-	fetches  string
+	fetches        string
 	// protected names a change to a setting the proxy relies on, which is
 	// rejected in every write mode.
 	protected string
