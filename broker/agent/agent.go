@@ -506,6 +506,9 @@ func (a *Agent) preflight() error {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("state_dir %s: %w", d, err)
 		}
+		if err := checkStateDir(d, a.cfg.OutputDir); err != nil {
+			return err
+		}
 	}
 	dir := a.cfg.OutputDir
 	if dir == "" {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Files of the agent's own certificate in state_dir. A restarted agent (an
@@ -100,13 +101,20 @@ func readSavedIdentity(dir string) (*issued, error) {
 	})
 }
 
-// readBounded reads a whole file of at most limit bytes.
+// readBounded reads a whole regular file of at most limit bytes. It does
+// not follow a symbolic link, and a FIFO or device is refused rather than
+// waited on.
 func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return nil, err
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
@@ -124,4 +132,31 @@ func tlsCertificate(c *issued) *tls.Certificate {
 		cert.Certificate = append(cert.Certificate, der.Raw)
 	}
 	return cert
+}
+
+// checkStateDir refuses a state_dir that anyone but the agent's user could
+// write or replace: such a user could put another workload's saved
+// certificate, or a link to it, where the agent reads its own.
+func checkStateDir(dir, outputDir string) error {
+	if outputDir != "" {
+		a, errA := filepath.Abs(dir)
+		b, errB := filepath.Abs(outputDir)
+		if errA == nil && errB == nil && a == b {
+			return fmt.Errorf("state_dir %s: must differ from output_dir, which the application reads", dir)
+		}
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state_dir %s: not a directory", dir)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("state_dir %s: mode %o lets others write it; use 0700", dir, fi.Mode().Perm())
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("state_dir %s: owned by uid %d, not by the agent's uid %d", dir, st.Uid, os.Geteuid())
+	}
+	return nil
 }
