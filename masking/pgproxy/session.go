@@ -33,6 +33,26 @@ type portal struct {
 	stmt    *prepared
 	formats []int16
 	plan    *resultPlan
+	// stamp is what plan was decided from; stamped is false when the
+	// decider offers no generation to compare.
+	stamp   planStamp
+	stamped bool
+}
+
+// setPlan records plan for pt with the stamp taken before it was made.
+// It runs with mu held.
+func (pt *portal) setPlan(plan *resultPlan, stamp planStamp, ok bool) {
+	pt.plan, pt.stamp, pt.stamped = plan, stamp, ok
+}
+
+// planCurrent reports whether pt's plan still reflects the policy and the
+// catalog: a reload between Bind and Execute must reach the rows.
+func (s *session) planCurrent(pt *portal) bool {
+	if !pt.stamped {
+		return true
+	}
+	now, ok := s.planStamp()
+	return ok && pt.stamp.current(now, s.srv.clock())
 }
 
 type expectKind uint8
@@ -300,7 +320,10 @@ func (s *session) relayClient() error {
 			fields := p.fields
 			s.mu.Unlock()
 			if fields != nil {
-				pt.plan, err = s.plan(p.st, withFormats(fields, pt.formats))
+				stamp, stamped := s.planStamp()
+				var plan *resultPlan
+				plan, err = s.plan(p.st, withFormats(fields, pt.formats))
+				pt.setPlan(plan, stamp, stamped)
 				if err != nil {
 					if err := s.rejectExtended(rejection("%v", err)); err != nil {
 						return err
@@ -352,6 +375,11 @@ func (s *session) relayClient() error {
 			pt := s.portals[m.Portal]
 			if pt == nil {
 				pt = &portal{stmt: &prepared{}}
+			} else if pt.plan != nil && !s.planCurrent(pt) {
+				// A new portal value keeps the old plan for rows of an
+				// earlier Execute still on the way.
+				pt = &portal{stmt: pt.stmt, formats: pt.formats}
+				s.portals[m.Portal] = pt
 			}
 			planned := pt.plan != nil
 			s.mu.Unlock()

@@ -58,13 +58,14 @@ func (s *session) relayUpstream() error {
 					relay = false
 				}
 				if head.portal != nil {
+					stamp, stamped := s.planStamp()
 					plan, err := s.plan(head.portal.stmt.st, fields)
 					if err != nil {
 						s.replaceWithError(err)
 						suppress, relay = true, false
 					}
 					s.mu.Lock()
-					head.portal.plan = plan
+					head.portal.setPlan(plan, stamp, stamped)
 					s.mu.Unlock()
 				}
 				pop()
