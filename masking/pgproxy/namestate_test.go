@@ -143,3 +143,45 @@ func TestComputedOutputsRedacted(t *testing.T) {
 		t.Errorf("phone = %q, want the partial mask of a stored value", got)
 	}
 }
+
+// TestReplacedViewRetraced prepares a statement over a view of a kept
+// column, replaces the view through the proxy with one that computes from
+// e-mail addresses, and runs the prepared statement again: PostgreSQL
+// replans it over the new view, and the proxy must trace that view afresh.
+func TestReplacedViewRetraced(t *testing.T) {
+	f := startProxy(t, "writes: passthrough\n")
+	emails := direct(t, f.pg, "SELECT email FROM customer")
+	direct(t, f.pg, "CREATE VIEW swapped AS SELECT invoice_id::text AS x FROM invoice")
+	direct(t, f.pg, "ALTER VIEW swapped OWNER TO "+upstreamRole)
+	direct(t, f.pg, "GRANT CREATE ON SCHEMA public TO "+upstreamRole)
+	t.Cleanup(func() {
+		direct(t, f.pg, "DROP VIEW IF EXISTS swapped")
+		direct(t, f.pg, "REVOKE CREATE ON SCHEMA public FROM "+upstreamRole)
+	})
+
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	read := func() string {
+		t.Helper()
+		rows, err := conn.Query(ctx, "SELECT x FROM swapped")
+		if err != nil {
+			t.Fatal(err)
+		}
+		values, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Join(values, "\n")
+	}
+	if out := read(); !strings.Contains(out, "\n2\n") {
+		t.Fatalf("view of invoice ids through the proxy = %.40q…, want the ids kept", out)
+	}
+	if _, err := conn.Exec(ctx, "CREATE OR REPLACE VIEW swapped AS SELECT lower(email) AS x FROM customer"); err != nil {
+		t.Fatal(err)
+	}
+	assertNoEmail(t, "replaced view", read(), emails)
+}

@@ -273,3 +273,29 @@ func (s *Server) Close() {
 	s.wg.Wait()
 	s.pool.Close()
 }
+
+// schemaChanged empties the caches of catalog lookups, statement analyses
+// and maskers, after a statement through the proxy may have changed the
+// catalog they rest on (CREATE OR REPLACE VIEW, ALTER TABLE).
+func (s *Server) schemaChanged() {
+	now := s.clock()
+	if c := s.catalog; c != nil {
+		c.mu.Lock()
+		clear(c.byOID)
+		clear(c.byName)
+		clear(c.funcs)
+		c.filled = now
+		c.mu.Unlock()
+	}
+	s.statements.mu.Lock()
+	clear(s.statements.entries)
+	s.statements.filled = now
+	s.statements.mu.Unlock()
+	if m := s.maskers; m != nil {
+		m.mu.Lock()
+		clear(m.byCol)
+		clear(m.tables)
+		m.filled = now
+		m.mu.Unlock()
+	}
+}

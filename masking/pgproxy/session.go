@@ -119,6 +119,9 @@ type session struct {
 	// skipping is set after the proxy rejected an extended-protocol
 	// message: the client's messages up to Sync are dropped.
 	skipping bool
+	// schemaDirty is set once a statement that may change the catalog was
+	// sent; the next ReadyForQuery empties the analyses that rest on it.
+	schemaDirty bool
 	// discarding is set after an upstream error in the extended protocol
 	// when the client's Sync is not queued yet: expectations up to it are
 	// not queued, since upstream answers none of them.
@@ -317,12 +320,12 @@ func (s *session) relayClient() error {
 			}
 			pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
 			s.mu.Lock()
-			fields := p.fields
+			fields, st := p.fields, p.st
 			s.mu.Unlock()
 			if fields != nil {
 				stamp, stamped := s.planStamp()
 				var plan *resultPlan
-				plan, err = s.plan(p.st, withFormats(fields, pt.formats))
+				plan, err = s.plan(st, withFormats(fields, pt.formats))
 				pt.setPlan(plan, stamp, stamped)
 				if err != nil {
 					if err := s.rejectExtended(rejection("%v", err)); err != nil {
@@ -486,6 +489,11 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		}
 	}
 	for _, st := range stmts {
+		if st.ddl {
+			s.mu.Lock()
+			s.schemaDirty = true
+			s.mu.Unlock()
+		}
 		s.mu.Lock()
 		// A statement that SQL prepares or deallocates is no longer the one
 		// the proxy traced under that name. Forgetting it makes a Bind of
@@ -509,6 +517,23 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// forgetAnalyses drops what this session traced before its own statement
+// changed the catalog: a prepared statement or cursor over a replaced view
+// would otherwise keep the view's old lineage. Computed outputs of such
+// statements are then redacted. It runs with mu held.
+//
+// NOTE: other sessions keep their prepared statements' analyses until they
+// prepare them again; a view replaced under them is only reflected in the
+// origins PostgreSQL reports once the catalog cache is emptied.
+func (s *session) forgetAnalyses() {
+	for _, p := range s.stmts {
+		p.st = nil
+	}
+	for name := range s.cursors {
+		s.cursors[name] = nil
+	}
 }
 
 // mergeCursor adds the lineage of st to the cursor name, for FETCH. The

@@ -23,6 +23,9 @@ type statement struct {
 	// that read-only mode protects; writeWhat names the statement.
 	write     bool
 	writeWhat string
+	// ddl is set for statements other than queries, data changes and
+	// session commands: they may change the catalog the analyses rest on.
+	ddl bool
 	// declares and fetches name a cursor; a FETCH has the lineage of its
 	// cursor's query.
 	declares string
@@ -282,6 +285,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		st.lineageErr = errLineage
 	default:
 		st.setWrite(statementName(n))
+		st.ddl = true
 		st.lineageErr = errLineage
 	}
 	st.filters = r.filters

@@ -187,7 +187,15 @@ func (s *session) relayUpstream() error {
 		case *pgproto3.ReadyForQuery:
 			s.mu.Lock()
 			s.txStatus = m.TxStatus
+			dirty := s.schemaDirty
+			if dirty {
+				s.schemaDirty = false
+				s.forgetAnalyses()
+			}
 			s.mu.Unlock()
+			if dirty {
+				s.srv.schemaChanged()
+			}
 			if head != nil && (head.kind == expSync || head.kind == expQuery) {
 				pop()
 			}
