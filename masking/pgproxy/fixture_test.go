@@ -271,6 +271,19 @@ func (f *fixture) proxyDSN(user, password string) string {
 	return "postgres://" + user + ":" + password + "@" + f.addr + "/" + f.db + "?sslmode=disable"
 }
 
+// connect opens a pgx connection through the proxy that closes when the
+// test ends.
+func (f *fixture) connect(t *testing.T, user, password string) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, f.proxyDSN(user, password))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	return conn
+}
+
 // psql runs one command through the proxy and returns its unaligned output.
 // Extra arguments go before the command.
 func (f *fixture) psql(t *testing.T, user, password, command string, extra ...string) (string, error) {

@@ -53,11 +53,7 @@ func TestFailedNameReuseKeepsMasking(t *testing.T) {
 	f := startProxy(t, "writes: passthrough\n")
 	emails := direct(t, f.pg, "SELECT email FROM customer")
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := f.connect(t, "tester", testerPW)
 	pc := conn.PgConn()
 	simple := func(q string) {
 		t.Helper()
@@ -160,11 +156,7 @@ func TestReplacedViewRetraced(t *testing.T) {
 	})
 
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := f.connect(t, "tester", testerPW)
 	read := func() string {
 		t.Helper()
 		rows, err := conn.Query(ctx, "SELECT x FROM swapped")

@@ -16,11 +16,7 @@ func TestPlanReuseFollowsPolicy(t *testing.T) {
 	f := startProxy(t, "")
 	ctx := context.Background()
 	emails := direct(t, f.pg, "SELECT email FROM customer ORDER BY customer_id")
-	conn, err := pgx.Connect(ctx, f.proxyDSN("support", supportPW))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := f.connect(t, "support", supportPW)
 
 	modes := map[string]pgx.QueryExecMode{"simple": pgx.QueryExecModeSimpleProtocol, "prepared": pgx.QueryExecModeCacheStatement}
 	for name, mode := range modes {
@@ -55,11 +51,7 @@ func TestBoundPortalFollowsPolicy(t *testing.T) {
 	f := startProxy(t, "")
 	ctx := context.Background()
 	emails := direct(t, f.pg, "SELECT email FROM customer ORDER BY customer_id")
-	conn, err := pgx.Connect(ctx, f.proxyDSN("support", supportPW))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := f.connect(t, "support", supportPW)
 	pc := conn.PgConn()
 
 	const q = "SELECT email FROM customer WHERE customer_id = 1"
