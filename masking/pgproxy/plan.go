@@ -170,7 +170,7 @@ func (s *session) origin(oid uint32, attnum uint16) (src sources, ok, plain, fai
 // action decides one column: kept when the caller may unmask every source,
 // masked by the one rule of the masked sources, or redacted. A computed
 // output (not plain) is masked only by a transformer whose output shows
-// nothing of its input's form; partial, noise or fpe applied to, say,
+// nothing of its input's form. Partial, noise or fpe applied to, say,
 // substr(phone, k, 3) or salary - 50000 would give the hidden digits away.
 // failed reports a redaction because a rule could not be loaded.
 func (s *session) action(src sources, f pgproto3.FieldDescription, plain bool) (a columnAction, failed bool, err error) {

@@ -33,8 +33,8 @@ type portal struct {
 	stmt    *prepared
 	formats []int16
 	plan    *resultPlan
-	// stamp is what plan was decided from; stamped is false when the
-	// decider offers no generation to compare.
+	// stamp records the policy and caches plan was decided from. stamped is
+	// false when the decider offers no generation to compare.
 	stamp   planStamp
 	stamped bool
 }
@@ -120,7 +120,7 @@ type session struct {
 	// message: the client's messages up to Sync are dropped.
 	skipping bool
 	// schemaDirty is set once a statement that may change the catalog was
-	// sent; the next ReadyForQuery empties the analyses that rest on it.
+	// sent, so the next ReadyForQuery empties the analyses that rest on it.
 	schemaDirty bool
 	// discarding is set after an upstream error in the extended protocol
 	// when the client's Sync is not queued yet: expectations up to it are
@@ -525,8 +525,8 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 // statements are then redacted. It runs with mu held.
 //
 // NOTE: other sessions keep their prepared statements' analyses until they
-// prepare them again; a view replaced under them is only reflected in the
-// origins PostgreSQL reports once the catalog cache is emptied.
+// prepare them again. For them a replaced view shows only in the origins
+// PostgreSQL reports, which the emptied catalog cache traces afresh.
 func (s *session) forgetAnalyses() {
 	for _, p := range s.stmts {
 		p.st = nil
@@ -537,8 +537,8 @@ func (s *session) forgetAnalyses() {
 }
 
 // mergeCursor adds the lineage of st to the cursor name, for FETCH. The
-// proxy cannot tell for certain which DECLARE of a name the server holds
-// (one may have failed, been rolled back, or only been parsed), so each
+// proxy cannot tell for certain which DECLARE of a name the server holds:
+// one may have failed, been rolled back, or only been parsed. So each
 // output keeps the sources of every statement declared under the name in
 // this session. Outputs that differ in number are unknown and redacted.
 // It runs with mu held.
