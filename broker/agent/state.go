@@ -136,27 +136,41 @@ func tlsCertificate(c *issued) *tls.Certificate {
 
 // checkStateDir refuses a state_dir that anyone but the agent's user could
 // write or replace: such a user could put another workload's saved
-// certificate, or a link to it, where the agent reads its own.
+// certificate, or a link to it, where the agent reads its own. Every
+// directory on the path counts, as for OpenSSH's StrictModes: each must be
+// owned by root or the agent's user, writable by no one else (unless it is
+// sticky, as /tmp is), and none may be a symbolic link.
 func checkStateDir(dir, outputDir string) error {
-	if outputDir != "" {
-		a, errA := filepath.Abs(dir)
-		b, errB := filepath.Abs(outputDir)
-		if errA == nil && errB == nil && a == b {
-			return fmt.Errorf("state_dir %s: must differ from output_dir, which the application reads", dir)
-		}
-	}
-	fi, err := os.Lstat(dir)
+	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return fmt.Errorf("state_dir %s: %w", dir, err)
 	}
-	if !fi.IsDir() {
-		return fmt.Errorf("state_dir %s: not a directory", dir)
+	if outputDir != "" {
+		if out, err := filepath.Abs(outputDir); err == nil && out == abs {
+			return fmt.Errorf("state_dir %s: must differ from output_dir, which the application reads", dir)
+		}
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("state_dir %s: mode %o lets others write it; use 0700", dir, fi.Mode().Perm())
+	euid := os.Geteuid()
+	for p := abs; ; p = filepath.Dir(p) {
+		fi, err := os.Lstat(p)
+		if err != nil {
+			return fmt.Errorf("state_dir %s: %w", dir, err)
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			return fmt.Errorf("state_dir %s: %s is a symbolic link; name the real directory", dir, p)
+		case !fi.IsDir():
+			return fmt.Errorf("state_dir %s: %s is not a directory", dir, p)
+		case p == abs && fi.Mode().Perm()&0o077 != 0:
+			return fmt.Errorf("state_dir %s: mode %o lets others use it; use 0700", dir, fi.Mode().Perm())
+		case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+			return fmt.Errorf("state_dir %s: %s (mode %o) lets others write it", dir, p, fi.Mode().Perm())
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != euid {
+			return fmt.Errorf("state_dir %s: %s is owned by uid %d, neither root nor the agent's uid %d", dir, p, st.Uid, euid)
+		}
+		if p == filepath.Dir(p) {
+			return nil
+		}
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("state_dir %s: owned by uid %d, not by the agent's uid %d", dir, st.Uid, os.Geteuid())
-	}
-	return nil
 }

@@ -135,8 +135,16 @@ func TestStateDirChecked(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "out"), 0o750); err != nil {
 		t.Fatal(err)
 	}
+	real := filepath.Join(dir, "real")
+	if err := os.MkdirAll(filepath.Join(real, "state"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct{ name, stateDir, want string }{
 		{"group-writable", open, "mode 770"},
+		{"link on the path", filepath.Join(dir, "link", "state"), "is a symbolic link"},
 		{"same as output_dir", "./out/", "must differ from output_dir"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
