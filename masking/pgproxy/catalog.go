@@ -70,9 +70,13 @@ type catalogSource interface {
 	userOperator(ctx context.Context, name string) (bool, error)
 }
 
-// catalogTTL is how long catalog results are cached, so DDL upstream (a
-// renamed table, a redefined view, a new column) is seen within a minute.
-const catalogTTL = time.Minute
+// catalogTTL is how long catalog results, statement analyses and plans are
+// cached, so DDL made directly upstream (a redefined view, a renamed table,
+// a new column) is seen within seconds. Until then a redefined view keeps
+// its old lineage, so the window is kept short: refilling costs a few
+// catalog queries per relation and server every few seconds.
+// NOTE: prepared statements keep their analysis longer; see forgetAnalyses.
+const catalogTTL = 5 * time.Second
 
 // pgCatalog reads the upstream catalog over its own small pool of
 // connections and caches the results for catalogTTL. Until an entry

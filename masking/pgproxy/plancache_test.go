@@ -35,7 +35,7 @@ func TestPlanCacheMatchesFields(t *testing.T) {
 	st := &statement{}
 	fields := []pgproto3.FieldDescription{{Name: []byte("email"), TableOID: 7, TableAttributeNumber: 3, DataTypeOID: 25}}
 	stamp := planStamp{authz: 1, catalog: time.Unix(100, 0), maskers: time.Unix(100, 0)}
-	clock := time.Unix(110, 0)
+	clock := time.Unix(100, 0).Add(catalogTTL / 2)
 	p := &resultPlan{masks: true}
 
 	var c planCache
