@@ -140,6 +140,12 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	if k.setAside != "" {
 		log.Warn("an earlier first start stopped before it finished; its files were moved aside and keys created afresh", "moved_to", k.setAside)
 	}
+	// The store is created right after the keys, so that a first start that
+	// fails later (a policy file missing from the configuration) leaves a
+	// data directory the next start accepts.
+	if s.store, err = store.Open(cfg.Store.Path); err != nil {
+		return nil, err
+	}
 	s.keyset = k.keyset
 	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: k.caCert.Raw})
 	s.adminDigest = sha256.Sum256(k.admin)
@@ -161,12 +167,12 @@ func Open(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		}
 	}
 	if s.authz, err = authz.New(cfg.Policy.Model, cfg.Policy.File, authz.WithLogger(log)); err != nil {
-		return nil, err
+		if cfg.Path() == "" {
+			return nil, err
+		}
+		return nil, inSection(&cfg, "policy", err)
 	}
 	if s.audit, err = audit.Open(cfg.Audit.Path, k.auditKey, now); err != nil {
-		return nil, err
-	}
-	if s.store, err = store.Open(cfg.Store.Path); err != nil {
 		return nil, err
 	}
 

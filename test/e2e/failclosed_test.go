@@ -334,3 +334,27 @@ func TestBrokenPolicyStopsStart(t *testing.T) {
 		t.Errorf("ward serve with a broken policy: exit %d, stderr %q; want 1 naming %s", code, stderr, want)
 	}
 }
+
+// TestFailedFirstStartRecovers fails a first start on a policy file the
+// configuration names but that does not exist, then starts again with a
+// fixed configuration on the same data directory: the second start must
+// serve, not refuse the directory the first one began.
+func TestFailedFirstStartRecovers(t *testing.T) {
+	s := startDev(t)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	bad, good := filepath.Join(dir, "bad.yaml"), filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(bad, []byte("policy: {model: nomodel.conf, file: nopolicy.csv}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(good, []byte("environment: dev\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr := serveMustFail(t, s, "--config", bad, "--data-dir", data, "--listen", "127.0.0.1:0")
+	if code != 1 || !strings.Contains(stderr, "bad.yaml:1: policy") {
+		t.Errorf("first start: exit %d, stderr %q; want 1 naming bad.yaml:1: policy", code, stderr)
+	}
+	if exited, code, stderr := serveBriefly(t, s, 3*time.Second, "--config", good, "--data-dir", data, "--listen", "127.0.0.1:0"); exited {
+		t.Errorf("second start exited with %d: %s; want it serving", code, stderr)
+	}
+}
