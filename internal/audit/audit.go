@@ -36,12 +36,23 @@ type Record struct {
 	HMACs    map[string]string `json:"hmac,omitempty"` // name of the secret -> hex HMAC-SHA256 of its value
 }
 
+// appendFile is the part of *os.File a Log uses.
+type appendFile interface {
+	Write([]byte) (int, error)
+	Truncate(size int64) error
+	Sync() error
+	Close() error
+}
+
 // Log appends records to a file. It is safe for concurrent use.
 type Log struct {
 	mu  sync.Mutex
-	f   *os.File
+	f   appendFile
 	key []byte
 	now func() time.Time
+	// size is the file's length after the last whole record. The data
+	// directory lock keeps other processes from writing the file.
+	size int64
 }
 
 // Open opens (creating, mode 0600) the audit file at path for appending.
@@ -51,7 +62,12 @@ func Open(path string, key []byte, now func() time.Time) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: open %s: %w", path, err)
 	}
-	return &Log{f: f, key: append([]byte(nil), key...), now: now}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit: open %s: %w", path, err)
+	}
+	return &Log{f: f, key: append([]byte(nil), key...), now: now, size: fi.Size()}, nil
 }
 
 // HMAC returns the hex HMAC-SHA256 of a secret value under the audit key.
@@ -78,9 +94,18 @@ func (l *Log) Write(r Record) error {
 	if l.f == nil {
 		return fmt.Errorf("%w: closed", ErrUnavailable)
 	}
-	if _, err := l.f.Write(line); err != nil {
+	n, err := l.f.Write(line)
+	if err != nil {
+		// A full disk can take part of the line. Cutting it off keeps the
+		// next record on a line of its own, so both stay readable.
+		if n > 0 {
+			if terr := l.f.Truncate(l.size); terr != nil {
+				return fmt.Errorf("%w: %v, and removing the partial record failed: %v", ErrUnavailable, err, terr)
+			}
+		}
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
+	l.size += int64(n)
 	return nil
 }
 
