@@ -76,6 +76,16 @@ type Config struct {
 	Limits Limits        `yaml:"limits"`
 
 	file string
+	root *yaml.Node // for the lines of errors found after parsing
+}
+
+// where returns "file:line: key" for an error about key found after the
+// configuration was parsed, such as a file it names being unreadable.
+func (c *Config) where(key string) string {
+	if c.root == nil {
+		return c.file + ": " + key
+	}
+	return fmt.Sprintf("%s:%d: %s", c.file, lineOf(c.root, key), key)
 }
 
 // ServerTLS is the client-facing TLS configuration.
@@ -209,7 +219,7 @@ func ParseConfigNode(file, dir string, n *yaml.Node) (*Config, error) {
 	if err := checkKnownKeys(file, n, reflect.TypeOf(Config{})); err != nil {
 		return nil, err
 	}
-	cfg := &Config{file: file}
+	cfg := &Config{file: file, root: n}
 	if err := n.Decode(cfg); err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrConfig, yamlErr(file, err))
 	}
@@ -271,7 +281,7 @@ func ParseConfig(file string, data []byte) (*Config, error) {
 	if len(root.Content) == 0 {
 		return nil, fmt.Errorf("%w: %s: empty file", ErrConfig, file)
 	}
-	cfg := &Config{file: file}
+	cfg := &Config{file: file, root: root.Content[0]}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil {

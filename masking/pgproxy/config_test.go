@@ -2,6 +2,8 @@ package pgproxy
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -104,5 +106,31 @@ func TestLoadConfigExample(t *testing.T) {
 	}
 	if !strings.HasSuffix(cfg.Rules, "testdata/rules.yaml") || cfg.Limits.ConnectTimeout.Seconds() != 10 || len(cfg.Logins) != 1 {
 		t.Errorf("LoadConfig(example) = rules %q, timeout %v, %d logins", cfg.Rules, cfg.Limits.ConnectTimeout, len(cfg.Logins))
+	}
+}
+
+// TestLoadErrorsNameLine checks that what Load finds wrong after parsing
+// (a missing rules file, an unset password variable) names the
+// configuration file, the line and the key.
+func TestLoadErrorsNameLine(t *testing.T) {
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte("version: 1\ndefault: keep\ncolumns: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("WARD_UPSTREAM_PASSWORD", "")
+	cases := []struct{ name, rules, want string }{
+		{"missing rules file", "/nonexistent/rules.yaml", "p.yaml:8: rules"},
+		{"unset password variable", rulesFile, "p.yaml:6: upstream.password"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := ParseConfig("p.yaml", []byte(strings.Replace(validConfig, "rules.yaml", c.rules, 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Load(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("Load = %v, want an error naming %s", err, c.want)
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // ErrNoKey means a keyed transformer was requested without a masking key.
-var ErrNoKey = errors.New("masking key missing (pass --key-file)")
+var ErrNoKey = errors.New("masking key missing (set --key-file for ward mask, masking_key_file for ward pgproxy)")
 
 // ErrKeyFile means the key file is unreadable, malformed or too widely
 // readable.
