@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -44,7 +45,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ward: "+err.Error())
 	}
 	var usage usageError
-	if errors.As(err, &usage) {
+	// Cobra reports a mistyped top-level command with a plain error, the
+	// only usage error that bypasses the hooks above.
+	if errors.As(err, &usage) || strings.HasPrefix(err.Error(), "unknown command ") {
 		os.Exit(exitUsage)
 	}
 	os.Exit(exitFailed)

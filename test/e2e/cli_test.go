@@ -183,6 +183,7 @@ func TestCLIExitCodes(t *testing.T) {
 		{"renew x509 lease", []string{"lease", "renew", issued.LeaseID}, 1},
 		{"revoke unknown lease", []string{"lease", "revoke", "x509/" + other + "/none"}, 1},
 		{"invalid join token", []string{"issue", "x509", "--join-token", "wardjoin.invalid", "--out", outDir(t, "bad")}, 1},
+		{"unknown command", []string{"no-such-command"}, 2},
 		{"unknown flag", []string{"issue", "x509", "--no-such-flag"}, 2},
 		{"unknown flag on version", []string{"version", "--no-such-flag"}, 2},
 		{"missing spiffe id", []string{"token", "create"}, 2},
