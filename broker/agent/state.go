@@ -39,7 +39,7 @@ func (a *Agent) saveIdentity(c *issued) {
 		{name: stateBundleFile, data: c.values["bundle"], mode: modeSecret},
 	})
 	if err != nil {
-		a.log.Warn("failed to save the agent certificate, so a restart will authenticate afresh", "state_dir", a.cfg.StateDir, "error", err)
+		a.log.Warn("failed to save the agent certificate, so a restart will use an older saved one or the platform credential", "state_dir", a.cfg.StateDir, "error", err)
 	}
 }
 
@@ -137,7 +137,7 @@ func tlsCertificate(c *issued) *tls.Certificate {
 // checkStateDir refuses a state_dir that anyone but the agent's user could
 // write or replace: such a user could put another workload's saved
 // certificate, or a link to it, where the agent reads its own. Every
-// directory on the path counts, as for OpenSSH's StrictModes: each must be
+// directory on the path counts: each must be
 // owned by root or the agent's user, writable by no one else (unless it is
 // sticky, as /tmp is), and none may be a symbolic link.
 func checkStateDir(dir, outputDir string) error {
@@ -158,11 +158,11 @@ func checkStateDir(dir, outputDir string) error {
 		}
 		switch {
 		case fi.Mode()&os.ModeSymlink != 0:
-			return fmt.Errorf("state_dir %s: %s is a symbolic link; name the real directory", dir, p)
+			return fmt.Errorf("state_dir %s: %s is a symbolic link, so name the real directory instead", dir, p)
 		case !fi.IsDir():
 			return fmt.Errorf("state_dir %s: %s is not a directory", dir, p)
 		case p == abs && fi.Mode().Perm()&0o077 != 0:
-			return fmt.Errorf("state_dir %s: mode %o lets others use it; use 0700", dir, fi.Mode().Perm())
+			return fmt.Errorf("state_dir %s: mode %o lets others use it, want 0700", dir, fi.Mode().Perm())
 		case fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
 			return fmt.Errorf("state_dir %s: %s (mode %o) lets others write it", dir, p, fi.Mode().Perm())
 		}
