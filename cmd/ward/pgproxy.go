@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -55,7 +56,7 @@ func runPGProxy(cfg *pgproxy.Config) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	enf, err := authz.New(cfg.Policy.Model, cfg.Policy.Policy, authz.WithLogger(log))
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", cfg.Where("policy"), err)
 	}
 	opts, err := pgproxy.Load(cfg, enf, log)
 	if err != nil {

@@ -79,9 +79,9 @@ type Config struct {
 	root *yaml.Node // for the lines of errors found after parsing
 }
 
-// where returns "file:line: key" for an error about key found after the
+// Where returns "file:line: key" for an error about key found after the
 // configuration was parsed, such as a file it names being unreadable.
-func (c *Config) where(key string) string {
+func (c *Config) Where(key string) string {
 	if c.root == nil {
 		return c.file + ": " + key
 	}

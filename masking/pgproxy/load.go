@@ -19,7 +19,7 @@ func Load(cfg *Config, decider Decider, logger *slog.Logger) (Options, error) {
 	if cfg.MaskingKeyFile != "" {
 		var err error
 		if keys, err = transform.LoadKeyFile(cfg.MaskingKeyFile, nil); err != nil {
-			return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.where("masking_key_file"), err)
+			return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.Where("masking_key_file"), err)
 		}
 	}
 	return LoadWithKeys(cfg, decider, logger, keys)
@@ -30,7 +30,7 @@ func Load(cfg *Config, decider Decider, logger *slog.Logger) (Options, error) {
 func LoadWithKeys(cfg *Config, decider Decider, logger *slog.Logger, keys *transform.Keys) (Options, error) {
 	rs, err := rules.Load(cfg.Rules)
 	if err != nil {
-		return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.where("rules"), err)
+		return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.Where("rules"), err)
 	}
 	plan, err := rules.Compile(rs, nil, keys)
 	if err != nil {
@@ -39,14 +39,14 @@ func LoadWithKeys(cfg *Config, decider Decider, logger *slog.Logger, keys *trans
 
 	password, err := cfg.Upstream.Password.Resolve()
 	if err != nil {
-		return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.where("upstream.password"), err)
+		return Options{}, fmt.Errorf("%w: %s: %v", ErrConfig, cfg.Where("upstream.password"), err)
 	}
 
 	logins := NewMemoryLogins()
 	for i, l := range cfg.Logins {
 		pw, err := l.Password.Resolve()
 		if err != nil {
-			return Options{}, fmt.Errorf("%w: %s (%s): %v", ErrConfig, cfg.where(fmt.Sprintf("logins.%d.password", i)), l.User, err)
+			return Options{}, fmt.Errorf("%w: %s (%s): %v", ErrConfig, cfg.Where(fmt.Sprintf("logins.%d.password", i)), l.User, err)
 		}
 		raw := pw.Reveal()
 		v, err := NewVerifier(raw, rand.Reader, DefaultSCRAMIterations)

@@ -358,3 +358,25 @@ func TestFailedFirstStartRecovers(t *testing.T) {
 		t.Errorf("second start exited with %d: %s; want it serving", code, stderr)
 	}
 }
+
+// TestPGProxyMissingPolicyNamesLine starts ward pgproxy on a configuration
+// whose policy files do not exist: it must exit 1 naming the file, line
+// and key of the configuration.
+func TestPGProxyMissingPolicyNamesLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "proxy.yaml")
+	config := "environment: test\nupstream:\n  address: 127.0.0.1:5432\n  database: x\n  user: ward\n  password: {env: WARD_TEST_PW}\n" +
+		"policy: {model: nomodel.conf, policy: nopolicy.csv}\nrules: rules.yaml\n"
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(wardtest.Build(t), "pgproxy", "--config", path)
+	cmd.Env = append(os.Environ(), "WARD_TEST_PW=x")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(stderr.String(), "proxy.yaml:7: policy") {
+		t.Errorf("ward pgproxy: %v, stderr %q; want exit 1 naming proxy.yaml:7: policy", err, stderr.String())
+	}
+}
