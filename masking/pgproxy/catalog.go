@@ -107,11 +107,16 @@ func newPGCatalog(pool *pgxpool.Pool, timeout time.Duration, clock func() time.T
 func (c *pgCatalog) lock() {
 	c.mu.Lock()
 	if now := c.clock(); now.Sub(c.filled) >= catalogTTL {
-		clear(c.byOID)
-		clear(c.byName)
-		clear(c.funcs)
-		c.filled = now
+		c.reset(now)
 	}
+}
+
+// reset empties the maps as of now. c.mu is held.
+func (c *pgCatalog) reset(now time.Time) {
+	clear(c.byOID)
+	clear(c.byName)
+	clear(c.funcs)
+	c.filled = now
 }
 
 const relationQuery = `

@@ -100,9 +100,7 @@ func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMask
 	ms.mu.Lock()
 	if now := ms.clock(); now.Sub(ms.filled) >= catalogTTL {
 		// The tables were opened with the column lists of that time.
-		clear(ms.byCol)
-		clear(ms.tables)
-		ms.filled = now
+		ms.reset(now)
 	}
 	m, ok := ms.byCol[col]
 	ms.mu.Unlock()
@@ -151,6 +149,13 @@ func (ms *maskers) forColumn(ctx context.Context, col rules.Column) (*columnMask
 	}
 	ms.store(col, m)
 	return m, nil
+}
+
+// reset empties the caches as of now. ms.mu is held.
+func (ms *maskers) reset(now time.Time) {
+	clear(ms.byCol)
+	clear(ms.tables)
+	ms.filled = now
 }
 
 func (ms *maskers) store(col rules.Column, m *columnMasker) {

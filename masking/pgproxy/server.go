@@ -281,21 +281,15 @@ func (s *Server) schemaChanged() {
 	now := s.clock()
 	if c := s.catalog; c != nil {
 		c.mu.Lock()
-		clear(c.byOID)
-		clear(c.byName)
-		clear(c.funcs)
-		c.filled = now
+		c.reset(now)
 		c.mu.Unlock()
 	}
 	s.statements.mu.Lock()
-	clear(s.statements.entries)
-	s.statements.filled = now
+	s.statements.reset(now)
 	s.statements.mu.Unlock()
 	if m := s.maskers; m != nil {
 		m.mu.Lock()
-		clear(m.byCol)
-		clear(m.tables)
-		m.filled = now
+		m.reset(now)
 		m.mu.Unlock()
 	}
 }

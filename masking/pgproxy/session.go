@@ -488,13 +488,12 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 			return rejection("ward pgproxy strict mode: the columns a condition reads cannot be established")
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, st := range stmts {
 		if st.ddl {
-			s.mu.Lock()
 			s.schemaDirty = true
-			s.mu.Unlock()
 		}
-		s.mu.Lock()
 		// A statement that SQL prepares or deallocates is no longer the one
 		// the proxy traced under that name. Forgetting it makes a Bind of
 		// the name untraced, so its computed outputs are redacted.
@@ -504,17 +503,13 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		if st.deallocatesAll {
 			clear(s.stmts)
 		}
-		s.mu.Unlock()
-		if st.declares == "" {
-			continue
+		if st.declares != "" {
+			s.mergeCursor(st.declares, st)
+			// Execute can run a cursor like a portal. An older portal of the
+			// same name is gone once the cursor exists, so it is forgotten
+			// and an Execute of the name is described afresh.
+			delete(s.portals, st.declares)
 		}
-		s.mu.Lock()
-		s.mergeCursor(st.declares, st)
-		// Execute can run a cursor like a portal. An older portal of the
-		// same name is gone once the cursor exists, so it is forgotten
-		// and an Execute of the name is described afresh.
-		delete(s.portals, st.declares)
-		s.mu.Unlock()
 	}
 	return nil
 }

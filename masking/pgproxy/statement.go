@@ -117,9 +117,14 @@ func (c *statementCache) getBytes(key []byte) ([]*statement, bool) {
 // expire empties the cache when it is older than catalogTTL. c.mu is held.
 func (c *statementCache) expire() {
 	if now := c.clock(); now.Sub(c.filled) >= catalogTTL {
-		clear(c.entries)
-		c.filled = now
+		c.reset(now)
 	}
+}
+
+// reset empties the cache as of now. c.mu is held.
+func (c *statementCache) reset(now time.Time) {
+	clear(c.entries)
+	c.filled = now
 }
 
 // keyBuffers holds buffers for building fast keys.
@@ -268,8 +273,8 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		if protectedSettings[name] {
 			st.protected = "SET or RESET " + name
 		}
-		if what := lexSettingChange(n.GetVariableSetStmt()); what != "" {
-			st.protected = what
+		if change := lexSettingChange(n.GetVariableSetStmt()); change != "" {
+			st.protected = change
 		}
 		if setsReadWrite(n.GetVariableSetStmt().Args) {
 			st.setWrite("SET " + name)
