@@ -125,6 +125,9 @@ func TestStateDirChecked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// One directory others may write, one output directory, and a real
+	// state directory reached through a symbolic link.
 	open := filepath.Join(dir, "open")
 	if err := os.Mkdir(open, 0o700); err != nil {
 		t.Fatal(err)
@@ -142,6 +145,7 @@ func TestStateDirChecked(t *testing.T) {
 	if err := os.Symlink(real, filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
 	}
+
 	for _, c := range []struct{ name, stateDir, want string }{
 		{"group-writable", open, "mode 770"},
 		{"link on the path", filepath.Join(dir, "link", "state"), "is a symbolic link"},

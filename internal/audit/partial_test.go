@@ -32,7 +32,7 @@ func (f *fullFile) Write(b []byte) (int, error) {
 
 // TestPartialRecordRemoved fills the disk in the middle of a record: the
 // write fails, the partial line is cut off, and a record written once
-// there is room again stands on a line of its own.
+// there is room again is on a line of its own.
 func TestPartialRecordRemoved(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	l, err := Open(path, []byte("key"), func() time.Time { return time.Unix(0, 0) })

@@ -79,8 +79,8 @@ type Config struct {
 	root *yaml.Node // for the lines of errors found after parsing
 }
 
-// Where returns "file:line: key" for an error about key found after the
-// configuration was parsed, such as a file it names being unreadable.
+// Where returns "file:line: key" for an error about key that is found
+// after parsing, such as a file the key names that cannot be read.
 func (c *Config) Where(key string) string {
 	if c.root == nil {
 		return c.file + ": " + key

@@ -44,8 +44,8 @@ func TestLexSettingsGuarded(t *testing.T) {
 		t.Errorf("connect with client_encoding=SJIS: %v, want an error naming client_encoding", err)
 	}
 
-	// A role default reaches the session without any statement; the proxy
-	// sees it in the server's parameter status and refuses the session.
+	// A role default reaches the session without any statement. The proxy
+	// reads it from the server's parameter status and rejects the session.
 	direct(t, f.pg, "ALTER ROLE "+upstreamRole+" SET standard_conforming_strings = off")
 	t.Cleanup(func() { direct(t, f.pg, "ALTER ROLE "+upstreamRole+" RESET standard_conforming_strings") })
 	out, err := f.psql(t, "tester", testerPW, "SELECT 1")

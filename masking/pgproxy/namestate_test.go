@@ -109,8 +109,8 @@ func TestFailedNameReuseKeepsMasking(t *testing.T) {
 }
 
 // TestComputedOutputsRedacted computes values from masked columns whose
-// transformers keep part of their input (partial keeps the last digits of
-// a phone number, email keeps the domain): each computed output must be
+// transformers keep part of their input: partial keeps the last digits of
+// a phone number, and email keeps the domain. Each computed output must be
 // redacted, or substr would reveal a value piece by piece.
 func TestComputedOutputsRedacted(t *testing.T) {
 	f := startProxy(t, "")
@@ -141,9 +141,9 @@ func TestComputedOutputsRedacted(t *testing.T) {
 }
 
 // TestReplacedViewRetraced prepares a statement over a view of a kept
-// column, replaces the view through the proxy with one that computes from
-// e-mail addresses, and runs the prepared statement again: PostgreSQL
-// replans it over the new view, and the proxy must trace that view afresh.
+// column, replaces the view through the proxy with one over e-mail
+// addresses, and runs the prepared statement again. PostgreSQL replans it
+// over the new view, so the proxy must trace that view afresh.
 func TestReplacedViewRetraced(t *testing.T) {
 	f := startProxy(t, "writes: passthrough\n")
 	emails := direct(t, f.pg, "SELECT email FROM customer")

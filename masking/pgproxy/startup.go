@@ -122,7 +122,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 
 	for k, v := range up.ParameterStatuses {
 		if err := checkLexStatus(k, v); err != nil {
-			s.log.Error("pgproxy refused the upstream session", "remote", remote, "err", err)
+			s.log.Error("pgproxy rejected the upstream session", "remote", remote, "err", err)
 			up.Conn.Close()
 			fail("0A000", err.Error())
 			return

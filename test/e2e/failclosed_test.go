@@ -335,10 +335,9 @@ func TestBrokenPolicyStopsStart(t *testing.T) {
 	}
 }
 
-// TestFailedFirstStartRecovers fails a first start on a policy file the
-// configuration names but that does not exist, then starts again with a
-// fixed configuration on the same data directory: the second start must
-// serve, not refuse the directory the first one began.
+// TestFailedFirstStartRecovers fails a first start on a policy file that
+// the configuration names but that does not exist. A second start with a
+// fixed configuration on the same data directory must then serve.
 func TestFailedFirstStartRecovers(t *testing.T) {
 	s := startDev(t)
 	dir := t.TempDir()
