@@ -102,7 +102,7 @@ func readSavedIdentity(dir string) (*issued, error) {
 }
 
 // readBounded reads a whole regular file of at most limit bytes. It does
-// not follow a symbolic link, and a FIFO or device is refused rather than
+// not follow a symbolic link, and a FIFO or device is rejected rather than
 // waited on.
 func readBounded(path string, limit int64) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
@@ -134,7 +134,7 @@ func tlsCertificate(c *issued) *tls.Certificate {
 	return cert
 }
 
-// checkStateDir refuses a state_dir that anyone but the agent's user could
+// checkStateDir rejects a state_dir that anyone but the agent's user could
 // write or replace: such a user could put another workload's saved
 // certificate, or a link to it, where the agent reads its own. Every
 // directory on the path counts: each must be

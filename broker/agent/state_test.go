@@ -112,7 +112,7 @@ credentials:
 	}
 }
 
-// TestStateDirChecked refuses a state_dir that others may write and one
+// TestStateDirChecked rejects a state_dir that others may write and one
 // that names output_dir in other words, before the agent contacts anyone.
 func TestStateDirChecked(t *testing.T) {
 	t.Parallel()

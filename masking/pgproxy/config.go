@@ -56,7 +56,7 @@ type Config struct {
 	// Upstream is the database the proxy connects to.
 	Upstream Upstream `yaml:"upstream"`
 	// Policy names the Casbin model and policy files. It is required by
-	// "ward pgproxy" and refused inside "ward serve", which has its own.
+	// "ward pgproxy" and rejected inside "ward serve", which has its own.
 	Policy PolicyFiles `yaml:"policy"`
 	// Rules is the masking rules file; MaskingKeyFile the masking key that
 	// keyed transformers derive their keys from.

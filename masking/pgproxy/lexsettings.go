@@ -12,7 +12,7 @@ import (
 // standard_conforming_strings on and a client encoding in which every byte
 // below 0x80 is the ASCII character. If the server lexed a text otherwise,
 // a quote or backslash would end a string in one parser and not in the
-// other, and a value could leave the server unmasked. So the proxy refuses
+// other, and a value could leave the server unmasked. So the proxy rejects
 // to change these settings and ends a session in which the server reports
 // that they changed anyway.
 

@@ -10,8 +10,8 @@ import (
 
 // TestLexSettingsGuarded checks that a client cannot make the server lex
 // statements differently from the proxy: standard_conforming_strings and
-// client-only encodings are refused by SET and at startup, and a session
-// whose upstream reports them is refused.
+// client-only encodings are rejected by SET and at startup, and a session
+// whose upstream reports them is rejected.
 func TestLexSettingsGuarded(t *testing.T) {
 	f := startProxy(t, "")
 	for _, q := range []string{
@@ -39,7 +39,7 @@ func TestLexSettingsGuarded(t *testing.T) {
 	conn, err := pgx.Connect(ctx, f.proxyDSN("tester", testerPW)+"&client_encoding=SJIS")
 	if err == nil {
 		conn.Close(ctx)
-		t.Error("connect with client_encoding=SJIS succeeded, want it refused")
+		t.Error("connect with client_encoding=SJIS succeeded, want it rejected")
 	} else if !strings.Contains(err.Error(), "client_encoding") {
 		t.Errorf("connect with client_encoding=SJIS: %v, want an error naming client_encoding", err)
 	}
@@ -50,6 +50,6 @@ func TestLexSettingsGuarded(t *testing.T) {
 	t.Cleanup(func() { direct(t, f.pg, "ALTER ROLE "+upstreamRole+" RESET standard_conforming_strings") })
 	out, err := f.psql(t, "tester", testerPW, "SELECT 1")
 	if err == nil || !strings.Contains(out, "standard_conforming_strings") {
-		t.Errorf("session with standard_conforming_strings off upstream: err %v, output %q; want it refused", err, out)
+		t.Errorf("session with standard_conforming_strings off upstream: err %v, output %q; want it rejected", err, out)
 	}
 }
