@@ -27,10 +27,12 @@ type FF1 struct {
 }
 
 // encryptedP is CIPH_K(P) for the half length u, input length n and tweak
-// length t.
+// length t, with reducers modulo radix^u and radix^(n-u) when these fit in
+// 64 bits.
 type encryptedP struct {
 	u, n, t int
 	block   [16]byte
+	mu, mv  reducer
 }
 
 // NewFF1 returns an FF1 cipher for numerals in base radix. The key is 16, 24
@@ -80,7 +82,6 @@ type ff1Round struct {
 	s     []byte // d bytes of S
 	r     [16]byte
 	x     [16]byte
-	p     [16]byte
 	q     []byte // backing array of Q
 }
 
@@ -99,15 +100,7 @@ func (st *ff1Round) reset(block cipher.Block, cache *atomic.Pointer[encryptedP],
 
 	st.block, st.b, st.d, st.q = block, b, d, q
 	st.s = grow(st.s, ((d+15)/16)*16)
-	if last := cache.Load(); last != nil && last.u == u && last.n == n && last.t == t {
-		st.h = last.block
-	} else {
-		st.p = [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
-		binary.BigEndian.PutUint32(st.p[8:12], uint32(n))
-		binary.BigEndian.PutUint32(st.p[12:16], uint32(t))
-		block.Encrypt(st.h[:], st.p[:])
-		cache.Store(&encryptedP{u: u, n: n, t: t, block: st.h})
-	}
+	st.h = encryptP(block, cache, radix, u, n, t).block
 
 	// Blocks of Q that end before the round byte [i] are the same in every
 	// round, so they are folded into the chaining value once.
@@ -128,6 +121,25 @@ func grow(buf []byte, n int) []byte {
 	buf = buf[:n]
 	clear(buf)
 	return buf
+}
+
+// encryptP returns CIPH_K(P) for radix, half length u, input length n and
+// tweak length t, from cache when its lengths are the last ones seen.
+func encryptP(block cipher.Block, cache *atomic.Pointer[encryptedP], radix, u, n, t int) *encryptedP {
+	if last := cache.Load(); last != nil && last.u == u && last.n == n && last.t == t {
+		return last
+	}
+	p := [16]byte{1, 2, 1, byte(radix >> 16), byte(radix >> 8), byte(radix), 10, byte(u)}
+	binary.BigEndian.PutUint32(p[8:12], uint32(n))
+	binary.BigEndian.PutUint32(p[12:16], uint32(t))
+	e := &encryptedP{u: u, n: n, t: t}
+	block.Encrypt(e.block[:], p[:])
+	if mv, ok := powUint64(radix, n-u); ok {
+		mu, _ := powUint64(radix, u)
+		e.mu, e.mv = newReducer(mu), newReducer(mv)
+	}
+	cache.Store(e)
+	return e
 }
 
 // getRound returns a pooled round state set up for one call.
@@ -201,11 +213,7 @@ func (c *FF1) crypt(x []uint16, tweak []byte, decrypt bool) ([]uint16, error) {
 	fast = fast && !forceBig
 	out := make([]uint16, n)
 	if fast {
-		mu, _ := powUint64(c.radix, u)
-		b := (bits.Len64(mv-1) + 7) / 8
-		st := c.getRound(u, n, b, tweak)
-		c.fast(st, x, out, u, mu, mv, decrypt)
-		c.putRound(st)
+		c.fast(x, out, tweak, u, mv, decrypt)
 		return out, nil
 	}
 
@@ -217,39 +225,79 @@ func (c *FF1) crypt(x []uint16, tweak []byte, decrypt bool) ([]uint16, error) {
 }
 
 // fast runs the ten Feistel rounds with both halves held in uint64 values.
-func (c *FF1) fast(st *ff1Round, x, out []uint16, u int, mu, mv uint64, decrypt bool) {
+// NUM(B) then takes b <= 8 bytes, so the variable part of Q, [i] and
+// NUM(B), always falls in its last block and S takes d <= 12 bytes of a
+// single CIPH output. The round function is thus one AES block on a
+// chaining value kept in two words.
+func (c *FF1) fast(x, out []uint16, tweak []byte, u int, mv uint64, decrypt bool) {
 	r := uint64(c.radix)
-	a := numUint64(x[:u], r)
-	b := numUint64(x[u:], r)
-	numB := st.tail[len(st.tail)-st.b:]
+	n, t := len(x), len(tweak)
+	b := (bits.Len64(mv-1) + 7) / 8
+	d := 4*((b+3)/4) + 4
+	pad := ((-t-b-1)%16 + 16) % 16
 
+	// Fold the blocks of Q before its last one, which hold only tweak and
+	// zero padding, into the CBC-MAC chaining value. One array serves as
+	// chaining value and round block: a slice passed to the cipher escapes,
+	// so each array costs an allocation.
+	p := encryptP(c.block, &c.lastP, c.radix, u, n, t)
+	blk := p.block
+	fixed := (t + pad) / 16 * 16
+	for off := 0; off < fixed; off += 16 {
+		var q [16]byte
+		copy(q[:], tweak[off:min(t, off+16)])
+		subtle16(&blk, q[:])
+		c.block.Encrypt(blk[:], blk[:])
+	}
+	var last [16]byte
+	if fixed < t {
+		copy(last[:], tweak[fixed:])
+	}
+	baseHi := binary.BigEndian.Uint64(blk[:8]) ^ binary.BigEndian.Uint64(last[:8])
+	baseLo := binary.BigEndian.Uint64(blk[8:]) ^ binary.BigEndian.Uint64(last[8:])
+
+	a := numUint64(x[:u], r)
+	bv := numUint64(x[u:], r)
 	for k := range 10 {
-		i, m := k, mu
+		i, m := k, p.mu
 		if decrypt {
 			i = 9 - k
 		}
 		if i%2 == 1 {
-			m = mv
+			m = p.mv
 		}
 
-		// Q carries NUM(B) when encrypting and NUM(A) when decrypting.
-		in := b
+		// Q carries NUM(B) when encrypting and NUM(A) when decrypting, in
+		// its last b bytes, after the round byte [i].
+		in := bv
 		if decrypt {
 			in = a
 		}
-		for j := range numB {
-			numB[len(numB)-1-j] = byte(in >> (8 * j))
+		hi, lo := baseHi, baseLo^in
+		if b < 8 {
+			lo ^= uint64(i) << (8 * b)
+		} else {
+			hi ^= uint64(i)
 		}
-		y := modBytes(st.prf(i), m)
+		binary.BigEndian.PutUint64(blk[:8], hi)
+		binary.BigEndian.PutUint64(blk[8:], lo)
+		c.block.Encrypt(blk[:], blk[:])
+
+		var y uint64
+		if d == 8 {
+			y = m.mod(binary.BigEndian.Uint64(blk[:8]))
+		} else {
+			_, y = bits.Div64(m.mod(uint64(binary.BigEndian.Uint32(blk[:4]))), binary.BigEndian.Uint64(blk[4:12]), m.m)
+		}
 
 		if decrypt {
-			a, b = subMod(b, y, m), a
+			a, bv = subMod(bv, y, m.m), a
 		} else {
-			a, b = b, addMod(a, y, m)
+			a, bv = bv, addMod(a, y, m.m)
 		}
 	}
 	strUint64(out[:u], a, r)
-	strUint64(out[u:], b, r)
+	strUint64(out[u:], bv, r)
 }
 
 // slow runs the ten Feistel rounds with big integers.

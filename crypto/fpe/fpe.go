@@ -154,6 +154,23 @@ func modBytes(s []byte, m uint64) uint64 {
 	return r
 }
 
+// reducer computes x mod m for a fixed m with a multiplication by an
+// approximate reciprocal instead of a division, which costs tens of cycles.
+// With inv = floor((2^64-1)/m), the estimate floor(x*inv/2^64) falls short
+// of floor(x/m) by at most one, so one subtraction corrects the remainder.
+type reducer struct{ m, inv uint64 }
+
+func newReducer(m uint64) reducer { return reducer{m: m, inv: ^uint64(0) / m} }
+
+func (r reducer) mod(x uint64) uint64 {
+	q, _ := bits.Mul64(x, r.inv)
+	x -= q * r.m
+	if x >= r.m {
+		x -= r.m
+	}
+	return x
+}
+
 // addMod returns (a + b) mod m for a, b < m.
 func addMod(a, b, m uint64) uint64 {
 	s, carry := bits.Add64(a, b, 0)
