@@ -163,6 +163,37 @@ func (t *Table) Ordered() bool {
 // keeps every column can be copied through unparsed.
 func (t *Table) Masks() bool { return t.masks }
 
+// TextColumns returns the indexes of the columns whose values MaskRow
+// reads: those a transformer rewrites and those that key an entity. Every
+// other column is kept or set to NULL, so its value may be in any
+// encoding, such as COPY's binary format.
+func (t *Table) TextColumns() []int {
+	var cols []int
+	read := make([]bool, len(t.plans))
+	for i, cp := range t.plans {
+		if cp.entity >= 0 {
+			read[cp.entity] = true
+		}
+		if cp.null {
+			continue
+		}
+		if cp.whole != nil {
+			read[i] = true
+		}
+		for _, s := range cp.steps {
+			if s.t != nil {
+				read[i] = true
+			}
+		}
+	}
+	for i, r := range read {
+		if r {
+			cols = append(cols, i)
+		}
+	}
+	return cols
+}
+
 // MaskRow masks row in place. row has one field per column. NULL stays
 // NULL except under the null transformer. On error the row is partly
 // masked and must not be written; the error names the column but not the

@@ -222,6 +222,9 @@ func copySequences(ctx context.Context, src, tgt *pgx.Conn) error {
 // target transaction stays open until every worker is done.
 type worker struct {
 	src, tgt *pgx.Conn
+	// binary is set when both servers have the same major version, so
+	// that the binary form of every built-in type is the same on both.
+	binary bool
 }
 
 func copyTables(ctx context.Context, opts DBOptions, snapshot string, tables []string, maskers map[string]*rules.Table, jobs int, log *slog.Logger, stats *Stats) error {
@@ -308,6 +311,8 @@ func openWorker(ctx context.Context, opts DBOptions, snapshot string) (*worker, 
 		return nil, fmt.Errorf("connecting to target: %w", err)
 	}
 	w := &worker{src: src, tgt: tgt}
+	major := majorVersion(src.PgConn().ParameterStatus("server_version"))
+	w.binary = major != "" && major == majorVersion(tgt.PgConn().ParameterStatus("server_version"))
 	for _, q := range []struct {
 		conn *pgx.Conn
 		sql  string
@@ -345,14 +350,26 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 		return 0, fmt.Errorf("table %s: truncating before the load: %w", name, err)
 	}
 
+	binary := w.binary
+	if binary {
+		var err error
+		if binary, err = binaryCopyable(ctx, w.src, ident, tbl); err != nil {
+			return 0, fmt.Errorf("table %s: reading column types: %w", name, err)
+		}
+	}
+	format := ""
+	if binary {
+		format = " (FORMAT binary)"
+	}
+
 	// The buffer batches rows into large writes; an unbuffered pipe would
 	// send every row to the target as its own message.
 	pr, pw := io.Pipe()
 	buffered := bufio.NewWriterSize(pw, 256<<10)
-	mw := &maskWriter{table: tbl, out: buffered, progress: progress}
+	mw := &maskWriter{table: tbl, out: buffered, binary: binary, progress: progress}
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+" ("+list+") TO STDOUT")
+		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+" ("+list+") TO STDOUT"+format)
 		if ferr := mw.finish(); err == nil {
 			err = ferr
 		}
@@ -363,7 +380,7 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 		done <- err
 	}()
 
-	_, loadErr := w.tgt.PgConn().CopyFrom(ctx, pr, "COPY "+ident+" ("+list+") FROM STDIN")
+	_, loadErr := w.tgt.PgConn().CopyFrom(ctx, pr, "COPY "+ident+" ("+list+") FROM STDIN"+format)
 	pr.CloseWithError(errors.New("target stopped reading"))
 	readErr := <-done
 
@@ -390,4 +407,61 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 		progress(name, mw.rows, true)
 	}
 	return mw.rows, nil
+}
+
+// Type OIDs of the text types, whose binary form is their text, and the
+// first OID of objects created after initdb (FirstNormalObjectId), below
+// which every type is built in.
+const (
+	oidText             = 25
+	oidBPChar           = 1042
+	oidVarchar          = 1043
+	firstNormalObjectID = 16384
+)
+
+// binaryCopyable reports whether table ident can go through COPY's binary
+// format: every column has a built-in type, and every column the masker
+// reads is text. A type created in the database is left to the text
+// format, since its binary form may embed OIDs that differ between the two
+// databases or come from an extension of another version.
+func binaryCopyable(ctx context.Context, src *pgx.Conn, ident string, tbl *rules.Table) (bool, error) {
+	rows, err := src.Query(ctx, `SELECT attname, atttypid::int8 FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, ident)
+	if err != nil {
+		return false, err
+	}
+	types := map[string]int64{}
+	var col string
+	var oid int64
+	if _, err := pgx.ForEachRow(rows, []any{&col, &oid}, func() error {
+		types[col] = oid
+		return nil
+	}); err != nil {
+		return false, err
+	}
+
+	cols := tbl.Columns()
+	for _, c := range cols {
+		if oid, ok := types[c]; !ok || oid >= firstNormalObjectID {
+			return false, nil
+		}
+	}
+	for _, i := range tbl.TextColumns() {
+		switch types[cols[i]] {
+		case oidText, oidBPChar, oidVarchar:
+		default:
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// majorVersion returns the major version at the start of a server_version
+// parameter such as "15.18 (Debian 15.18-0+deb12u1)", or "" for none.
+func majorVersion(v string) string {
+	end := 0
+	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
+		end++
+	}
+	return v[:end]
 }

@@ -30,10 +30,11 @@ type rowBatch struct {
 // results to out in input order. Memory is bounded by the number of
 // batches in flight.
 type pipeline struct {
-	table *rules.Table
-	out   io.Writer
-	work  chan *rowBatch
-	order chan *rowBatch
+	table  *rules.Table
+	binary bool // batches hold COPY binary tuples instead of text lines
+	out    io.Writer
+	work   chan *rowBatch
+	order  chan *rowBatch
 
 	wg      sync.WaitGroup
 	written chan error // the writer's result
@@ -44,10 +45,11 @@ type pipeline struct {
 	spare chan []byte
 }
 
-func newPipeline(table *rules.Table, out io.Writer) *pipeline {
+func newPipeline(table *rules.Table, binary bool, out io.Writer) *pipeline {
 	workers := runtime.GOMAXPROCS(0)
 	p := &pipeline{
 		table:   table,
+		binary:  binary,
 		out:     out,
 		work:    make(chan *rowBatch, workers),
 		order:   make(chan *rowBatch, 2*workers),
@@ -99,30 +101,41 @@ func (p *pipeline) maskBatches() {
 		text := string(b.in)
 		p.recycle(b.in)
 		b.in = nil
-		b.out, row, b.err = maskLines(p.table, text, b.firstRow, row, p.buffer())
+		b.out, row, b.err = maskRows(p.table, p.binary, text, b.firstRow, row, p.buffer())
 		close(b.done)
 	}
 }
 
-// maskLines masks every line of in and appends the COPY text to out. It
-// returns row, grown as needed, for reuse by the next call.
-func maskLines(table *rules.Table, in string, firstRow int64, row []rules.Field, out []byte) ([]byte, []rules.Field, error) {
+// maskRows masks every row of in, COPY text lines or binary tuples, and
+// appends them in the same format to out. It returns row, grown as needed,
+// for reuse by the next call.
+func maskRows(table *rules.Table, binary bool, in string, firstRow int64, row []rules.Field, out []byte) ([]byte, []rules.Field, error) {
 	n := firstRow
 	for len(in) > 0 {
-		i := strings.IndexByte(in, '\n')
 		var err error
-		row, err = decodeCopyRow(in[:i], row)
+		if binary {
+			row, in, err = decodeBinaryTuple(in, row)
+		} else {
+			i := strings.IndexByte(in, '\n')
+			row, err = decodeCopyRow(in[:i], row)
+			in = in[i+1:]
+		}
 		if err == nil && len(row) != len(table.Columns()) {
 			err = errFieldCount(len(row), len(table.Columns()))
 		}
 		if err == nil {
 			err = table.MaskRow(row)
 		}
+		if err == nil {
+			if binary {
+				out, err = appendBinaryTuple(out, row)
+			} else {
+				out = appendCopyRow(out, row)
+			}
+		}
 		if err != nil {
 			return out, row, &RowError{Table: table.Name(), Row: n, Err: err}
 		}
-		out = appendCopyRow(out, row)
-		in = in[i+1:]
 		n++
 	}
 	return out, row, nil
@@ -174,25 +187,29 @@ func (p *pipeline) close() error {
 	return <-p.written
 }
 
-// maskWriter receives COPY text data from the source and splits it into
-// rows. Data messages may split or join lines, so it keeps an incomplete
-// line until the rest arrives. A table without masked columns is copied
-// through. An ordered table (see rules.Table.Ordered) is masked row by row
-// in order, and any other table in batches on several goroutines.
+// maskWriter receives COPY data from the source, text or binary, and
+// splits it into rows. Data messages may split or join rows, so it keeps
+// an incomplete row until the rest arrives. A table without masked columns
+// is copied through. An ordered table (see rules.Table.Ordered) is masked
+// row by row in order, and any other table in batches on several
+// goroutines.
 type maskWriter struct {
 	table    *rules.Table
 	out      io.Writer
+	binary   bool
 	progress func(string, int64, bool)
 	partial  []byte
 	rows     int64
 
 	pipe    *pipeline
 	batch   *rowBatch
-	row     []rules.Field
+	fields  []rules.Field
 	buf     []byte
 	checked bool // masks and ordered are set
 	masks   bool
 	ordered bool
+	// header and trailer record the binary format's framing seen so far.
+	header, trailer bool
 }
 
 func (m *maskWriter) Write(p []byte) (int, error) {
@@ -201,15 +218,14 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 		m.partial = append(m.partial, p...)
 		data = m.partial
 	}
-	for {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			break
-		}
-		if err := m.line(data[:i+1]); err != nil {
-			return 0, err
-		}
-		data = data[i+1:]
+	var err error
+	if m.binary {
+		data, err = m.splitTuples(data)
+	} else {
+		data, err = m.splitLines(data)
+	}
+	if err != nil {
+		return 0, err
 	}
 	m.partial = append(m.partial[:0], data...)
 	if len(m.partial) > MaxLine {
@@ -218,8 +234,69 @@ func (m *maskWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// line handles one newline-terminated COPY line.
-func (m *maskWriter) line(line []byte) error {
+// splitLines hands each complete text line of data to row and returns the
+// incomplete rest.
+func (m *maskWriter) splitLines(data []byte) ([]byte, error) {
+	for {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
+			return data, nil
+		}
+		if err := m.row(data[:i+1]); err != nil {
+			return nil, err
+		}
+		data = data[i+1:]
+	}
+}
+
+// splitTuples passes the binary header through, hands each complete tuple
+// of data to row, and returns the incomplete rest.
+func (m *maskWriter) splitTuples(data []byte) ([]byte, error) {
+	if !m.header {
+		n, err := parseBinaryHeader(data)
+		if err != nil || n == 0 {
+			return data, m.rowError(err)
+		}
+		if _, err := io.WriteString(m.out, binaryHeader); err != nil {
+			return nil, err
+		}
+		m.header = true
+		data = data[n:]
+	}
+	for len(data) > 0 {
+		if m.trailer {
+			return nil, m.rowError(fmt.Errorf("%w: data after the trailer", errBinaryFormat))
+		}
+		n, err := binaryTupleLen(data, len(m.table.Columns()))
+		switch {
+		case err != nil:
+			return nil, m.rowError(err)
+		case n == 0:
+			return data, nil
+		case n < 0:
+			m.trailer = true
+			data = data[2:]
+			continue
+		}
+		if err := m.row(data[:n]); err != nil {
+			return nil, err
+		}
+		data = data[n:]
+	}
+	return data, nil
+}
+
+// rowError wraps err, when there is one, as a failure of the next row.
+func (m *maskWriter) rowError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: err}
+}
+
+// row handles one COPY row: a newline-terminated text line or a binary
+// tuple.
+func (m *maskWriter) row(data []byte) error {
 	m.rows++
 	if m.progress != nil && m.rows%progressEvery == 0 {
 		m.progress(m.table.Name(), m.rows, false)
@@ -229,11 +306,11 @@ func (m *maskWriter) line(line []byte) error {
 	}
 	switch {
 	case !m.masks:
-		_, err := m.out.Write(line)
+		_, err := m.out.Write(data)
 		return err
 	case m.ordered:
 		var err error
-		m.buf, m.row, err = maskLines(m.table, string(line), m.rows, m.row, m.buf[:0])
+		m.buf, m.fields, err = maskRows(m.table, m.binary, string(data), m.rows, m.fields, m.buf[:0])
 		if err != nil {
 			return err
 		}
@@ -242,12 +319,12 @@ func (m *maskWriter) line(line []byte) error {
 	}
 
 	if m.pipe == nil {
-		m.pipe = newPipeline(m.table, m.out)
+		m.pipe = newPipeline(m.table, m.binary, m.out)
 	}
 	if m.batch == nil {
 		m.batch = &rowBatch{firstRow: m.rows, in: m.pipe.buffer()}
 	}
-	m.batch.in = append(m.batch.in, line...)
+	m.batch.in = append(m.batch.in, data...)
 	if m.rows-m.batch.firstRow+1 < batchRows {
 		return nil
 	}
@@ -261,17 +338,22 @@ func (m *maskWriter) line(line []byte) error {
 // so that the pipeline's goroutines end.
 func (m *maskWriter) finish() error {
 	var err error
-	if len(m.partial) > 0 {
-		err = &RowError{Table: m.table.Name(), Row: m.rows + 1, Err: fmt.Errorf("%w: COPY data ends inside a row", ErrFormat)}
+	switch {
+	case len(m.partial) > 0:
+		err = m.rowError(fmt.Errorf("%w: COPY data ends inside a row", ErrFormat))
+	case m.binary && !m.trailer:
+		err = m.rowError(fmt.Errorf("%w: COPY data ends without the trailer", errBinaryFormat))
 	}
-	if m.pipe == nil {
-		return err
+	if m.pipe != nil {
+		if m.batch != nil && err == nil {
+			err = m.pipe.submit(m.batch)
+		}
+		if perr := m.pipe.close(); perr != nil {
+			return perr
+		}
 	}
-	if m.batch != nil && err == nil {
-		err = m.pipe.submit(m.batch)
-	}
-	if perr := m.pipe.close(); perr != nil {
-		return perr
+	if err == nil && m.binary {
+		_, err = io.WriteString(m.out, binaryTrailer)
 	}
 	return err
 }
