@@ -35,6 +35,9 @@ func (s *Server) openVault(cfg *config.Config) error {
 	s.vaultIss = vault.NewIssuer(c)
 	actions := leaseActions{backend: s.vaultIss, gone: vault.ErrGone}
 	s.leases.Register("vault", actions, actions)
+	if cfg.CA.Backend == "vault-pki" {
+		s.leases.Register("x509", vaultPKIRevoker{s}, nil)
+	}
 	return nil
 }
 

@@ -130,3 +130,94 @@ func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
 		t.Errorf("lease %s: %v", resp.LeaseID, err)
 	}
 }
+
+// TestVaultPKISANsAndRevocation issues a certificate with DNS and IP SANs
+// through Vault's PKI engine, then revokes its lease and checks that Vault
+// revoked the certificate too.
+func TestVaultPKISANsAndRevocation(t *testing.T) {
+	v := vaulttest.New(t)
+	t.Setenv("WARD_TEST_VAULT_TOKEN", v.RootToken())
+	var node yaml.Node
+	doc := "address: " + v.Addr() + "\nauth:\n  method: token\n  token: {env: WARD_TEST_VAULT_TOKEN}\n"
+	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, func(c *config.Config) {
+		c.Vault = config.Section{Node: node.Content[0]}
+		c.CA = config.CA{Backend: "vault-pki", VaultPKI: config.VaultPKI{Role: "ward"}}
+	})
+
+	var resp x509Response
+	code := ts.call(t, "POST", "/v1/issue/x509", map[string]any{
+		"csr": newCSR(t, ""), "spiffe_id": "spiffe://ward.test/ns/db/sa/pg", "ttl": "10m",
+		"dns_names": []string{"db.internal"}, "ip_addresses": []string{"127.0.0.1", "::1"},
+	}, &resp)
+	if code != http.StatusOK {
+		t.Fatalf("issue x509 with SANs through Vault PKI = %d, want 200", code)
+	}
+	block, _ := pem.Decode([]byte(resp.Certificate))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cert.DNSNames) != 1 || cert.DNSNames[0] != "db.internal" {
+		t.Errorf("DNS SANs = %v, want [db.internal]", cert.DNSNames)
+	}
+	if got := ipStrings(cert.IPAddresses); !sameSet(got, []string{"127.0.0.1", "::1"}) {
+		t.Errorf("IP SANs = %v, want 127.0.0.1 and ::1", got)
+	}
+
+	l, err := ts.srv.leases.Get(context.Background(), resp.LeaseID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := l.Meta["vault_serial"]
+	if serial == "" || v.CertRevoked(serial) {
+		t.Fatalf("lease Vault serial = %q, revoked at Vault before the lease = %v", serial, v.CertRevoked(serial))
+	}
+	if code := ts.call(t, "POST", "/v1/leases/revoke", map[string]string{"lease_id": resp.LeaseID}, nil); code != http.StatusOK {
+		t.Fatalf("revoke lease = %d, want 200", code)
+	}
+	if !v.CertRevoked(serial) {
+		t.Errorf("certificate %s not revoked at Vault after its lease was", serial)
+	}
+
+	// With Vault sealed the revocation fails and the lease stays active,
+	// so that a retry reaches Vault.
+	code = ts.call(t, "POST", "/v1/issue/x509", map[string]any{"csr": newCSR(t, ""), "spiffe_id": "spiffe://ward.test/ns/db/sa/pg", "ttl": "10m"}, &resp)
+	if code != http.StatusOK {
+		t.Fatalf("second issue = %d, want 200", code)
+	}
+	v.Seal()
+	if code := ts.call(t, "POST", "/v1/leases/revoke", map[string]string{"lease_id": resp.LeaseID}, nil); code == http.StatusOK {
+		t.Errorf("revoke with Vault sealed = 200, want a failure")
+	}
+	v.Unseal()
+	if code := ts.call(t, "POST", "/v1/leases/revoke", map[string]string{"lease_id": resp.LeaseID}, nil); code != http.StatusOK {
+		t.Fatalf("revoke after unseal = %d, want 200", code)
+	}
+	l, err = ts.srv.leases.Get(context.Background(), resp.LeaseID)
+	if err != nil || !v.CertRevoked(l.Meta["vault_serial"]) {
+		t.Errorf("second certificate not revoked at Vault after retry (lease error %v)", err)
+	}
+}
+
+// TestSameSetIgnoresOrderAndCase checks the SAN comparison that guards
+// certificates Vault signed.
+func TestSameSetIgnoresOrderAndCase(t *testing.T) {
+	cases := []struct {
+		a, b []string
+		want bool
+	}{
+		{nil, nil, true},
+		{[]string{"a", "B"}, []string{"b", "A"}, true},
+		{[]string{"a"}, []string{"a", "a"}, false},
+		{[]string{"a", "a"}, []string{"a", "b"}, false},
+		{[]string{"a"}, nil, false},
+	}
+	for _, c := range cases {
+		if got := sameSet(c.a, c.b); got != c.want {
+			t.Errorf("sameSet(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}

@@ -1,9 +1,13 @@
 package server
 
 import (
+	"cmp"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"net/http"
+	"errors"
+	"net"
+	"strings"
 	"time"
 
 	"ward.dev/ward/broker/ca"
@@ -14,20 +18,19 @@ import (
 // signX509Vault has Vault's PKI engine sign a prepared request
 // (ca.backend vault-pki). Policy, TTL and CSR checks are ward's, as with the
 // local CA; the lease is ward's too. The trust bundle returned is Vault's
-// issuing chain.
-//
-// NOTE: revoking such a lease stops the certificate from authenticating to
-// ward and lists it nowhere else: ward's CRL covers its own CA only, and
-// Vault's CRL is not updated.
+// issuing chain. Revoking the lease before the certificate expires revokes
+// it at Vault as well (vaultPKIRevoker), so it appears on the mount's CRL.
 func (s *Server) signX509Vault(req *request, plan *x509Plan) (any, *apiError) {
-	if len(plan.dnsNames) > 0 || len(plan.ips) > 0 {
-		return nil, errorf(http.StatusBadRequest, "DNS and IP SANs are not supported with ca.backend vault-pki; request them from Vault directly")
-	}
 	id := plan.id
+	ips := make([]string, len(plan.ips))
+	for i, ip := range plan.ips {
+		ips[i] = ip.String()
+	}
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: plan.csr.Raw})
+	mount := cmp.Or(s.cfg.CA.VaultPKI.Mount, "pki")
 	signed, err := s.vault.SignCSR(req.r.Context(), vault.SignRequest{
-		Mount: s.cfg.CA.VaultPKI.Mount, Role: s.cfg.CA.VaultPKI.Role,
-		CSR: csrPEM, URISANs: []string{id.String()}, TTL: plan.ttl,
+		Mount: mount, Role: s.cfg.CA.VaultPKI.Role,
+		CSR: csrPEM, URISANs: []string{id.String()}, DNSNames: plan.dnsNames, IPSANs: ips, TTL: plan.ttl,
 	})
 	if err != nil {
 		return nil, vaultError(err)
@@ -40,7 +43,11 @@ func (s *Server) signX509Vault(req *request, plan *x509Plan) (any, *apiError) {
 	if err != nil {
 		return nil, internal("Vault PKI signing", err)
 	}
-	if len(cert.URIs) != 1 || cert.URIs[0].String() != id.String() {
+	// The policy allowed exactly these names, so a certificate with any
+	// other (a role that adds the CSR's or the common name) is not handed
+	// out.
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != id.String() || len(cert.EmailAddresses) > 0 ||
+		!sameSet(cert.DNSNames, plan.dnsNames) || !sameSet(ipStrings(cert.IPAddresses), ips) {
 		return nil, internal("Vault PKI signing", errWrongSAN)
 	}
 
@@ -52,7 +59,7 @@ func (s *Server) signX509Vault(req *request, plan *x509Plan) (any, *apiError) {
 	l := store.Lease{
 		ID: leaseID, Kind: "x509", Object: "x509/" + id.String(), Subject: id.String(), Serial: serial,
 		IssuedAt: cert.NotBefore, ExpiresAt: cert.NotAfter, MaxExpiresAt: cert.NotAfter,
-		Meta: map[string]string{"issuer": "vault-pki"},
+		Meta: map[string]string{"issuer": "vault-pki", "vault_mount": mount, "vault_serial": signed.Serial},
 	}
 	if err := s.createLease(req.r.Context(), l); err != nil {
 		return nil, err
@@ -73,5 +80,58 @@ func (e vaultPKIError) Error() string { return string(e) }
 
 const (
 	errNoPEM    = vaultPKIError("Vault returned no PEM certificate")
-	errWrongSAN = vaultPKIError("Vault returned a certificate without the requested SPIFFE ID as its only URI SAN")
+	errWrongSAN = vaultPKIError("Vault returned a certificate whose SANs differ from the requested SPIFFE ID, DNS names and IP addresses")
 )
+
+// sameSet reports whether a and b hold the same strings, ignoring order
+// and case.
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	seen := make(map[string]int, len(a))
+	for _, v := range a {
+		seen[strings.ToLower(v)]++
+	}
+	for _, v := range b {
+		k := strings.ToLower(v)
+		if seen[k] == 0 {
+			return false
+		}
+		seen[k]--
+	}
+	return true
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
+}
+
+// vaultPKIRevoker revokes at Vault the certificates Vault signed for ward
+// when their leases are revoked. A lease that ends at or after its
+// certificate's expiry needs nothing, so expiry costs Vault no request.
+type vaultPKIRevoker struct{ s *Server }
+
+func (r vaultPKIRevoker) Revoke(ctx context.Context, l store.Lease) error {
+	if l.Meta["issuer"] != "vault-pki" || !r.s.now().Before(l.ExpiresAt) {
+		return nil
+	}
+	serial := l.Meta["vault_serial"]
+	if serial == "" {
+		// Leases from before the serial was recorded.
+		r.s.log.Warn("Vault PKI certificate revoked at ward only: its lease has no Vault serial", "lease_id", l.ID, "serial", l.Serial)
+		return nil
+	}
+	err := r.s.vault.RevokeCert(ctx, l.Meta["vault_mount"], serial)
+	if errors.Is(err, vault.ErrNotFound) {
+		// Vault has no record of the certificate (its storage was tidied),
+		// so nothing is left to revoke there.
+		r.s.log.Warn("Vault PKI has no record of the certificate; revoked at ward only", "lease_id", l.ID, "serial", serial)
+		return nil
+	}
+	return err
+}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -247,6 +248,7 @@ func TestSignCSR(t *testing.T) {
 		got, err := c.SignCSR(context.Background(), vault.SignRequest{
 			Role: role, CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
 			CommonName: "web", URISANs: []string{spiffeID.String()}, TTL: 30 * time.Minute,
+			DNSNames: []string{"web.internal"}, IPSANs: []string{"127.0.0.1"},
 		})
 		if err != nil {
 			t.Fatalf("SignCSR = %v, want nil", err)
@@ -268,6 +270,16 @@ func TestSignCSR(t *testing.T) {
 		}
 		if got.Serial == "" || got.NotAfter.IsZero() {
 			t.Errorf("Serial %q, NotAfter %v; want both set", got.Serial, got.NotAfter)
+		}
+		if !slices.Contains(cert.DNSNames, "web.internal") || len(cert.IPAddresses) != 1 || cert.IPAddresses[0].String() != "127.0.0.1" {
+			t.Errorf("certificate DNS names %v and IPs %v, want web.internal and 127.0.0.1", cert.DNSNames, cert.IPAddresses)
+		}
+
+		if err := c.RevokeCert(context.Background(), "", got.Serial); err != nil {
+			t.Errorf("RevokeCert(%s) = %v, want nil", got.Serial, err)
+		}
+		if err := c.RevokeCert(context.Background(), "", "01:02:03"); !errors.Is(err, vault.ErrNotFound) {
+			t.Errorf("RevokeCert(unknown serial) = %v, want ErrNotFound", err)
 		}
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -193,6 +194,10 @@ type pkiCA struct {
 	cert    *x509.Certificate
 	certPEM string
 	key     *ecdsa.PrivateKey
+	// issued maps the serial of each signed certificate, as Vault formats
+	// it, to its expiry; revoked holds the revoked serials.
+	issued  map[string]time.Time
+	revoked map[string]time.Time
 }
 
 func (s *Server) pkiSign(w http.ResponseWriter, r *http.Request, role string) {
@@ -200,6 +205,8 @@ func (s *Server) pkiSign(w http.ResponseWriter, r *http.Request, role string) {
 		CSR        string `json:"csr"`
 		CommonName string `json:"common_name"`
 		URISANs    string `json:"uri_sans"`
+		AltNames   string `json:"alt_names"`
+		IPSANs     string `json:"ip_sans"`
 		TTL        any    `json:"ttl"`
 	}
 	if !readJSON(w, r, &body) {
@@ -249,20 +256,90 @@ func (s *Server) pkiSign(w http.ResponseWriter, r *http.Request, role string) {
 		}
 		tmpl.URIs = append(tmpl.URIs, u)
 	}
+	for _, name := range splitList(body.AltNames) {
+		tmpl.DNSNames = append(tmpl.DNSNames, name)
+	}
+	for _, raw := range splitList(body.IPSANs) {
+		ip := net.ParseIP(raw)
+		if ip == nil {
+			writeErrors(w, http.StatusBadRequest, "the value '"+raw+"' is not a valid IP address")
+			return
+		}
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
 	if err != nil {
 		writeErrors(w, http.StatusBadRequest, err.Error())
 		return
 	}
 
-	serialHex := fmt.Sprintf("%x", serial)
+	serialHex := colonHex(fmt.Sprintf("%x", serial))
+	ca.issued[serialHex] = tmpl.NotAfter
 	writeJSON(w, http.StatusOK, response{Data: map[string]any{
 		"certificate":   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
 		"issuing_ca":    ca.certPEM,
 		"ca_chain":      []string{ca.certPEM},
-		"serial_number": colonHex(serialHex),
+		"serial_number": serialHex,
 		"expiration":    tmpl.NotAfter.Unix(),
 	}})
+}
+
+// splitList splits a comma-separated parameter, dropping empty entries.
+func splitList(list string) []string {
+	var out []string
+	for _, v := range strings.Split(list, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// pkiRevoke revokes a certificate by serial. As Vault does, it rejects a
+// serial it never issued and accepts an expired certificate without
+// listing it.
+func (s *Server) pkiRevoke(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Serial string `json:"serial_number"`
+	}
+	if !readJSON(w, r, &body) {
+		return
+	}
+	ca, err := s.ca()
+	if err != nil {
+		writeErrors(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	serial := strings.ToLower(strings.ReplaceAll(body.Serial, "-", ":"))
+	notAfter, ok := ca.issued[serial]
+	if !ok {
+		writeErrors(w, http.StatusBadRequest, "certificate with serial "+body.Serial+" not found.")
+		return
+	}
+	now := s.now()
+	if !now.Before(notAfter) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if _, done := ca.revoked[serial]; !done {
+		ca.revoked[serial] = now
+	}
+	writeJSON(w, http.StatusOK, response{Data: map[string]any{
+		"revocation_time":         ca.revoked[serial].Unix(),
+		"revocation_time_rfc3339": ca.revoked[serial].UTC().Format(time.RFC3339Nano),
+	}})
+}
+
+// CertRevoked reports whether the stand-in PKI revoked the certificate
+// with serial, in Vault's colon-separated hex.
+func (s *Server) CertRevoked(serial string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pki == nil {
+		return false
+	}
+	_, ok := s.pki.revoked[serial]
+	return ok
 }
 
 // CACertificate returns the stand-in PKI's CA certificate, creating it on
@@ -303,7 +380,10 @@ func (s *Server) ca() (*pkiCA, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.pki = &pkiCA{cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))}
+	s.pki = &pkiCA{
+		cert: cert, key: key, certPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		issued: map[string]time.Time{}, revoked: map[string]time.Time{},
+	}
 	return s.pki, nil
 }
 

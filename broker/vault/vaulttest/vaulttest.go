@@ -9,7 +9,7 @@
 //	GET  /v1/<kv>/data/<path>             POST /v1/<kv>/data/<path>      (KV v2)
 //	GET  /v1/database/creds/<role>
 //	PUT  /v1/sys/leases/renew             PUT  /v1/sys/leases/revoke
-//	POST /v1/pki/sign/<role>
+//	POST /v1/pki/sign/<role>              POST /v1/pki/revoke
 //	POST /v1/transit/encrypt/<key>        POST /v1/transit/decrypt/<key>
 //
 // Errors are {"errors":[...]} bodies: 403 for a missing, unknown or
@@ -246,6 +246,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, path string, tok 
 		s.databaseCreds(w, strings.TrimPrefix(path, "database/creds/"))
 	case strings.HasPrefix(path, "pki/sign/") && write:
 		s.pkiSign(w, r, strings.TrimPrefix(path, "pki/sign/"))
+	case path == "pki/revoke" && write:
+		s.pkiRevoke(w, r)
 	case strings.HasPrefix(path, "transit/encrypt/") && write:
 		s.transitEncrypt(w, r, strings.TrimPrefix(path, "transit/encrypt/"))
 	case strings.HasPrefix(path, "transit/decrypt/") && write:
