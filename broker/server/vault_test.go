@@ -91,7 +91,10 @@ func TestVaultSealedIs503AndRecovers(t *testing.T) {
 	}
 }
 
-func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
+// startVaultPKIServer starts a Vault stand-in and a ward server whose CA
+// backend is the stand-in's PKI engine.
+func startVaultPKIServer(t *testing.T) (*vaulttest.Server, *testServer) {
+	t.Helper()
 	v := vaulttest.New(t)
 	t.Setenv("WARD_TEST_VAULT_TOKEN", v.RootToken())
 	var node yaml.Node
@@ -103,6 +106,11 @@ func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
 		c.Vault = config.Section{Node: node.Content[0]}
 		c.CA = config.CA{Backend: "vault-pki", VaultPKI: config.VaultPKI{Role: "ward"}}
 	})
+	return v, ts
+}
+
+func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
+	v, ts := startVaultPKIServer(t)
 
 	var resp x509Response
 	if code := ts.call(t, "POST", "/v1/issue/x509", map[string]any{"csr": newCSR(t, ""), "spiffe_id": "spiffe://ward.test/ns/shop/sa/web", "ttl": "10m"}, &resp); code != http.StatusOK {
@@ -135,17 +143,7 @@ func TestVaultPKIBackendSignsSVIDs(t *testing.T) {
 // through Vault's PKI engine, then revokes its lease and checks that Vault
 // revoked the certificate too.
 func TestVaultPKISANsAndRevocation(t *testing.T) {
-	v := vaulttest.New(t)
-	t.Setenv("WARD_TEST_VAULT_TOKEN", v.RootToken())
-	var node yaml.Node
-	doc := "address: " + v.Addr() + "\nauth:\n  method: token\n  token: {env: WARD_TEST_VAULT_TOKEN}\n"
-	if err := yaml.Unmarshal([]byte(doc), &node); err != nil {
-		t.Fatal(err)
-	}
-	ts := startServer(t, func(c *config.Config) {
-		c.Vault = config.Section{Node: node.Content[0]}
-		c.CA = config.CA{Backend: "vault-pki", VaultPKI: config.VaultPKI{Role: "ward"}}
-	})
+	v, ts := startVaultPKIServer(t)
 
 	var resp x509Response
 	code := ts.call(t, "POST", "/v1/issue/x509", map[string]any{
