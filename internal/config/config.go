@@ -291,7 +291,9 @@ type fieldError struct {
 
 func (e *fieldError) Error() string { return fmt.Sprintf("line %d: %s", e.line, e.msg) }
 
-// Load reads path over the defaults and validates the result.
+// Load reads path over the defaults and validates the result. Unlike
+// Parse, it requires trust_domain: a deployment that forgot it would
+// otherwise issue identities in the development domain ward.test.
 func Load(path string) (Config, error) {
 	data, err := readBounded(path)
 	if err != nil {
@@ -301,8 +303,28 @@ func Load(path string) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
+	if !hasTopKey(cfg.root, "trust_domain") {
+		return Config{}, fmt.Errorf("%w: %s:1: trust_domain: missing; set this deployment's SPIFFE trust domain, such as example.org (only ward serve --dev defaults to ward.test)", ErrInvalid, path)
+	}
 	cfg.resolvePaths(filepath.Dir(path))
 	return cfg, nil
+}
+
+// hasTopKey reports whether the document root maps key at its top level.
+func hasTopKey(root *yaml.Node, key string) bool {
+	if root == nil || root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return false
+	}
+	m := root.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return true
+		}
+	}
+	return false
 }
 
 func readBounded(path string) ([]byte, error) {

@@ -57,7 +57,7 @@ func TestParseErrorsNameFileAndLine(t *testing.T) {
 func TestLoadResolvesRelativePaths(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "ward.yaml")
-	if err := os.WriteFile(path, []byte("data_dir: state\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte("trust_domain: example.org\ndata_dir: state\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(path)
@@ -66,6 +66,21 @@ func TestLoadResolvesRelativePaths(t *testing.T) {
 	}
 	if want := filepath.Join(dir, "state"); cfg.DataDir != want {
 		t.Errorf("DataDir = %q, want %q", cfg.DataDir, want)
+	}
+}
+
+// TestLoadRequiresTrustDomain loads files without trust_domain, empty or
+// not: each fails naming the file and the key.
+func TestLoadRequiresTrustDomain(t *testing.T) {
+	for _, content := range []string{"", "data_dir: state\n", "# only a comment\n"} {
+		path := filepath.Join(t.TempDir(), "ward.yaml")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := config.Load(path)
+		if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), path+":1: trust_domain: missing") {
+			t.Errorf("Load(%q) = %v, want ErrInvalid naming %s:1: trust_domain", content, err, path)
+		}
 	}
 }
 

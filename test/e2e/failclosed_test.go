@@ -294,9 +294,10 @@ func TestServeRejectsBadConfig(t *testing.T) {
 		{"unknown key", "environment: dev\nlisten:\n  apii: 127.0.0.1:0\n", "ward.yaml:3"},
 		{"max below default", "ttl:\n  default: 2h\n  max: 1h\n", "ward.yaml:3"},
 		{"unknown store driver", "store:\n  driver: mongo\n", "ward.yaml:2"},
-		{"proxy policy inside serve", "pgproxy:\n  listen: 127.0.0.1:0\n" +
+		{"proxy policy inside serve", "trust_domain: ward.test\npgproxy:\n  listen: 127.0.0.1:0\n" +
 			"  upstream: {address: 127.0.0.1:5432, database: shop, user: ward, password: {env: PGPW}}\n" +
-			"  rules: rules.yaml\n  policy: {model: model.conf, policy: policy.csv}\n", "ward.yaml:5: pgproxy.policy"},
+			"  rules: rules.yaml\n  policy: {model: model.conf, policy: policy.csv}\n", "ward.yaml:6: pgproxy.policy"},
+		{"no trust domain", "environment: prod\n", "ward.yaml:1: trust_domain: missing"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -343,15 +344,15 @@ func TestFailedFirstStartRecovers(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
 	bad, good := filepath.Join(dir, "bad.yaml"), filepath.Join(dir, "good.yaml")
-	if err := os.WriteFile(bad, []byte("policy: {model: nomodel.conf, file: nopolicy.csv}\n"), 0o600); err != nil {
+	if err := os.WriteFile(bad, []byte("trust_domain: ward.test\npolicy: {model: nomodel.conf, file: nopolicy.csv}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(good, []byte("environment: dev\n"), 0o600); err != nil {
+	if err := os.WriteFile(good, []byte("trust_domain: ward.test\nenvironment: dev\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	code, stderr := serveMustFail(t, s, "--config", bad, "--data-dir", data, "--listen", "127.0.0.1:0")
-	if code != 1 || !strings.Contains(stderr, "bad.yaml:1: policy") {
-		t.Errorf("first start: exit %d, stderr %q; want 1 naming bad.yaml:1: policy", code, stderr)
+	if code != 1 || !strings.Contains(stderr, "bad.yaml:2: policy") {
+		t.Errorf("first start: exit %d, stderr %q; want 1 naming bad.yaml:2: policy", code, stderr)
 	}
 	if exited, code, stderr := serveBriefly(t, s, 3*time.Second, "--config", good, "--data-dir", data, "--listen", "127.0.0.1:0"); exited {
 		t.Errorf("second start exited with %d: %s; want it serving", code, stderr)

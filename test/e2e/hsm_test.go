@@ -64,7 +64,7 @@ func TestHSMWrongPINFailsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "ward.yaml")
-	content := "data_dir: data\nlisten: {api: 127.0.0.1:0}\nkek: {type: pkcs11}\nca: {backend: pkcs11}\nhsm: {module: " + tok.Module +
+	content := "trust_domain: ward.test\ndata_dir: data\nlisten: {api: 127.0.0.1:0}\nkek: {type: pkcs11}\nca: {backend: pkcs11}\nhsm: {module: " + tok.Module +
 		", token_label: " + tok.Label + ", pin_file: " + wrongPIN + "}\n"
 	if err := os.WriteFile(cfg, []byte(content), 0o600); err != nil {
 		t.Fatal(err)

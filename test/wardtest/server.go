@@ -41,6 +41,8 @@ func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
 // WithConfig starts `ward serve --config FILE` with this YAML instead of
 // --dev. Relative paths in the YAML are relative to the file, which sits in
 // the server's directory. The --data-dir and --listen flags still apply.
+// YAML without trust_domain gets trust_domain: ward.test, the domain of
+// the development servers the other tests start.
 func WithConfig(yaml string) Option { return func(o *options) { o.config = yaml } }
 
 // WithArgs appends arguments to the serve command line.
@@ -113,7 +115,11 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	})
 
 	if s.opts.config != "" {
-		if err := os.WriteFile(s.ConfigPath(), []byte(s.opts.config), 0o600); err != nil {
+		config := s.opts.config
+		if !strings.Contains(config, "trust_domain:") {
+			config = "trust_domain: ward.test\n" + config
+		}
+		if err := os.WriteFile(s.ConfigPath(), []byte(config), 0o600); err != nil {
 			tb.Fatalf("wardtest: write config: %v", err)
 		}
 	}
