@@ -149,3 +149,20 @@ func FuzzMaskBinaryCopy(f *testing.F) {
 		_ = mw.finish()
 	})
 }
+
+// TestMajorVersion reads the major version from server_version values.
+func TestMajorVersion(t *testing.T) {
+	cases := map[string]string{
+		"15.18 (Debian 15.18-0+deb12u1)": "15",
+		"16.4":                           "16",
+		"17beta2":                        "17",
+		"9.6.24":                         "9",
+		"":                               "",
+		"devel":                          "",
+	}
+	for in, want := range cases {
+		if got := majorVersion(in); got != want {
+			t.Errorf("majorVersion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
