@@ -458,10 +458,17 @@ func binaryCopyable(ctx context.Context, src *pgx.Conn, ident string, tbl *rules
 
 // majorVersion returns the major version at the start of a server_version
 // parameter such as "15.18 (Debian 15.18-0+deb12u1)", or "" for none.
+// Before PostgreSQL 10 the major version had two parts, such as "9.6".
 func majorVersion(v string) string {
 	end := 0
 	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
 		end++
+	}
+	if end == 1 && end < len(v) && v[end] == '.' {
+		end++
+		for end < len(v) && v[end] >= '0' && v[end] <= '9' {
+			end++
+		}
 	}
 	return v[:end]
 }
