@@ -106,6 +106,11 @@ type session struct {
 	log     *slog.Logger
 	types   *pgtype.Map // used only by relayUpstream
 
+	// clientIn and upIn are the readers beneath be and fe. upIn is nil
+	// when fe reads through pgconn's own reader.
+	clientIn *sockReader
+	upIn     *sockReader
+
 	upPID     uint32
 	upKey     []byte
 	cancelKey uint32
@@ -238,201 +243,202 @@ func rejection(format string, args ...any) *pgproto3.ErrorResponse {
 // relayClient forwards client messages upstream, recording what responses
 // to expect and rejecting what policy forbids.
 func (s *session) relayClient() error {
-	for {
-		msg, err := s.be.Receive()
-		if err != nil {
-			return err
-		}
+	return s.clientIn.relay(s.relayClientMessage)
+}
 
+// relayClientMessage relays one client message.
+func (s *session) relayClientMessage() error {
+	msg, err := s.be.Receive()
+	if err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	skipping := s.skipping
+	s.mu.Unlock()
+	if skipping {
+		if _, ok := msg.(*pgproto3.Sync); !ok {
+			return nil
+		}
 		s.mu.Lock()
-		skipping := s.skipping
+		s.skipping = false
 		s.mu.Unlock()
-		if skipping {
-			if _, ok := msg.(*pgproto3.Sync); !ok {
-				continue
-			}
-			s.mu.Lock()
-			s.skipping = false
-			s.mu.Unlock()
-		}
+	}
 
-		switch m := msg.(type) {
-		case *pgproto3.Query:
-			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
-			if rej := s.check(stmts, perr); rej != nil {
-				s.logRejection(rej)
-				s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
-				if err := s.flushLocal(); err != nil {
-					return err
-				}
-				continue
-			}
-			s.push(&expectation{kind: expQuery, stmts: stmts})
-			s.fe.Send(m)
-
-		case *pgproto3.Parse:
-			p := &prepared{sql: m.Query}
-			stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.Query)
-			if perr == nil && len(stmts) == 1 {
-				p.st = stmts[0]
-			}
-			if rej := s.check(stmts, perr); rej != nil {
-				if err := s.rejectExtended(rej); err != nil {
-					return err
-				}
-				continue
-			}
-			s.mu.Lock()
-			prev, replaces := s.stmts[m.Name]
-			full := !replaces && len(s.stmts) >= maxSessionObjects
-			if !full {
-				s.stmts[m.Name] = p
-			}
-			s.mu.Unlock()
-			if full {
-				if err := s.rejectExtended(rejection("ward pgproxy allows at most %d prepared statements per session; close some first", maxSessionObjects)); err != nil {
-					return err
-				}
-				continue
-			}
-			// If upstream fails or skips this Parse (a name already in
-			// use, an earlier error in the batch), its statement keeps the
-			// old text, so the proxy must keep the old analysis too.
-			name := m.Name
-			s.push(&expectation{kind: expParse, stmt: p, undo: func() {
-				if s.stmts[name] != p {
-					return
-				}
-				if replaces {
-					s.stmts[name] = prev
-				} else {
-					delete(s.stmts, name)
-				}
-			}})
-			s.fe.Send(m)
-
-		case *pgproto3.Bind:
-			s.mu.Lock()
-			p := s.stmts[m.PreparedStatement]
-			s.mu.Unlock()
-			if p == nil {
-				p = &prepared{}
-			}
-			pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
-			s.mu.Lock()
-			fields, st := p.fields, p.st
-			s.mu.Unlock()
-			if fields != nil {
-				stamp, stamped := s.planStamp()
-				var plan *resultPlan
-				plan, err = s.plan(st, withFormats(fields, pt.formats))
-				pt.setPlan(plan, stamp, stamped)
-				if err != nil {
-					if err := s.rejectExtended(rejection("%v", err)); err != nil {
-						return err
-					}
-					continue
-				}
-			}
-			s.mu.Lock()
-			if _, replaces := s.portals[m.DestinationPortal]; !replaces && len(s.portals) >= maxSessionObjects {
-				// Portals end with their transaction and Close is optional,
-				// so the oldest names may be stale. Dropping them is safe:
-				// an Execute of an unknown portal is described again.
-				clear(s.portals)
-			}
-			name := m.DestinationPortal
-			prev, replaces := s.portals[name]
-			s.portals[name] = pt
-			if name != "" {
-				// FETCH can read a named portal like a cursor.
-				s.mergeCursor(name, p.st)
-			}
-			s.mu.Unlock()
-			s.push(&expectation{kind: expBind, portal: pt, undo: func() {
-				if s.portals[name] != pt {
-					return
-				}
-				if replaces {
-					s.portals[name] = prev
-				} else {
-					delete(s.portals, name)
-				}
-			}})
-			s.fe.Send(m)
-
-		case *pgproto3.Describe:
-			e := &expectation{kind: expDescribePortal}
-			s.mu.Lock()
-			if m.ObjectType == 'S' {
-				e.kind, e.stmt = expDescribeStatement, s.stmts[m.Name]
-			} else {
-				e.portal = s.portals[m.Name]
-			}
-			s.mu.Unlock()
-			s.push(e)
-			s.fe.Send(m)
-
-		case *pgproto3.Execute:
-			s.mu.Lock()
-			pt := s.portals[m.Portal]
-			if pt == nil {
-				pt = &portal{stmt: &prepared{}}
-			} else if pt.plan != nil && !s.planCurrent(pt) {
-				// A new portal value keeps the old plan for rows of an
-				// earlier Execute still on the way.
-				pt = &portal{stmt: pt.stmt, formats: pt.formats}
-				s.portals[m.Portal] = pt
-			}
-			planned := pt.plan != nil
-			s.mu.Unlock()
-			if !planned {
-				// The rows need a plan, so the proxy sends its own Describe
-				// of the portal and does not relay the response.
-				s.push(&expectation{kind: expDescribePortal, portal: pt, injected: true})
-				s.fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal})
-			}
-			s.push(&expectation{kind: expExecute, portal: pt})
-			s.fe.Send(m)
-
-		case *pgproto3.Close:
-			s.mu.Lock()
-			if m.ObjectType == 'S' {
-				delete(s.stmts, m.Name)
-			} else {
-				delete(s.portals, m.Name)
-			}
-			s.mu.Unlock()
-			s.push(&expectation{kind: expClose})
-			s.fe.Send(m)
-
-		case *pgproto3.Sync:
-			s.push(&expectation{kind: expSync})
-			s.fe.Send(m)
-
-		case *pgproto3.FunctionCall:
-			// The fast-path function call returns values without a row
-			// description, so nothing could trace or mask them.
-			s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{
-				rejection("ward pgproxy does not allow the fast-path function call protocol"), &pgproto3.ReadyForQuery{}}})
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.String)
+		if rej := s.check(stmts, perr); rej != nil {
+			s.logRejection(rej)
+			s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{rej, &pgproto3.ReadyForQuery{}}})
 			if err := s.flushLocal(); err != nil {
 				return err
 			}
-			continue
-
-		case *pgproto3.Terminate:
-			s.fe.Send(m)
-			_ = s.fe.Flush()
 			return nil
-
-		default:
-			// Flush, CopyData, CopyDone, CopyFail.
-			s.fe.Send(m)
 		}
-		if err := s.fe.Flush(); err != nil {
+		s.push(&expectation{kind: expQuery, stmts: stmts})
+		s.fe.Send(m)
+
+	case *pgproto3.Parse:
+		p := &prepared{sql: m.Query}
+		stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.Query)
+		if perr == nil && len(stmts) == 1 {
+			p.st = stmts[0]
+		}
+		if rej := s.check(stmts, perr); rej != nil {
+			if err := s.rejectExtended(rej); err != nil {
+				return err
+			}
+			return nil
+		}
+		s.mu.Lock()
+		prev, replaces := s.stmts[m.Name]
+		full := !replaces && len(s.stmts) >= maxSessionObjects
+		if !full {
+			s.stmts[m.Name] = p
+		}
+		s.mu.Unlock()
+		if full {
+			if err := s.rejectExtended(rejection("ward pgproxy allows at most %d prepared statements per session; close some first", maxSessionObjects)); err != nil {
+				return err
+			}
+			return nil
+		}
+		// If upstream fails or skips this Parse (a name already in
+		// use, an earlier error in the batch), its statement keeps the
+		// old text, so the proxy must keep the old analysis too.
+		name := m.Name
+		s.push(&expectation{kind: expParse, stmt: p, undo: func() {
+			if s.stmts[name] != p {
+				return
+			}
+			if replaces {
+				s.stmts[name] = prev
+			} else {
+				delete(s.stmts, name)
+			}
+		}})
+		s.fe.Send(m)
+
+	case *pgproto3.Bind:
+		s.mu.Lock()
+		p := s.stmts[m.PreparedStatement]
+		s.mu.Unlock()
+		if p == nil {
+			p = &prepared{}
+		}
+		pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
+		s.mu.Lock()
+		fields, st := p.fields, p.st
+		s.mu.Unlock()
+		if fields != nil {
+			stamp, stamped := s.planStamp()
+			var plan *resultPlan
+			plan, err = s.plan(st, withFormats(fields, pt.formats))
+			pt.setPlan(plan, stamp, stamped)
+			if err != nil {
+				if err := s.rejectExtended(rejection("%v", err)); err != nil {
+					return err
+				}
+				return nil
+			}
+		}
+		s.mu.Lock()
+		if _, replaces := s.portals[m.DestinationPortal]; !replaces && len(s.portals) >= maxSessionObjects {
+			// Portals end with their transaction and Close is optional,
+			// so the oldest names may be stale. Dropping them is safe:
+			// an Execute of an unknown portal is described again.
+			clear(s.portals)
+		}
+		name := m.DestinationPortal
+		prev, replaces := s.portals[name]
+		s.portals[name] = pt
+		if name != "" {
+			// FETCH can read a named portal like a cursor.
+			s.mergeCursor(name, p.st)
+		}
+		s.mu.Unlock()
+		s.push(&expectation{kind: expBind, portal: pt, undo: func() {
+			if s.portals[name] != pt {
+				return
+			}
+			if replaces {
+				s.portals[name] = prev
+			} else {
+				delete(s.portals, name)
+			}
+		}})
+		s.fe.Send(m)
+
+	case *pgproto3.Describe:
+		e := &expectation{kind: expDescribePortal}
+		s.mu.Lock()
+		if m.ObjectType == 'S' {
+			e.kind, e.stmt = expDescribeStatement, s.stmts[m.Name]
+		} else {
+			e.portal = s.portals[m.Name]
+		}
+		s.mu.Unlock()
+		s.push(e)
+		s.fe.Send(m)
+
+	case *pgproto3.Execute:
+		s.mu.Lock()
+		pt := s.portals[m.Portal]
+		if pt == nil {
+			pt = &portal{stmt: &prepared{}}
+		} else if pt.plan != nil && !s.planCurrent(pt) {
+			// A new portal value keeps the old plan for rows of an
+			// earlier Execute still on the way.
+			pt = &portal{stmt: pt.stmt, formats: pt.formats}
+			s.portals[m.Portal] = pt
+		}
+		planned := pt.plan != nil
+		s.mu.Unlock()
+		if !planned {
+			// The rows need a plan, so the proxy sends its own Describe
+			// of the portal and does not relay the response.
+			s.push(&expectation{kind: expDescribePortal, portal: pt, injected: true})
+			s.fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: m.Portal})
+		}
+		s.push(&expectation{kind: expExecute, portal: pt})
+		s.fe.Send(m)
+
+	case *pgproto3.Close:
+		s.mu.Lock()
+		if m.ObjectType == 'S' {
+			delete(s.stmts, m.Name)
+		} else {
+			delete(s.portals, m.Name)
+		}
+		s.mu.Unlock()
+		s.push(&expectation{kind: expClose})
+		s.fe.Send(m)
+
+	case *pgproto3.Sync:
+		s.push(&expectation{kind: expSync})
+		s.fe.Send(m)
+
+	case *pgproto3.FunctionCall:
+		// The fast-path function call returns values without a row
+		// description, so nothing could trace or mask them.
+		s.push(&expectation{kind: expLocal, local: []pgproto3.BackendMessage{
+			rejection("ward pgproxy does not allow the fast-path function call protocol"), &pgproto3.ReadyForQuery{}}})
+		if err := s.flushLocal(); err != nil {
 			return err
 		}
+		return nil
+
+	case *pgproto3.Terminate:
+		s.fe.Send(m)
+		_ = s.fe.Flush()
+		return errRelayDone
+
+	default:
+		// Flush, CopyData, CopyDone, CopyFail.
+		s.fe.Send(m)
 	}
+	return s.fe.Flush()
 }
 
 // logRejection logs a rejected statement. A syntax error quotes the text

@@ -39,7 +39,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	remote := conn.RemoteAddr().String()
 	_ = conn.SetDeadline(s.clock().Add(startupTimeout))
 
-	be, conn, startup, err := s.negotiate(conn)
+	be, cin, startup, err := s.negotiate(conn)
 	if err != nil {
 		switch {
 		case errors.Is(err, errCancelHandled):
@@ -51,6 +51,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		}
 		return
 	}
+	conn = cin.conn
 	fail := func(code, msg string) {
 		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
 		_ = be.Flush()
@@ -92,6 +93,19 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 	s.fillConnConfig(upCfg, params)
+	// pgconn passes its background reader as r and the connection as w.
+	// The relay later reads and writes the socket itself where it can.
+	var upIn *sockReader
+	var upFE *pgproto3.Frontend
+	upCfg.BuildFrontend = func(r io.Reader, w io.Writer) *pgproto3.Frontend {
+		nc, _ := w.(net.Conn)
+		upIn = newSockReader(r, nc)
+		if nc != nil {
+			w = newSockWriter(nc)
+		}
+		upFE = pgproto3.NewFrontend(upIn, w)
+		return upFE
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.ConnectTimeout)
 	pc, err := pgconn.ConnectConfig(cctx, upCfg)
 	cancel()
@@ -108,8 +122,15 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 		return
 	}
 
+	if up.Frontend != upFE || upIn.conn == nil {
+		upIn = nil
+	} else {
+		upIn.useSocket()
+	}
+	// Where useSocket returns false, the relay reads as the startup did.
+	cin.useSocket()
 	sess := &session{
-		srv: s, ctx: ctx, client: conn, be: be, up: up.Conn, fe: up.Frontend,
+		srv: s, ctx: ctx, client: conn, be: be, up: up.Conn, fe: up.Frontend, clientIn: cin, upIn: upIn,
 		subject: subject, user: user, upPID: up.PID, upKey: up.SecretKey,
 		types: pgtype.NewMap(), stmts: map[string]*prepared{}, portals: map[string]*portal{},
 		cursors: map[string]*statement{}, txStatus: up.TxStatus,
@@ -153,8 +174,11 @@ var errCancelHandled = errors.New("cancel request handled")
 
 // negotiate reads the startup packet. It responds to SSLRequest and
 // GSSENCRequest and forwards a CancelRequest.
-func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto3.StartupMessage, error) {
-	be := pgproto3.NewBackend(conn, conn)
+// The returned reader is the Backend's and holds the connection, which is
+// a TLS connection when the client started TLS.
+func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, *sockReader, *pgproto3.StartupMessage, error) {
+	in := newSockReader(conn, conn)
+	be := pgproto3.NewBackend(in, newSockWriter(conn))
 	for range 3 {
 		msg, err := be.ReceiveStartupMessage()
 		if err != nil {
@@ -176,7 +200,8 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto
 				return nil, nil, nil, fmt.Errorf("TLS handshake: %w", err)
 			}
 			conn = tc
-			be = pgproto3.NewBackend(conn, conn)
+			in = newSockReader(conn, conn)
+			be = pgproto3.NewBackend(in, newSockWriter(conn))
 		case *pgproto3.GSSEncRequest:
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, nil, nil, err
@@ -209,7 +234,7 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, net.Conn, *pgproto
 			for k, v := range m.Parameters {
 				p.Parameters[k] = v
 			}
-			return be, conn, &p, nil
+			return be, in, &p, nil
 		}
 	}
 	return nil, nil, nil, errors.New("too many startup negotiation messages")

@@ -17,7 +17,7 @@ func (s *session) relayUpstream() error {
 	// replaced a result with an error.
 	suppress := false
 	unflushed := 0
-	for {
+	return s.upIn.relay(func() error {
 		msg, err := s.fe.Receive()
 		if err != nil {
 			return err
@@ -219,11 +219,10 @@ func (s *session) relayUpstream() error {
 			}
 		}
 		if popped {
-			if err := s.flushLocal(); err != nil {
-				return err
-			}
+			return s.flushLocal()
 		}
-	}
+		return nil
+	})
 }
 
 // endsCycle reports whether a local response ends with ReadyForQuery, as
