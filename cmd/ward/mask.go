@@ -8,8 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"sort"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5"
@@ -169,6 +171,9 @@ what it created and names the table and row. pg_dump and psql must be on PATH.`,
 			if rulesFile == "" || source == "" || target == "" {
 				return usagef("--rules, --source and --target are required")
 			}
+			if jobs < 1 {
+				return usagef("--jobs %d: want at least 1 table at a time", jobs)
+			}
 			rs, err := rules.Load(rulesFile)
 			if err != nil {
 				return err
@@ -184,8 +189,19 @@ what it created and names the table and row. pg_dump and psql must be on PATH.`,
 			} else {
 				opts.Logger = slog.New(slog.NewTextHandler(stderr, nil))
 			}
-			stats, err := static.CopyDatabase(cmd.Context(), rs, k, opts)
+			// SIGINT and SIGTERM cancel the copy, which then drops what it
+			// created. A second signal during that cleanup ends ward at once.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				<-ctx.Done()
+				stop()
+			}()
+			stats, err := static.CopyDatabase(ctx, rs, k, opts)
 			if err != nil {
+				if ctx.Err() != nil && cmd.Context().Err() == nil {
+					return fmt.Errorf("interrupted by a signal: %w", err)
+				}
 				return err
 			}
 			return printStats(cmd.OutOrStdout(), output, stats)

@@ -66,12 +66,12 @@ func CopyDatabase(ctx context.Context, rs *rules.Ruleset, keys *transform.Keys, 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	src, err := pgx.Connect(ctx, opts.Source)
+	src, err := connectCopy(ctx, opts.Source)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to source: %w", err)
 	}
 	defer src.Close(context.Background())
-	tgt, err := pgx.Connect(ctx, opts.Target)
+	tgt, err := connectCopy(ctx, opts.Target)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to target: %w", err)
 	}
@@ -300,12 +300,37 @@ func copyTables(ctx context.Context, opts DBOptions, snapshot string, tables []s
 	return nil
 }
 
+// copySettings fix the text forms that COPY writes and reads, as pg_dump
+// does for its own session. Settings of the source or target database
+// (ALTER DATABASE ... SET DateStyle) would otherwise change kept dates,
+// intervals and floats, or make the target misread them, and a source in
+// another encoding would send bytes the target reads as UTF-8.
+var copySettings = map[string]string{
+	"client_encoding":    "UTF8",
+	"DateStyle":          "ISO",
+	"IntervalStyle":      "postgres",
+	"extra_float_digits": "3",
+	"bytea_output":       "hex",
+}
+
+// connectCopy connects to dsn with copySettings.
+func connectCopy(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range copySettings {
+		cfg.RuntimeParams[k] = v
+	}
+	return pgx.ConnectConfig(ctx, cfg)
+}
+
 func openWorker(ctx context.Context, opts DBOptions, snapshot string) (*worker, error) {
-	src, err := pgx.Connect(ctx, opts.Source)
+	src, err := connectCopy(ctx, opts.Source)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to source: %w", err)
 	}
-	tgt, err := pgx.Connect(ctx, opts.Target)
+	tgt, err := connectCopy(ctx, opts.Target)
 	if err != nil {
 		src.Close(ctx)
 		return nil, fmt.Errorf("connecting to target: %w", err)
@@ -391,6 +416,11 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 	}
 	if loadErr != nil {
 		var pgErr *pgconn.PgError
+		// The target reports 57014 (query_canceled) for the CopyFail that
+		// pgconn sends when the source side failed first.
+		if errors.As(loadErr, &pgErr) && pgErr.Code == "57014" && readErr != nil {
+			return 0, fmt.Errorf("table %s: reading from source: %w", name, readErr)
+		}
 		if errors.As(loadErr, &pgErr) {
 			row := int64(0)
 			if m := copyLineRe.FindStringSubmatch(pgErr.Where); m != nil {
@@ -420,29 +450,40 @@ const (
 )
 
 // binaryCopyable reports whether table ident can go through COPY's binary
-// format: every column has a built-in type, and every column the masker
-// reads is text. A type created in the database is left to the text
+// format. Every column must have a built-in type with binary send and
+// receive functions, which aclitem lacks. No column may have a reg* type,
+// whose binary form is an object's OID and whose text form its name. And
+// every column the masker reads must be text. A type created in the database is left to the text
 // format, since its binary form may embed OIDs that differ between the two
-// databases or come from an extension of another version.
+// databases or come from an extension of another version. Arrays are
+// judged by their element type.
 func binaryCopyable(ctx context.Context, src *pgx.Conn, ident string, tbl *rules.Table) (bool, error) {
-	rows, err := src.Query(ctx, `SELECT attname, atttypid::int8 FROM pg_attribute
-		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped`, ident)
+	rows, err := src.Query(ctx, `SELECT a.attname, a.atttypid::int8,
+			t.typsend <> 0 AND t.typreceive <> 0 AND coalesce(e.typsend <> 0 AND e.typreceive <> 0, true),
+			coalesce(e.typname, t.typname) LIKE 'reg%'
+		FROM pg_attribute a
+		JOIN pg_type t ON t.oid = a.atttypid
+		LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typlen = -1 AND t.typelem <> 0
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, ident)
 	if err != nil {
 		return false, err
 	}
 	types := map[string]int64{}
 	var col string
 	var oid int64
-	if _, err := pgx.ForEachRow(rows, []any{&col, &oid}, func() error {
+	var sendRecv, objectRef bool
+	ok := true
+	if _, err := pgx.ForEachRow(rows, []any{&col, &oid, &sendRecv, &objectRef}, func() error {
 		types[col] = oid
+		ok = ok && sendRecv && !objectRef && oid < firstNormalObjectID
 		return nil
-	}); err != nil {
+	}); err != nil || !ok {
 		return false, err
 	}
 
 	cols := tbl.Columns()
 	for _, c := range cols {
-		if oid, ok := types[c]; !ok || oid >= firstNormalObjectID {
+		if _, found := types[c]; !found {
 			return false, nil
 		}
 	}
