@@ -34,7 +34,9 @@ func newTokenizeCmd(reverse bool) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   name + " --key-file FILE --rule RULE " + map[bool]string{false: "VALUE", true: "TOKEN"}[reverse] + "...",
 		Short: short,
-		Long: `The rule is either a schema.table.column whose rule in --rules uses the
+		Long: short + `, offline.
+
+The rule is either a schema.table.column whose rule in --rules uses the
 tokenize transformer (its key, domain and prefix parameters apply), or,
 without --rules, a domain name: tokens of one domain detokenize only in that
 domain. Tokens are deterministic, so the same value gives the same token.`,

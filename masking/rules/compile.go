@@ -189,5 +189,5 @@ func (p *Plan) Rules(col Column) []*Rule {
 	return out
 }
 
-// ErrNoColumn means a rule names a column the input table does not have.
-var ErrNoColumn = errors.New("rule names a missing column")
+// ErrNoColumn means a rule names a table or column the input does not have.
+var ErrNoColumn = errors.New("rule names a missing table or column")

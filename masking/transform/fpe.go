@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"ward.dev/ward/crypto/fpe"
 )
@@ -84,13 +85,18 @@ func (t *fpeT) Transform(value, _ string) (string, error) {
 		return t.transformASCII(value)
 	}
 
-	runes := []rune(value)
-	var pos []int
+	// Positions are byte offsets, and bytes outside the alphabet, invalid
+	// UTF-8 included, are copied unchanged.
+	var pos, size []int
 	var num []uint16
-	for i, r := range runes {
-		if n, ok := t.alpha.Index(r); ok {
-			pos = append(pos, i)
-			num = append(num, n)
+	for i, r := range value {
+		n := utf8.RuneLen(r)
+		if r == utf8.RuneError {
+			_, n = utf8.DecodeRuneInString(value[i:])
+		}
+		if d, ok := t.alpha.Index(r); ok && (r != utf8.RuneError || n > 1) {
+			pos, size = append(pos, i), append(size, n)
+			num = append(num, d)
 		}
 	}
 
@@ -101,15 +107,21 @@ func (t *fpeT) Transform(value, _ string) (string, error) {
 	if end-t.keepFirst < 1 {
 		return "", fmt.Errorf("%w: fpe: %d alphabet characters, fewer than kept ones", ErrInput, len(num))
 	}
-	tweak := t.tweak + "\x00" + string(runes[:max(0, posOr(pos, t.keepFirst))])
+	tweak := t.tweak + "\x00" + value[:posOr(pos, t.keepFirst)]
 
 	if err := t.encrypt(num, end, []byte(tweak)); err != nil {
 		return "", err
 	}
+	var b strings.Builder
+	b.Grow(len(value))
+	last := 0
 	for j, i := range pos {
-		runes[i] = t.alpha.Char(num[j])
+		b.WriteString(value[last:i])
+		b.WriteRune(t.alpha.Char(num[j]))
+		last = i + size[j]
 	}
-	return string(runes), nil
+	b.WriteString(value[last:])
+	return b.String(), nil
 }
 
 // encrypt replaces num[keepFirst:end] with its encryption under tweak and,
@@ -125,7 +137,7 @@ func (t *fpeT) encrypt(num []uint16, end int, tweak []byte) error {
 		enc, err = t.ff31.Encrypt(middle, sum[:fpe.FF31TweakLen])
 	}
 	if err != nil {
-		return fmt.Errorf("%w: fpe: %w", ErrInput, err)
+		return fmt.Errorf("%w: %w", ErrInput, err)
 	}
 	copy(middle, enc)
 	if t.luhn {

@@ -207,3 +207,30 @@ func TestFakePicksMatchGofakeit(t *testing.T) {
 		}
 	}
 }
+
+// TestFPEKeepsInvalidUTF8 masks values with bytes that are not UTF-8 and
+// characters outside the alphabet: each must come back byte for byte,
+// with only the digits changed.
+func TestFPEKeepsInvalidUTF8(t *testing.T) {
+	tr, err := New(Spec{Name: "fpe", Params: map[string]string{"keep_first": "1"}}, mustKeys(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, value := range []string{"12\xe934567", "9 876\xff\xfe543 €", "\ufffd1234567\xc3"} {
+		got, err := tr.Transform(value, "")
+		if err != nil {
+			t.Fatalf("Transform(%q): %v", value, err)
+		}
+		if len(got) != len(value) {
+			t.Fatalf("Transform(%q) = %q, want the same length", value, got)
+		}
+		for i := 0; i < len(value); i++ {
+			if isDigit := value[i] >= '0' && value[i] <= '9'; isDigit != (got[i] >= '0' && got[i] <= '9') || !isDigit && got[i] != value[i] {
+				t.Fatalf("Transform(%q) = %q, byte %d changed outside the digits", value, got, i)
+			}
+		}
+		if got[0] != value[0] && value[0] >= '0' && value[0] <= '9' {
+			t.Errorf("Transform(%q) = %q, want the first digit kept", value, got)
+		}
+	}
+}
