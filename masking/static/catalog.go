@@ -18,6 +18,17 @@ WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
 ORDER BY n.nspname, c.relname, a.attnum`
 
+// Ordinary tables without a column COPY can load: created with no columns
+// or with generated ones only. Their rows still count.
+const catalogEmptyTablesSQL = `
+SELECT n.nspname, c.relname
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '')`
+
 // Unique indexes (primary keys and UNIQUE constraints have one) on a single
 // plain column.
 const catalogUniqueSQL = `
@@ -72,6 +83,21 @@ func ReadCatalog(ctx context.Context, conn *pgx.Conn) (*rules.Catalog, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("reading columns: %w", err)
+	}
+
+	rows, err = conn.Query(ctx, catalogEmptyTablesSQL)
+	if err != nil {
+		return nil, fmt.Errorf("reading tables without columns: %w", err)
+	}
+	for rows.Next() {
+		var schema, table string
+		if err := rows.Scan(&schema, &table); err != nil {
+			return nil, err
+		}
+		cat.Tables[schema+"."+table] = []rules.ColumnInfo{}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("reading tables without columns: %w", err)
 	}
 
 	rows, err = conn.Query(ctx, catalogUniqueSQL)

@@ -129,3 +129,32 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// TestCopyTablesWithoutColumns copies a table with no columns and one with
+// only a generated column: both have rows, which must arrive.
+func TestCopyTablesWithoutColumns(t *testing.T) {
+	srv := pgtest.Shared(t)
+	src := srv.CreateDB(t, "nocols_src")
+	srv.Exec(t, "nocols_src", `
+		CREATE TABLE marks ();
+		INSERT INTO marks DEFAULT VALUES; INSERT INTO marks DEFAULT VALUES;
+		CREATE TABLE ones (one int GENERATED ALWAYS AS (1) STORED);
+		INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES;`)
+	rs, err := rules.Parse("n.yaml", []byte("columns: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dst := srv.CreateDB(t, "nocols_dst")
+	if _, err := static.CopyDatabase(ctx, rs, testKeys(t), static.DBOptions{Source: src, Target: dst, BinDir: srv.BinDir()}); err != nil {
+		t.Fatalf("CopyDatabase: %v", err)
+	}
+	conn := connect(t, dst)
+	if got := scalar[int64](t, conn, "SELECT count(*) FROM marks"); got != 2 {
+		t.Errorf("target marks has %d rows, want 2", got)
+	}
+	if got := scalar[int64](t, conn, "SELECT sum(one) FROM ones"); got != 3 {
+		t.Errorf("target ones sums to %d, want 3 rows of 1", got)
+	}
+}

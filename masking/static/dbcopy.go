@@ -365,7 +365,12 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 	}
 	schema, table := splitTable(name)
 	ident := pgx.Identifier{schema, table}.Sanitize()
-	list := strings.Join(cols, ", ")
+	// A table without loadable columns still has rows, which COPY sends
+	// as empty rows when no column list is given.
+	list := ""
+	if len(cols) > 0 {
+		list = " (" + strings.Join(cols, ", ") + ")"
+	}
 
 	// The table is new and empty. Truncating it in the load's transaction
 	// lets a target with wal_level=minimal skip WAL for the COPY, as the
@@ -394,7 +399,7 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 	mw := &maskWriter{table: tbl, out: buffered, binary: binary, progress: progress}
 	done := make(chan error, 1)
 	go func() {
-		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+" ("+list+") TO STDOUT"+format)
+		_, err := w.src.PgConn().CopyTo(ctx, mw, "COPY "+ident+list+" TO STDOUT"+format)
 		if ferr := mw.finish(); err == nil {
 			err = ferr
 		}
@@ -405,7 +410,7 @@ func copyTable(ctx context.Context, w *worker, name string, tbl *rules.Table, pr
 		done <- err
 	}()
 
-	_, loadErr := w.tgt.PgConn().CopyFrom(ctx, pr, "COPY "+ident+" ("+list+") FROM STDIN"+format)
+	_, loadErr := w.tgt.PgConn().CopyFrom(ctx, pr, "COPY "+ident+list+" FROM STDIN"+format)
 	pr.CloseWithError(errors.New("target stopped reading"))
 	readErr := <-done
 
