@@ -132,7 +132,12 @@ type session struct {
 	// not queued, since upstream answers none of them.
 	discarding bool
 
-	wmu sync.Mutex
+	// wmu guards the client writes: out, and wbuf with the messages not
+	// yet written to out.
+	wmu       sync.Mutex
+	out       io.Writer
+	wbuf      []byte
+	encodeErr error
 
 	plans planCache
 }
@@ -166,8 +171,8 @@ func isClosed(err error) bool {
 func (s *session) sendFatal(code, msg string) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
-	_ = s.be.Flush()
+	s.send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	_ = s.flush()
 }
 
 func (s *session) push(e *expectation) {
@@ -219,7 +224,7 @@ func (s *session) flushLocal() error {
 			if rfq, ok := m.(*pgproto3.ReadyForQuery); ok {
 				rfq.TxStatus = s.txStatus
 			}
-			s.be.Send(m)
+			s.send(m)
 		}
 		s.wmu.Unlock()
 		sent = true
@@ -229,7 +234,7 @@ func (s *session) flushLocal() error {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	return s.be.Flush()
+	return s.flush()
 }
 
 // rejection returns an ErrorResponse for a rejected statement.

@@ -130,7 +130,8 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	// Where useSocket returns false, the relay reads as the startup did.
 	cin.useSocket()
 	sess := &session{
-		srv: s, ctx: ctx, client: conn, be: be, up: up.Conn, fe: up.Frontend, clientIn: cin, upIn: upIn,
+		srv: s, ctx: ctx, client: conn, be: be, out: newSockWriter(conn), up: up.Conn, fe: up.Frontend,
+		clientIn: cin, upIn: upIn,
 		subject: subject, user: user, upPID: up.PID, upKey: up.SecretKey,
 		types: pgtype.NewMap(), stmts: map[string]*prepared{}, portals: map[string]*portal{},
 		cursors: map[string]*statement{}, txStatus: up.TxStatus,

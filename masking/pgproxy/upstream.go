@@ -10,6 +10,10 @@ import (
 // maxUnflushed bounds how many messages are relayed before a flush.
 const maxUnflushed = 128
 
+// maxKeptWriteBuffer bounds the client write buffer a session keeps
+// between flushes. A larger one, grown for large messages, is dropped.
+const maxKeptWriteBuffer = 16 << 10
+
 // relayUpstream forwards upstream messages to the client, masking rows,
 // COPY data, errors and notices on the way.
 func (s *session) relayUpstream() error {
@@ -204,13 +208,13 @@ func (s *session) relayUpstream() error {
 
 		if relay {
 			s.wmu.Lock()
-			s.be.Send(msg)
+			s.send(msg)
 			unflushed++
 			// Messages are batched while more upstream data is buffered,
 			// up to a bound that keeps the write buffer small.
 			var err error
 			if s.fe.ReadBufferLen() == 0 || unflushed >= maxUnflushed {
-				err = s.be.Flush()
+				err = s.flush()
 				unflushed = 0
 			}
 			s.wmu.Unlock()
@@ -223,6 +227,40 @@ func (s *session) relayUpstream() error {
 		}
 		return nil
 	})
+}
+
+// send encodes msg for the client after the messages already buffered.
+// It runs with wmu held.
+func (s *session) send(msg pgproto3.BackendMessage) {
+	if s.encodeErr != nil {
+		return
+	}
+	buf, err := msg.Encode(s.wbuf)
+	if err != nil {
+		s.encodeErr = err
+		return
+	}
+	s.wbuf = buf
+}
+
+// flush writes the buffered messages to the client in one write, or
+// returns the error from encoding a message passed to send. Unlike
+// pgproto3.Backend.Flush, it keeps the buffer up to maxKeptWriteBuffer,
+// so relaying many rows does not grow a new buffer for every flush. It
+// runs with wmu held.
+func (s *session) flush() error {
+	if err := s.encodeErr; err != nil {
+		s.encodeErr = nil
+		s.wbuf = s.wbuf[:0]
+		return err
+	}
+	_, err := s.out.Write(s.wbuf)
+	if cap(s.wbuf) > maxKeptWriteBuffer {
+		s.wbuf = nil
+	} else {
+		s.wbuf = s.wbuf[:0]
+	}
+	return err
 }
 
 // endsCycle reports whether a local response ends with ReadyForQuery, as
@@ -266,7 +304,7 @@ func (s *session) replaceWithError(err error) {
 	s.log.Info("pgproxy rejected result", "reason", err.Error())
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.be.Send(rejection("%v", err))
+	s.send(rejection("%v", err))
 }
 
 // copyPlan returns the plan for COPY TO STDOUT rows. The proxy parses the
