@@ -110,6 +110,9 @@ type session struct {
 	// when fe reads through pgconn's own reader.
 	clientIn *sockReader
 	upIn     *sockReader
+	// upUnflushed counts the messages sent to fe since its last flush. It
+	// is used only by relayClient.
+	upUnflushed int
 
 	upPID     uint32
 	upKey     []byte
@@ -443,6 +446,20 @@ func (s *session) relayClientMessage() error {
 		// Flush, CopyData, CopyDone, CopyFail.
 		s.fe.Send(m)
 	}
+	// PostgreSQL sends its responses to Parse, Bind, Describe, Execute and
+	// Close once a later Sync or Flush arrives (or its output buffer
+	// fills), and a client sends one of those before it waits. So these
+	// messages wait for it and go upstream together in one write.
+	// NOTE: a client that waits for the rows of an Execute without sending
+	// Sync or Flush stalls, which the protocol allows.
+	s.upUnflushed++
+	switch msg.(type) {
+	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
+		if s.upUnflushed < maxUnflushed {
+			return nil
+		}
+	}
+	s.upUnflushed = 0
 	return s.fe.Flush()
 }
 
