@@ -451,7 +451,8 @@ func (s *session) relayClientMessage() error {
 	// fills), and a client sends one of those before it waits. So these
 	// messages wait for it and go upstream together in one write.
 	// NOTE: a client that waits for the rows of an Execute without sending
-	// Sync or Flush stalls, which the protocol allows.
+	// Sync or Flush now stalls even when PostgreSQL's output buffer would
+	// have filled. The protocol promises such a client no output.
 	s.upUnflushed++
 	switch msg.(type) {
 	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
