@@ -251,7 +251,7 @@ func rejection(format string, args ...any) *pgproto3.ErrorResponse {
 // relayClient forwards client messages upstream, recording what responses
 // to expect and rejecting what policy forbids.
 func (s *session) relayClient() error {
-	return s.clientIn.relay(s.relayClientMessage)
+	return s.clientIn.relayIdle(s.relayClientMessage, s.flushUpstream)
 }
 
 // relayClientMessage relays one client message.
@@ -446,19 +446,30 @@ func (s *session) relayClientMessage() error {
 		// Flush, CopyData, CopyDone, CopyFail.
 		s.fe.Send(m)
 	}
-	// PostgreSQL sends its responses to Parse, Bind, Describe, Execute and
-	// Close once a later Sync or Flush arrives (or its output buffer
-	// fills), and a client sends one of those before it waits. So these
-	// messages wait for it and go upstream together in one write.
-	// NOTE: a client that waits for the rows of an Execute without sending
-	// Sync or Flush now stalls even when PostgreSQL's output buffer would
-	// have filled. The protocol promises such a client no output.
+	// While the client has sent more than the relay has read, messages
+	// wait and go upstream together in one write: the relay flushes them
+	// before it waits for more client data (flushUpstream), so nothing the
+	// client sent before waiting is held back. COPY data goes at once, so
+	// that large messages do not pile up. Without raw socket reads (TLS)
+	// the relay cannot tell when the client is idle and flushes each
+	// message.
 	s.upUnflushed++
 	switch msg.(type) {
-	case *pgproto3.Parse, *pgproto3.Bind, *pgproto3.Describe, *pgproto3.Execute, *pgproto3.Close:
-		if s.upUnflushed < maxUnflushed {
+	case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail:
+	default:
+		if s.clientIn.waitsIdle() && s.upUnflushed < maxUnflushed {
 			return nil
 		}
+	}
+	s.upUnflushed = 0
+	return s.fe.Flush()
+}
+
+// flushUpstream sends upstream the messages relayClientMessage left
+// waiting. The relay calls it before it waits for client data.
+func (s *session) flushUpstream() error {
+	if s.upUnflushed == 0 {
+		return nil
 	}
 	s.upUnflushed = 0
 	return s.fe.Flush()

@@ -210,15 +210,23 @@ func (w *sockWriter) Write(p []byte) (int, error) {
 // nil for errRelayDone. When step returns errWouldBlock, relay waits until
 // the socket is readable and calls step again. A nil r relays without
 // socket reads.
-func (r *sockReader) relay(step func() error) error {
-	err := r.loop(step)
+func (r *sockReader) relay(step func() error) error { return r.relayIdle(step, nil) }
+
+// relayIdle is relay that also calls idle, when not nil, each time the
+// socket has no data, before it waits.
+func (r *sockReader) relayIdle(step, idle func() error) error {
+	err := r.loop(step, idle)
 	if errors.Is(err, errRelayDone) {
 		return nil
 	}
 	return err
 }
 
-func (r *sockReader) loop(step func() error) error {
+// waitsIdle reports whether relay calls idle before it waits for data, so
+// a step may leave output for idle to flush.
+func (r *sockReader) waitsIdle() bool { return r != nil && r.raw }
+
+func (r *sockReader) loop(step, idle func() error) error {
 	if r == nil || r.rc == nil {
 		for {
 			if err := step(); err != nil {
@@ -236,6 +244,11 @@ func (r *sockReader) loop(step func() error) error {
 				stepErr = step()
 				if errors.Is(stepErr, errWouldBlock) {
 					stepErr = nil
+					if idle != nil {
+						if stepErr = idle(); stepErr != nil {
+							return true
+						}
+					}
 					return false
 				}
 				if stepErr != nil {

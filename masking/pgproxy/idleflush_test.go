@@ -1,0 +1,71 @@
+package pgproxy_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// TestExtendedCopyInWithoutSync runs COPY FROM STDIN through the extended
+// protocol and waits for CopyInResponse before it sends Sync, as the
+// protocol allows: PostgreSQL sends that response at once. The proxy must
+// not hold the client's Parse, Bind and Execute for a Sync that the client
+// sends only after the copy.
+func TestExtendedCopyInWithoutSync(t *testing.T) {
+	f := startProxy(t, "writes: passthrough\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn := f.connect(t, "tester", testerPW)
+	pc := conn.PgConn()
+	if _, err := pc.Exec(ctx, "CREATE TEMP TABLE notes (body text)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+
+	fe := pc.Frontend()
+	fe.Send(&pgproto3.Parse{Query: "COPY notes FROM STDIN"})
+	fe.Send(&pgproto3.Bind{})
+	fe.Send(&pgproto3.Execute{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := pc.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("waiting for CopyInResponse before Sync: %v", err)
+		}
+		if e, ok := msg.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("COPY FROM STDIN: %s", e.Message)
+		}
+		if _, ok := msg.(*pgproto3.CopyInResponse); ok {
+			break
+		}
+	}
+
+	fe.Send(&pgproto3.CopyData{Data: []byte("hello\n")})
+	fe.Send(&pgproto3.CopyDone{})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	tag := ""
+	for {
+		msg, err := pc.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := msg.(type) {
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("COPY data: %s", m.Message)
+		case *pgproto3.CommandComplete:
+			tag = string(m.CommandTag)
+		}
+		if _, ok := msg.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if tag != "COPY 1" {
+		t.Errorf("command tag of the copy = %q, want COPY 1", tag)
+	}
+}
