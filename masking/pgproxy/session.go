@@ -447,7 +447,7 @@ func (s *session) relayClientMessage() error {
 		s.fe.Send(m)
 	}
 	// While the client has sent more than the relay has read, messages
-	// wait and go upstream together in one write: the relay flushes them
+	// wait and go upstream together in one write. The relay flushes them
 	// before it waits for more client data (flushUpstream), so nothing the
 	// client sent before waiting is held back. COPY data goes at once, so
 	// that large messages do not pile up. Without raw socket reads (TLS)
