@@ -74,8 +74,9 @@ type catalogSource interface {
 // cached, so DDL made directly upstream (a redefined view, a renamed table,
 // a new column) is seen within seconds. Until then a redefined view keeps
 // its old lineage, so the window is kept short: refilling costs a few
-// catalog queries per relation and server every few seconds.
-// NOTE: prepared statements keep their analysis longer; see forgetAnalyses.
+// catalog queries per relation and server every few seconds. Prepared
+// statements are traced again at Bind once their trace is this old
+// (refreshStatement).
 const catalogTTL = 5 * time.Second
 
 // pgCatalog reads the upstream catalog over its own small pool of

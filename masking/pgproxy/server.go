@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -71,8 +72,11 @@ type Server struct {
 	catalog    *pgCatalog
 	maskers    *maskers
 	statements statementCache
-	limiter    *loginLimiter
-	slots      chan struct{}
+	// schemaGen counts the statements through the proxy that may have
+	// changed the catalog (schemaChanged).
+	schemaGen atomic.Uint64
+	limiter   *loginLimiter
+	slots     chan struct{}
 
 	mu       sync.Mutex
 	sessions map[uint32]*session // by the process ID the client was given
@@ -278,6 +282,7 @@ func (s *Server) Close() {
 // and maskers, after a statement through the proxy may have changed the
 // catalog they rest on (CREATE OR REPLACE VIEW, ALTER TABLE).
 func (s *Server) schemaChanged() {
+	s.schemaGen.Add(1)
 	now := s.clock()
 	if c := s.catalog; c != nil {
 		c.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -26,6 +27,11 @@ type prepared struct {
 	st  *statement // nil when the text has no or several statements
 	// fields is the statement's row description from a Describe, or nil.
 	fields []pgproto3.FieldDescription
+	// schemaGen is the server's schema generation and analyzed the time
+	// when st was traced; refreshStatement traces it again when either is
+	// out of date.
+	schemaGen uint64
+	analyzed  time.Time
 }
 
 // portal is a statement bound with Bind.
@@ -288,7 +294,7 @@ func (s *session) relayClientMessage() error {
 		s.fe.Send(m)
 
 	case *pgproto3.Parse:
-		p := &prepared{sql: m.Query}
+		p := &prepared{sql: m.Query, schemaGen: s.srv.schemaGen.Load(), analyzed: s.srv.clock()}
 		stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, m.Query)
 		if perr == nil && len(stmts) == 1 {
 			p.st = stmts[0]
@@ -334,6 +340,12 @@ func (s *session) relayClientMessage() error {
 		s.mu.Unlock()
 		if p == nil {
 			p = &prepared{}
+		}
+		if rej := s.refreshStatement(p); rej != nil {
+			if err := s.rejectExtended(rej); err != nil {
+				return err
+			}
+			return nil
 		}
 		pt := &portal{stmt: p, formats: slices.Clone(m.ResultFormatCodes)}
 		s.mu.Lock()
@@ -554,14 +566,45 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 	return nil
 }
 
+// refreshStatement traces p's text again when the catalog may have changed
+// since p was traced: a statement through any session of the proxy
+// changed the schema, or catalogTTL passed, which covers changes made
+// around the proxy. PostgreSQL plans a prepared statement again after
+// such a change, so a statement over a replaced view returns the view's
+// new columns, and its old lineage would mask the wrong ones. A statement
+// that the new analysis rejects (in strict mode, say) is rejected at
+// Bind.
+func (s *session) refreshStatement(p *prepared) *pgproto3.ErrorResponse {
+	if p.sql == "" {
+		return nil
+	}
+	gen, now := s.srv.schemaGen.Load(), s.srv.clock()
+	s.mu.Lock()
+	current := p.schemaGen == gen && now.Sub(p.analyzed) < catalogTTL
+	s.mu.Unlock()
+	if current {
+		return nil
+	}
+	stmts, perr := s.srv.statements.parse(s.ctx, s.srv.catalog, p.sql)
+	if rej := s.check(stmts, perr); rej != nil {
+		return rej
+	}
+	var st *statement
+	if len(stmts) == 1 {
+		st = stmts[0]
+	}
+	s.mu.Lock()
+	p.st, p.schemaGen, p.analyzed = st, gen, now
+	s.mu.Unlock()
+	return nil
+}
+
 // forgetAnalyses drops what this session traced before its own statement
 // changed the catalog: a prepared statement or cursor over a replaced view
 // would otherwise keep the view's old lineage. Computed outputs of such
 // statements are then redacted. It runs with mu held.
-//
-// NOTE: other sessions keep their prepared statements' analyses until they
-// prepare them again. For them a replaced view shows only in the origins
-// PostgreSQL reports, which the emptied catalog cache traces afresh.
+// Other sessions trace their prepared statements again at the next Bind
+// (refreshStatement).
 func (s *session) forgetAnalyses() {
 	for _, p := range s.stmts {
 		p.st = nil
