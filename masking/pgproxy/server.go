@@ -270,10 +270,21 @@ func (s *Server) untrack(c net.Conn) {
 func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	conns := make([]net.Conn, 0, len(s.conns))
 	for c := range s.conns {
-		c.Close()
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.closeConns()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 	s.wg.Wait()
 	s.pool.Close()
 }

@@ -156,11 +156,17 @@ func (s *session) run() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := s.relayUpstream(); err != nil && !isClosed(err) && !errors.Is(err, errLexSettings) {
+		err := s.relayUpstream()
+		var tooBig *pgproto3.ExceededMaxBodyLenErr
+		switch {
+		case errors.As(err, &tooBig):
+			s.log.Warn("pgproxy upstream message too large", "err", err)
+			s.sendFatal("54000", fmt.Sprintf("a message of %d bytes from the database exceeds the proxy's limit of %d bytes (max_message_bytes)", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
+		case err != nil && !isClosed(err) && !errors.Is(err, errLexSettings):
 			s.log.Warn("pgproxy upstream relay ended", "err", err)
 			s.sendFatal("08006", "ward pgproxy lost the connection to the database")
 		}
-		s.client.Close()
+		s.closeConns()
 	}()
 	if err := s.relayClient(); err != nil && !isClosed(err) {
 		s.log.Info("pgproxy client relay ended", "err", err)
@@ -169,8 +175,28 @@ func (s *session) run() {
 			s.sendFatal("54000", fmt.Sprintf("message of %d bytes exceeds the proxy's limit of %d bytes", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
 		}
 	}
-	s.up.Close()
+	s.closeConns()
 	<-done
+}
+
+// closeConns closes both connections of the session. When one relay ends,
+// the other may be blocked writing to either side: to a client that
+// stopped reading, or upstream to a server that stopped reading because
+// the proxy stopped reading its results. Closing a socket waits for a
+// relay step running inside that socket's raw read, and such a step may be
+// blocked writing to the other socket. So a deadline in the past first
+// wakes every blocked read and write on both, and only then are they
+// closed.
+func (s *session) closeConns() {
+	past := time.Unix(1, 0)
+	if s.up != nil {
+		_ = s.up.SetDeadline(past)
+	}
+	_ = s.client.SetDeadline(past)
+	if s.up != nil {
+		s.up.Close()
+	}
+	s.client.Close()
 }
 
 func isClosed(err error) bool {

@@ -29,11 +29,11 @@ const bgReaderStopped = 0
 
 // sockReader is the io.Reader beneath one connection's pgproto3 Backend or
 // Frontend. Outside relay it reads through src. Inside relay, when the
-// connection is a plain socket, it calls read(2) on the socket itself.
-// After a read returned less than it requested, the socket was empty, so
-// the next read waits for readiness without first making a read(2) call
-// that finds no data. epoll(7) documents that a short read of a stream
-// socket means its data is used up. A sockReader is not safe for
+// connection is a plain socket, it calls read(2) on the socket itself, and
+// a read that finds no data makes relay wait for readiness. A short read
+// is not taken to mean the socket is empty: an end of file or a reset that
+// arrived with the last data would then wait for a readiness event that
+// edge-triggered epoll has already delivered. A sockReader is not safe for
 // concurrent use.
 type sockReader struct {
 	src  io.Reader
@@ -47,9 +47,6 @@ type sockReader struct {
 
 	fd  int
 	raw bool // set inside relay's raw read, where Read calls read(2) on fd
-	// drained is set when the last read(2) returned less than it requested
-	// and the poller has signalled no readiness since.
-	drained bool
 }
 
 func newSockReader(src io.Reader, conn net.Conn) *sockReader {
@@ -119,13 +116,9 @@ func (r *sockReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if r.drained {
-		return 0, errWouldBlock
-	}
 	n, err := readNoIntr(r.fd, p)
 	switch {
 	case errors.Is(err, syscall.EAGAIN):
-		r.drained = true
 		return 0, errWouldBlock
 	case err != nil:
 		return 0, &net.OpError{Op: "read", Net: r.conn.LocalAddr().Network(), Source: r.conn.LocalAddr(),
@@ -133,7 +126,6 @@ func (r *sockReader) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
-	r.drained = n < len(p)
 	return n, nil
 }
 
@@ -239,7 +231,7 @@ func (r *sockReader) loop(step, idle func() error) error {
 		readErr := r.rc.Read(func(fd uintptr) bool {
 			// This runs first or after the poller signalled readiness, so
 			// the socket may contain data.
-			r.fd, r.raw, r.drained = int(fd), true, false
+			r.fd, r.raw = int(fd), true
 			for range maxStepsPerWait {
 				stepErr = step()
 				if errors.Is(stepErr, errWouldBlock) {

@@ -368,17 +368,17 @@ func (s *Server) forwardCancel(pid uint32, key []byte) {
 // quarantined. It returns how many sessions it closed.
 func (s *Server) EndSessions(user, spiffeID string) int {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
+	var ending []*session
 	for _, sess := range s.sessions {
 		if (user != "" && sess.user == user) || (spiffeID != "" && sess.subject == spiffeID) {
-			sess.client.Close()
-			if sess.up != nil {
-				sess.up.Close()
-			}
-			n++
+			ending = append(ending, sess)
 		}
 	}
+	s.mu.Unlock()
+	for _, sess := range ending {
+		sess.closeConns()
+	}
+	n := len(ending)
 	if n > 0 {
 		s.log.Info("pgproxy sessions ended", "user", user, "spiffe_id", spiffeID, "count", n)
 	}
