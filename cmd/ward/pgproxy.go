@@ -31,6 +31,22 @@ with the password named by upstream.password (an environment variable or
 a file) and masks every value the caller may not unmask, as the masking
 rules say.
 
+The YAML configuration has these keys (relative paths are relative to
+the file):
+
+  listen, environment (the Casbin domain of the callers)
+  tls: {cert_file, key_file, client_ca_file, require}
+  upstream: {address, database, user, password: {env|file}, tls, ca_file,
+             server_name}
+  policy: {model, policy}   the Casbin model and policy; ward serve --dev
+                            writes a model.conf into its data directory
+  rules, masking_key_file
+  unknown_lineage: redact | reject
+  writes: read-only | passthrough
+  strict: true | false
+  logins: [{user, spiffe_id, password: {env|file}}]
+  limits: {max_message_bytes, max_connections, connect_timeout}
+
 SIGHUP reloads the policy; SIGINT and SIGTERM stop the proxy.`,
 		Example: "  ward pgproxy --config /etc/ward/pgproxy.yaml",
 		Args:    argsUsage(cobra.NoArgs),
