@@ -133,28 +133,46 @@ func deref(s *string) string {
 // TestCopyTablesWithoutColumns copies a table with no columns and one with
 // only a generated column: both have rows, which must arrive.
 func TestCopyTablesWithoutColumns(t *testing.T) {
-	srv := pgtest.Shared(t)
-	src := srv.CreateDB(t, "nocols_src")
-	srv.Exec(t, "nocols_src", `
+	_, dst := copyMasked(t, "nocols", `
 		CREATE TABLE marks ();
 		INSERT INTO marks DEFAULT VALUES; INSERT INTO marks DEFAULT VALUES;
 		CREATE TABLE ones (one int GENERATED ALWAYS AS (1) STORED);
-		INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES;`)
-	rs, err := rules.Parse("n.yaml", []byte("columns: {}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dst := srv.CreateDB(t, "nocols_dst")
-	if _, err := static.CopyDatabase(ctx, rs, testKeys(t), static.DBOptions{Source: src, Target: dst, BinDir: srv.BinDir()}); err != nil {
-		t.Fatalf("CopyDatabase: %v", err)
-	}
+		INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES; INSERT INTO ones DEFAULT VALUES;`,
+		"columns: {}\n")
 	conn := connect(t, dst)
 	if got := scalar[int64](t, conn, "SELECT count(*) FROM marks"); got != 2 {
 		t.Errorf("target marks has %d rows, want 2", got)
 	}
 	if got := scalar[int64](t, conn, "SELECT sum(one) FROM ones"); got != 3 {
 		t.Errorf("target ones sums to %d, want 3 rows of 1", got)
+	}
+}
+
+// copyMasked creates the database <name>_src with setup, copies it with
+// CopyDatabase under the rules in rulesYAML into <name>_dst, and returns
+// the DSNs of both.
+func copyMasked(t *testing.T, name, setup, rulesYAML string) (src, dst string) {
+	t.Helper()
+	srv := pgtest.Shared(t)
+	src = srv.CreateDB(t, name+"_src")
+	srv.Exec(t, name+"_src", setup)
+	rs, err := rules.Parse(name+".yaml", []byte(rulesYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dst = srv.CreateDB(t, name+"_dst")
+	if _, err := static.CopyDatabase(ctx, rs, testKeys(t), static.DBOptions{Source: src, Target: dst, BinDir: srv.BinDir()}); err != nil {
+		t.Fatalf("CopyDatabase: %v", err)
+	}
+	return src, dst
+}
+
+// sameResult checks that query gives the same COPY text in src and dst.
+func sameResult(t *testing.T, src, dst, query string) {
+	t.Helper()
+	if got, want := copyOut(t, connect(t, dst), query, ""), copyOut(t, connect(t, src), query, ""); got != want {
+		t.Errorf("target %q = %q, want the source's %q", query, got, want)
 	}
 }
