@@ -348,16 +348,7 @@ func (s *session) relayClientMessage() error {
 		// use, an earlier error in the batch), its statement keeps the
 		// old text, so the proxy must keep the old analysis too.
 		name := m.Name
-		s.push(&expectation{kind: expParse, stmt: p, undo: func() {
-			if s.stmts[name] != p {
-				return
-			}
-			if replaces {
-				s.stmts[name] = prev
-			} else {
-				delete(s.stmts, name)
-			}
-		}})
+		s.push(&expectation{kind: expParse, stmt: p, undo: undoNamed(s.stmts, name, p, prev, replaces)})
 		s.fe.Send(m)
 
 	case *pgproto3.Bind:
@@ -404,16 +395,7 @@ func (s *session) relayClientMessage() error {
 			s.mergeCursor(name, p.st)
 		}
 		s.mu.Unlock()
-		s.push(&expectation{kind: expBind, portal: pt, undo: func() {
-			if s.portals[name] != pt {
-				return
-			}
-			if replaces {
-				s.portals[name] = prev
-			} else {
-				delete(s.portals, name)
-			}
-		}})
+		s.push(&expectation{kind: expBind, portal: pt, undo: undoNamed(s.portals, name, pt, prev, replaces)})
 		s.fe.Send(m)
 
 	case *pgproto3.Describe:
@@ -511,6 +493,22 @@ func (s *session) flushUpstream() error {
 	}
 	s.upUnflushed = 0
 	return s.fe.Flush()
+}
+
+// undoNamed returns a function that puts back what objects held under name
+// before cur replaced it (prev, when replaces is set), unless a later
+// message has replaced cur already.
+func undoNamed[T comparable](objects map[string]T, name string, cur, prev T, replaces bool) func() {
+	return func() {
+		if objects[name] != cur {
+			return
+		}
+		if replaces {
+			objects[name] = prev
+		} else {
+			delete(objects, name)
+		}
+	}
 }
 
 // logRejection logs a rejected statement. A syntax error quotes the text
