@@ -43,6 +43,9 @@ the file):
   rules, masking_key_file
   unknown_lineage: redact | reject
   writes: read-only | passthrough
+  ddl: reject | allow       schema changes in passthrough mode; a caller
+                            who may change the schema can redefine what a
+                            masked name reads, so reject is the default
   strict: true | false
   logins: [{user, spiffe_id, password: {env|file}}]
   limits: {max_message_bytes, max_connections, connect_timeout}

@@ -37,6 +37,12 @@ const (
 	WritesPassthrough = "passthrough"
 )
 
+// Schema change policies.
+const (
+	DDLReject = "reject"
+	DDLAllow  = "allow"
+)
+
 // Upstream TLS modes.
 const (
 	TLSDisable    = "disable"
@@ -66,6 +72,16 @@ type Config struct {
 	UnknownLineage string `yaml:"unknown_lineage"`
 	// Writes is read-only (default) or passthrough.
 	Writes string `yaml:"writes"`
+	// DDL is reject (default) or allow: whether callers may change the
+	// schema (CREATE, ALTER, DROP, DO, temporary objects) in passthrough
+	// mode. A caller who may change the schema can redefine what a name
+	// reads (a view, a temporary table that hides one, a search_path set
+	// inside a function), and the proxy sees such changes only in part
+	// and within catalogTTL.
+	// NOTE: with allow, a statement that waits on a lock held by another
+	// session's schema change is traced against the definition from before
+	// that change commits.
+	DDL string `yaml:"ddl"`
 	// Strict forbids using a column the caller may not see in WHERE, JOIN,
 	// ORDER BY, GROUP BY or DISTINCT, and rejects catalog views that expose
 	// values, such as pg_stats.
@@ -314,6 +330,9 @@ func (c *Config) applyDefaults() {
 	if c.Writes == "" {
 		c.Writes = WritesReadOnly
 	}
+	if c.DDL == "" {
+		c.DDL = DDLReject
+	}
 	if c.Upstream.TLS == "" {
 		c.Upstream.TLS = TLSDisable
 	}
@@ -359,6 +378,8 @@ func (c *Config) validate(root *yaml.Node) error {
 		return bad("unknown_lineage", "%q is invalid, want redact or reject", c.UnknownLineage)
 	case c.Writes != WritesReadOnly && c.Writes != WritesPassthrough:
 		return bad("writes", "%q is invalid, want read-only or passthrough", c.Writes)
+	case c.DDL != DDLReject && c.DDL != DDLAllow:
+		return bad("ddl", "%q is invalid, want reject or allow", c.DDL)
 	case c.Limits.MaxMessageBytes < 1024:
 		return bad("limits.max_message_bytes", "%d is too small, want at least 1024", c.Limits.MaxMessageBytes)
 	case c.Limits.MaxConnections < 0:

@@ -14,7 +14,7 @@ import (
 // not hold the client's Parse, Bind and Execute for a Sync that the client
 // sends only after the copy.
 func TestExtendedCopyInWithoutSync(t *testing.T) {
-	f := startProxy(t, "writes: passthrough\n")
+	f := startProxy(t, "writes: passthrough\nddl: allow\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn := f.connect(t, "tester", testerPW)

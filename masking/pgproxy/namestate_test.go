@@ -145,7 +145,7 @@ func TestComputedOutputsRedacted(t *testing.T) {
 // addresses, and runs the prepared statement again. PostgreSQL replans it
 // over the new view, so the proxy must trace that view afresh.
 func TestReplacedViewRetraced(t *testing.T) {
-	f := startProxy(t, "writes: passthrough\n")
+	f := startProxy(t, "writes: passthrough\nddl: allow\n")
 	emails := direct(t, f.pg, "SELECT email FROM customer")
 	direct(t, f.pg, "CREATE VIEW swapped AS SELECT invoice_id::text AS x FROM invoice")
 	direct(t, f.pg, "ALTER VIEW swapped OWNER TO "+upstreamRole)

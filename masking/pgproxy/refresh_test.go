@@ -15,7 +15,7 @@ import (
 // for it and only the proxy's own trace of the statement can tell, which
 // must therefore be traced again.
 func TestPreparedStatementSeesReplacedView(t *testing.T) {
-	f := startProxy(t, "writes: passthrough\n")
+	f := startProxy(t, "writes: passthrough\nddl: allow\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// The upstream role may create objects only in a schema of its own.
@@ -79,5 +79,28 @@ func TestPreparedStatementSeesReplacedView(t *testing.T) {
 		if originals[v] {
 			t.Fatalf("the prepared statement returned the original e-mail %q, upper-cased, after the view was replaced", v)
 		}
+	}
+}
+
+// TestPassthroughRejectsSchemaChanges checks that passthrough mode rejects
+// schema changes unless ddl: allow is set: a temporary view named like a
+// table would hide it from the proxy's name resolution.
+func TestPassthroughRejectsSchemaChanges(t *testing.T) {
+	f := startProxy(t, "writes: passthrough\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn := f.connect(t, "tester", testerPW)
+	for _, q := range []string{
+		"CREATE TEMP VIEW customer AS SELECT customer_id, email AS city FROM public.customer",
+		"DO $$BEGIN PERFORM 1; END$$",
+		"CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+	} {
+		_, err := conn.Exec(ctx, q)
+		if err == nil || !strings.Contains(err.Error(), "ddl: allow") {
+			t.Errorf("%s in passthrough mode: %v, want a rejection naming ddl: allow", q, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "UPDATE customer SET support_rep_id = support_rep_id WHERE customer_id = 1"); err != nil {
+		t.Errorf("a data change in passthrough mode: %v, want it allowed", err)
 	}
 }

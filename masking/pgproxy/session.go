@@ -136,6 +136,10 @@ type session struct {
 	// schemaDirty is set once a statement that may change the catalog was
 	// sent, so the next ReadyForQuery empties the analyses that rest on it.
 	schemaDirty bool
+	// schemaTx is set while a transaction that changed the schema is open:
+	// other sessions see the change only at its commit, so the schema
+	// counts as changed again when it ends.
+	schemaTx bool
 	// discarding is set after an upstream error in the extended protocol
 	// when the client's Sync is not queued yet: expectations up to it are
 	// not queued, since upstream answers none of them.
@@ -545,6 +549,9 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		}
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
 			return rejection("ward pgproxy is read-only: %s is not allowed", st.writeWhat)
+		}
+		if st.ddl && s.srv.cfg.DDL != DDLAllow {
+			return rejection("ward pgproxy rejects %s: a schema change can redefine what a masked name reads (set ddl: allow to permit schema changes)", st.writeWhat)
 		}
 		// Catalog views that sample column values or show other sessions'
 		// statements are refused in every mode: they would return values

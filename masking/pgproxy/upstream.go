@@ -195,6 +195,12 @@ func (s *session) relayUpstream() error {
 			if dirty {
 				s.schemaDirty = false
 				s.forgetAnalyses()
+				s.schemaTx = m.TxStatus != 'I'
+			} else if s.schemaTx && m.TxStatus == 'I' {
+				// Another session may have traced a statement against the
+				// catalog of before the commit.
+				s.schemaTx = false
+				dirty = true
 			}
 			s.mu.Unlock()
 			if dirty {
