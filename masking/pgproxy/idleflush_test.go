@@ -2,6 +2,7 @@ package pgproxy_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +68,41 @@ func TestExtendedCopyInWithoutSync(t *testing.T) {
 	}
 	if tag != "COPY 1" {
 		t.Errorf("command tag of the copy = %q, want COPY 1", tag)
+	}
+}
+
+// TestRejectedExecuteAnswersFlush sends Parse, Bind and an Execute the
+// proxy rejects, then Flush without Sync: as from PostgreSQL, the client
+// must get ParseComplete, BindComplete and the error without a Sync.
+func TestRejectedExecuteAnswersFlush(t *testing.T) {
+	f := startProxy(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pc := f.connect(t, "tester", testerPW).PgConn()
+	fe := pc.Frontend()
+	fe.Send(&pgproto3.Parse{Query: "COPY (SELECT email FROM customer LIMIT 2) TO STDOUT"})
+	fe.Send(&pgproto3.Bind{})
+	fe.Send(&pgproto3.Execute{})
+	fe.Send(&pgproto3.Flush{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for len(got) < 3 {
+		msg, err := pc.ReceiveMessage(ctx)
+		if err != nil {
+			t.Fatalf("after %v: %v", got, err)
+		}
+		switch msg.(type) {
+		case *pgproto3.ParseComplete:
+			got = append(got, "ParseComplete")
+		case *pgproto3.BindComplete:
+			got = append(got, "BindComplete")
+		case *pgproto3.ErrorResponse:
+			got = append(got, "ErrorResponse")
+		}
+	}
+	if want := "ParseComplete BindComplete ErrorResponse"; strings.Join(got, " ") != want {
+		t.Errorf("responses before Sync = %v, want %s", got, want)
 	}
 }

@@ -301,6 +301,14 @@ func (s *session) relayClientMessage() error {
 	skipping := s.skipping
 	s.mu.Unlock()
 	if skipping {
+		if _, ok := msg.(*pgproto3.Flush); ok {
+			// The responses to the messages before the rejected one, and
+			// then the rejection, reach the client only once upstream
+			// flushes them.
+			s.fe.Send(msg.(*pgproto3.Flush))
+			s.upUnflushed = 0
+			return s.fe.Flush()
+		}
 		if _, ok := msg.(*pgproto3.Sync); !ok {
 			return nil
 		}

@@ -311,6 +311,12 @@ func (s *session) replaceWithError(err error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	s.send(rejection("%v", err))
+	// The rows that follow are dropped, so no relayed message would flush
+	// the error before ReadyForQuery: a client that sent Flush, not Sync,
+	// would wait for it.
+	if err := s.flush(); err != nil {
+		s.log.Info("pgproxy could not send a rejection to the client", "err", err)
+	}
 }
 
 // copyPlan returns the plan for COPY TO STDOUT rows. The proxy parses the
