@@ -76,7 +76,7 @@ type Config struct {
 	// schema (CREATE, ALTER, DROP, DO, temporary objects) in passthrough
 	// mode. A caller who may change the schema can redefine what a name
 	// reads (a view, a temporary table that hides one, a search_path set
-	// inside a function), and the proxy sees such changes only in part
+	// inside a function), and the proxy detects such changes only in part
 	// and within catalogTTL.
 	// NOTE: with allow, a statement that waits on a lock held by another
 	// session's schema change is traced against the definition from before

@@ -87,6 +87,7 @@ func TestRejectedExecuteAnswersFlush(t *testing.T) {
 	if err := fe.Flush(); err != nil {
 		t.Fatal(err)
 	}
+
 	var got []string
 	for len(got) < 3 {
 		msg, err := pc.ReceiveMessage(ctx)
