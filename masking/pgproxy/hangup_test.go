@@ -32,7 +32,7 @@ func upstreamSessions(t *testing.T, f *fixture) int {
 }
 
 // waitUpstreamSessions waits until the proxy has want upstream connections.
-func waitUpstreamSessions(t *testing.T, f *fixture, want int, what string) {
+func waitUpstreamSessions(t *testing.T, f *fixture, want int, when string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -41,7 +41,7 @@ func waitUpstreamSessions(t *testing.T, f *fixture, want int, what string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the proxy still has %d upstream connections, want %d", what, n, want)
+			t.Fatalf("%s: the proxy still has %d upstream connections, want %d", when, n, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -175,4 +175,37 @@ func TestUpstreamTerminatedClosesClient(t *testing.T) {
 		}
 		return
 	}
+}
+
+// TestPipelineWithoutReadingIsBounded pipelines more queries than the proxy
+// tracks without reading any result: the session must end with 54000
+// instead of growing without bound.
+func TestPipelineWithoutReadingIsBounded(t *testing.T) {
+	f := startProxy(t, "")
+	conn := hijack(t, f)
+	defer conn.Close()
+	var batch []byte
+	for range 1000 {
+		var err error
+		if batch, err = (&pgproto3.Bind{}).Encode(batch); err != nil {
+			t.Fatal(err)
+		}
+		if batch, err = (&pgproto3.Execute{}).Encode(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parse, err := (&pgproto3.Parse{Query: "SELECT 1"}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := conn.Write(parse); err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		if _, err := conn.Write(batch); err != nil {
+			break // the proxy ended the session
+		}
+	}
+	waitUpstreamSessions(t, f, 0, "after a pipeline of 400,000 unread messages")
 }

@@ -21,6 +21,15 @@ import (
 // the proxy tracks for one session.
 const maxSessionObjects = 10000
 
+// maxAwaited bounds the responses a session may await, each of which the
+// proxy tracks in memory (a few hundred bytes). A client that pipelines
+// messages without reading their results fills PostgreSQL's socket
+// buffers with requests, several hundred thousand of them, before
+// backpressure stops it. A pgx batch of 5,000 queries awaits about 15,000.
+const maxAwaited = 1 << 16
+
+var errTooManyAwaited = errors.New("pgproxy: too many responses awaited")
+
 // prepared is a statement the client prepared with Parse.
 type prepared struct {
 	sql string
@@ -298,8 +307,14 @@ func (s *session) relayClientMessage() error {
 	}
 
 	s.mu.Lock()
-	skipping := s.skipping
+	skipping, awaited := s.skipping, len(s.pending)
 	s.mu.Unlock()
+	if awaited >= maxAwaited {
+		// A client that reads nothing would block this write for ever.
+		_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
+		s.sendFatal("54000", fmt.Sprintf("more than %d responses awaited: read the results of a pipeline before sending more", maxAwaited))
+		return errTooManyAwaited
+	}
 	if skipping {
 		if _, ok := msg.(*pgproto3.Flush); ok {
 			// The responses to the messages before the rejected one, and
