@@ -107,8 +107,8 @@ func (c *Client) SignCSR(ctx context.Context, req SignRequest) (Certificate, err
 
 // RevokeCert revokes the certificate with serial, in Vault's colon-separated
 // hex, at <mount>/revoke (mount default "pki"), which puts it on the
-// mount's CRL. Vault answers 400 "certificate with serial ... not found"
-// for a serial it has no record of; RevokeCert returns ErrNotFound then.
+// mount's CRL. For a serial it has no record of, Vault returns 400
+// "certificate with serial ... not found", and RevokeCert ErrNotFound.
 func (c *Client) RevokeCert(ctx context.Context, mount, serial string) error {
 	if mount == "" {
 		mount = "pki"

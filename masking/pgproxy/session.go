@@ -316,11 +316,11 @@ func (s *session) relayClientMessage() error {
 		return errTooManyAwaited
 	}
 	if skipping {
-		if _, ok := msg.(*pgproto3.Flush); ok {
+		if flush, ok := msg.(*pgproto3.Flush); ok {
 			// The responses to the messages before the rejected one, and
 			// then the rejection, reach the client only once upstream
 			// flushes them.
-			s.fe.Send(msg.(*pgproto3.Flush))
+			s.fe.Send(flush)
 			s.upUnflushed = 0
 			return s.fe.Flush()
 		}
