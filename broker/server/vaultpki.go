@@ -22,10 +22,7 @@ import (
 // it at Vault as well (vaultPKIRevoker), so it appears on the mount's CRL.
 func (s *Server) signX509Vault(req *request, plan *x509Plan) (any, *apiError) {
 	id := plan.id
-	ips := make([]string, len(plan.ips))
-	for i, ip := range plan.ips {
-		ips[i] = ip.String()
-	}
+	ips := ipStrings(plan.ips)
 	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: plan.csr.Raw})
 	mount := cmp.Or(s.cfg.CA.VaultPKI.Mount, "pki")
 	signed, err := s.vault.SignCSR(req.r.Context(), vault.SignRequest{
