@@ -55,7 +55,7 @@ func maskCopyRow(plan *resultPlan, types *pgtype.Map, format copyFormat, row []b
 			a.format = pgtype.TextFormatCode
 			// NOTE: COPY rows are masked without entity values, so a
 			// rule keyed by an entity column uses an empty key here.
-			v = maskValue(a, types, v, nil)
+			v, _ = maskValue(a, types, v, nil, nil)
 		}
 		switch {
 		case nulls[i] || v == nil:

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -75,7 +76,7 @@ var derivationSafe = map[string]bool{"redact": true, "null": true, "hash": true,
 // entity is the original value of the rule's entity column in the same
 // row, or nil when the result does not carry it.
 func (m *columnMasker) mask(value string, entity []byte) (out string, null bool, err error) {
-	f, err := m.table.MaskField(m.index, rules.Field{Text: value}, string(entity))
+	f, err := m.table.MaskField(m.index, rules.Field{Text: value}, unsafe.String(unsafe.SliceData(entity), len(entity)))
 	if err != nil {
 		return "", false, err
 	}
@@ -188,17 +189,19 @@ var textOIDs = map[uint32]bool{
 	pgtype.TextOID: true, pgtype.VarcharOID: true, pgtype.BPCharOID: true, pgtype.NameOID: true, 705: true,
 }
 
-// maskRow masks the values of a DataRow in place according to plan.
-func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow) {
+// maskRow masks the values of a DataRow in place according to plan. The
+// masked values are appended to arena, which the caller may reuse once the
+// row has been encoded; it returns the grown arena.
+func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow, arena []byte) []byte {
 	if !plan.masks {
-		return
+		return arena
 	}
 	if len(row.Values) != len(plan.cols) {
 		// A row that does not match its description is redacted whole.
 		for i := range row.Values {
 			row.Values[i] = nil
 		}
-		return
+		return arena
 	}
 	// Entity values are taken before any column of the row changes.
 	original := row.Values
@@ -213,8 +216,9 @@ func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow) {
 		if a.entity >= 0 {
 			entity = entityText(types, plan.cols[a.entity], original[a.entity])
 		}
-		row.Values[i] = maskValue(a, types, row.Values[i], entity)
+		row.Values[i], arena = maskValue(a, types, row.Values[i], entity, arena)
 	}
+	return arena
 }
 
 // entityText returns an entity value in text form, as rules expect it.
@@ -230,35 +234,40 @@ func entityText(types *pgtype.Map, a columnAction, v []byte) []byte {
 }
 
 // maskValue returns the masked form of one value, or nil (SQL NULL) when
-// the value cannot be masked in its type.
-func maskValue(a columnAction, types *pgtype.Map, v, entity []byte) []byte {
+// the value cannot be masked in its type. A masked text value is appended
+// to arena, and the grown arena returned with it.
+func maskValue(a columnAction, types *pgtype.Map, v, entity, arena []byte) ([]byte, []byte) {
 	if a.kind == actionRedact {
-		return redactedValue(a)
+		return redactedValue(a), arena
 	}
 
 	binary := a.format == pgtype.BinaryFormatCode && !textOIDs[a.oid]
-	text := string(v)
+	// Transformers keep no reference to their input, so the text may
+	// share the row's memory.
+	text := unsafe.String(unsafe.SliceData(v), len(v))
 	if binary {
 		var ok bool
 		text, ok = binaryToText(types, a.oid, v)
 		if !ok {
-			return nil
+			return nil, arena
 		}
 	}
 	out, null, err := a.masker.mask(text, entity)
 	if err != nil || null {
 		// A transformer that cannot mask this value (a derived output of
 		// another type, for example) redacts it rather than pass it.
-		return redactedValue(a)
+		return redactedValue(a), arena
 	}
 	if binary {
 		b, ok := textToBinary(types, a.oid, out)
 		if !ok {
-			return nil
+			return nil, arena
 		}
-		return b
+		return b, arena
 	}
-	return []byte(out)
+	start := len(arena)
+	arena = append(arena, out...)
+	return arena[start:len(arena):len(arena)], arena
 }
 
 // redactedBytes is shared by every redacted value, so nothing may write to it.

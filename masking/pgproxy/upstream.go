@@ -101,7 +101,7 @@ func (s *session) relayUpstream() error {
 				relay = false
 				break
 			}
-			maskRow(plan, s.types, m)
+			s.arena = maskRow(plan, s.types, m, s.arena[:0])
 
 		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
 			if head != nil && head.kind == expQuery {

@@ -120,9 +120,11 @@ func (t *hashT) Info() Info {
 }
 
 // emailT replaces the local part of an e-mail address with a keyed
-// pseudonym and keeps or replaces the domain.
+// pseudonym and keeps or replaces the domain. The pseudonym comes from
+// AES-CMAC rather than HMAC-SHA256: a proxy masks every address it relays,
+// and CMAC costs about a third as much for inputs of this size.
 type emailT struct {
-	mac        *keyedMAC
+	prf        *cmacKey
 	localLen   int
 	keepDomain bool
 	domains    domainCache
@@ -143,7 +145,11 @@ func newEmail(p *params, keys *Keys, _ bool) (Transformer, error) {
 	}
 	key := keys.derive("email "+p.str("key", "default"), 32)
 	defer clear(key)
-	return &emailT{mac: newKeyedMAC(key), localLen: n, keepDomain: domain == "keep"}, nil
+	prf, err := newCMACKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &emailT{prf: prf, localLen: n, keepDomain: domain == "keep"}, nil
 }
 
 var errNotEmail = errors.New("email: value has no @")
@@ -157,16 +163,16 @@ func (t *emailT) Transform(value, _ string) (string, error) {
 
 	// The local part is hashed together with the domain so that the same
 	// local part at two domains gives two pseudonyms.
-	var sum [sha256.Size]byte
-	t.mac.sum(sum[:0], "local", strings.ToLower(value[:at]), domain)
+	// Base32 maps each 5 bytes to 8 characters on their own, so encoding
+	// the whole 5-byte groups that cover localLen gives the same prefix.
+	var sum [40]byte
+	n := (t.localLen + 7) / 8 * 5
+	t.prf.expand(sum[:0], n, "local", strings.ToLower(value[:at]), domain)
 	if !t.keepDomain {
 		domain = t.fakeDomain(domain)
 	}
 
-	// Base32 maps each 5 bytes to 8 characters on their own, so encoding
-	// the whole 5-byte groups that cover localLen gives the same prefix.
 	var buf [128]byte
-	n := min(len(sum), (t.localLen+7)/8*5)
 	out := lowerBase32.AppendEncode(buf[:0], sum[:n])[:t.localLen]
 	out = append(out, '@')
 	out = append(out, domain...)
@@ -178,8 +184,8 @@ func (t *emailT) fakeDomain(domain string) string {
 	if i, ok := t.domains.get(domain); ok {
 		return fakeDomains[i]
 	}
-	var sum [sha256.Size]byte
-	t.mac.sum(sum[:0], "domain", domain)
+	var sum [1]byte
+	t.prf.expand(sum[:0], 1, "domain", domain)
 	i := int(sum[0]) % len(fakeDomains)
 	t.domains.put(domain, i)
 	return fakeDomains[i]

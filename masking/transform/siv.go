@@ -19,10 +19,8 @@ import (
 //
 // A sivEncrypter is immutable and safe for concurrent use.
 type sivEncrypter struct {
-	mac cipher.Block // AES-256 under the S2V key
+	mac *cmacKey     // AES-256 under the S2V key
 	ctr cipher.Block // AES-256 under the CTR key
-	// k1 and k2 are the CMAC subkeys (RFC 4493).
-	k1, k2 [16]byte
 	// prefix is the S2V state after the associated data:
 	// dbl(CMAC(zero block)) xor CMAC(ad).
 	prefix [16]byte
@@ -32,7 +30,7 @@ func newSIVEncrypter(key, ad []byte) (*sivEncrypter, error) {
 	if len(key) != sivKeyLen {
 		return nil, errors.New("aes-siv: key must be 64 bytes")
 	}
-	mac, err := aes.NewCipher(key[:32])
+	mac, err := newCMACKey(key[:32])
 	if err != nil {
 		return nil, err
 	}
@@ -42,54 +40,12 @@ func newSIVEncrypter(key, ad []byte) (*sivEncrypter, error) {
 	}
 	s := &sivEncrypter{mac: mac, ctr: ctr}
 
-	var l [16]byte
-	mac.Encrypt(l[:], l[:])
-	s.k1 = l
-	dbl(&s.k1)
-	s.k2 = s.k1
-	dbl(&s.k2)
-
 	var zero [16]byte
-	s.prefix = s.cmac(zero[:])
+	s.prefix = mac.sum(zero[:])
 	dbl(&s.prefix)
-	adMAC := s.cmac(ad)
+	adMAC := mac.sum(ad)
 	subtle.XORBytes(s.prefix[:], s.prefix[:], adMAC[:])
 	return s, nil
-}
-
-// dbl multiplies b by x in GF(2^128), the doubling of RFC 5297 and RFC
-// 4493, without a branch on the secret top bit.
-func dbl(b *[16]byte) {
-	carry := b[0] >> 7
-	for i := range 15 {
-		b[i] = b[i]<<1 | b[i+1]>>7
-	}
-	b[15] = b[15]<<1 ^ 0x87&-carry
-}
-
-// cmac returns AES-CMAC(msg) (RFC 4493) under the S2V key.
-func (s *sivEncrypter) cmac(msg []byte) [16]byte {
-	var x [16]byte
-	for len(msg) > 16 {
-		subtle.XORBytes(x[:], x[:], msg[:16])
-		s.mac.Encrypt(x[:], x[:])
-		msg = msg[16:]
-	}
-
-	// The last block is xored with K1 when it is complete, and padded with
-	// 0x80 and zeros and xored with K2 otherwise. An empty message is one
-	// incomplete block.
-	var last [16]byte
-	copy(last[:], msg)
-	sub := &s.k1
-	if len(msg) < 16 {
-		last[len(msg)] = 0x80
-		sub = &s.k2
-	}
-	subtle.XORBytes(last[:], last[:], sub[:])
-	subtle.XORBytes(x[:], x[:], last[:])
-	s.mac.Encrypt(x[:], x[:])
-	return x
 }
 
 // appendEncrypt appends V followed by the encryption of plaintext to dst.
@@ -112,7 +68,7 @@ func (s *sivEncrypter) appendEncrypt(dst []byte, plaintext string) []byte {
 		clear(t[len(plaintext)+1 : 16])
 		subtle.XORBytes(t, t, d[:])
 	}
-	v := s.cmac(t)
+	v := s.mac.sum(t)
 	clear(t)
 
 	// CTR mode starts from V with the top bits of its last two 32-bit
