@@ -45,6 +45,9 @@ type Transformer interface {
 	// Transform returns the masked form of value. entity is the value of
 	// the column the rule names as its entity (date-shift uses it so that
 	// every date of one customer moves by the same amount), or "".
+	// Callers may pass strings that share memory with a buffer they reuse,
+	// so Transform keeps no reference to value or entity, nor to parts of
+	// them, once it returns: a cache must copy what it keeps.
 	Transform(value, entity string) (string, error)
 	// Info describes the transformer for rule validation.
 	Info() Info
