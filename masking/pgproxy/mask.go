@@ -72,15 +72,11 @@ type columnMasker struct {
 // form of their input: a computed value masked by one leaks nothing.
 var derivationSafe = map[string]bool{"redact": true, "null": true, "hash": true, "tokenize": true, "fake": true}
 
-// mask returns the masked text of value; null reports a NULL result.
-// entity is the original value of the rule's entity column in the same
-// row, or nil when the result does not carry it.
-func (m *columnMasker) mask(value string, entity []byte) (out string, null bool, err error) {
-	f, err := m.table.MaskField(m.index, rules.Field{Text: value}, unsafe.String(unsafe.SliceData(entity), len(entity)))
-	if err != nil {
-		return "", false, err
-	}
-	return f.Text, f.Null, nil
+// appendMask appends the masked text of value to dst; null reports a NULL
+// result. entity is the original value of the rule's entity column in the
+// same row, or nil when the result does not carry it.
+func (m *columnMasker) appendMask(dst []byte, value string, entity []byte) (out []byte, null bool, err error) {
+	return m.table.AppendField(dst, m.index, value, unsafe.String(unsafe.SliceData(entity), len(entity)))
 }
 
 // maskers finds and caches the masker of each column. It is safe for
@@ -252,22 +248,21 @@ func maskValue(a columnAction, types *pgtype.Map, v, entity, arena []byte) ([]by
 			return nil, arena
 		}
 	}
-	out, null, err := a.masker.mask(text, entity)
+	start := len(arena)
+	grown, null, err := a.masker.appendMask(arena, text, entity)
 	if err != nil || null {
 		// A transformer that cannot mask this value (a derived output of
 		// another type, for example) redacts it rather than pass it.
 		return redactedValue(a), arena
 	}
 	if binary {
-		b, ok := textToBinary(types, a.oid, out)
+		b, ok := textToBinary(types, a.oid, string(grown[start:]))
 		if !ok {
 			return nil, arena
 		}
 		return b, arena
 	}
-	start := len(arena)
-	arena = append(arena, out...)
-	return arena[start:len(arena):len(arena)], arena
+	return grown[start:len(grown):len(grown)], grown
 }
 
 // redactedBytes is shared by every redacted value, so nothing may write to it.

@@ -247,8 +247,9 @@ func TestMaskRow(t *testing.T) {
 	}
 }
 
-// TestMaskFieldMatchesMaskRow masks each column alone and compares it with
-// the same column masked within its row, entity-keyed dates included.
+// TestMaskFieldMatchesMaskRow masks each column alone, with MaskField and
+// AppendField, and compares it with the same column masked within its row,
+// entity-keyed dates included.
 func TestMaskFieldMatchesMaskRow(t *testing.T) {
 	plan := compileGoodRules(t)
 	cases := []struct {
@@ -286,6 +287,13 @@ func TestMaskFieldMatchesMaskRow(t *testing.T) {
 			}
 			if got != whole[i] {
 				t.Errorf("%s.%s: MaskField = %+v, MaskRow gave %+v", c.table, c.columns[i], got, whole[i])
+			}
+			if f.Null {
+				continue
+			}
+			out, null, err := tbl.AppendField([]byte("pre"), i, f.Text, entity)
+			if err != nil || null != whole[i].Null || !null && string(out) != "pre"+whole[i].Text {
+				t.Errorf("%s.%s: AppendField = %q, %v, %v; MaskRow gave %+v", c.table, c.columns[i], out, null, err, whole[i])
 			}
 		}
 	}

@@ -256,6 +256,27 @@ func (t *Table) MaskField(i int, f Field, entity string) (Field, error) {
 	return f, nil
 }
 
+// AppendField is MaskField for a value that is not NULL, with the masked
+// text appended to dst. A column masked by one transformer that can append
+// (transform.Appender) costs no string per value this way. On an error the
+// returned slice is dst as it was.
+func (t *Table) AppendField(dst []byte, i int, value, entity string) (out []byte, null bool, err error) {
+	if i >= 0 && i < len(t.plans) {
+		if a, ok := t.plans[i].whole.(transform.Appender); ok && !t.plans[i].null {
+			out, err := a.AppendTransform(dst, value, entity)
+			if err != nil {
+				return dst, false, fmt.Errorf("column %s: %w", t.columns[i], err)
+			}
+			return out, false, nil
+		}
+	}
+	f, err := t.MaskField(i, Field{Text: value}, entity)
+	if err != nil || f.Null {
+		return dst, f.Null, err
+	}
+	return append(dst, f.Text...), false, nil
+}
+
 func (cp *columnPlan) apply(f *Field, entity string) error {
 	if cp.whole != nil {
 		out, err := cp.whole.Transform(f.Text, entity)

@@ -310,3 +310,30 @@ func TestGoldenConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestGoldenAppend checks AppendTransform, where a transformer has it,
+// against the pinned outputs, appending after a prefix that must survive.
+func TestGoldenAppend(t *testing.T) {
+	pinned := readGolden(t)
+	appenders := 0
+	for _, c := range goldenCases {
+		if c.unique {
+			continue
+		}
+		a, ok := mustNewSpec(t, testKeys(t, 7), c).(transform.Appender)
+		if !ok {
+			continue
+		}
+		appenders++
+		for _, w := range pinned[c.name] {
+			out, err := a.AppendTransform([]byte("prefix"), w.in, w.entity)
+			if (err != nil) != w.failed || !w.failed && string(out) != "prefix"+w.out {
+				t.Errorf("%s: AppendTransform(prefix, %q, %q) = %q (%v), want prefix%q (failed %v)",
+					c.name, w.in, w.entity, out, err, w.out, w.failed)
+			}
+		}
+	}
+	if appenders == 0 {
+		t.Fatal("no golden case has a transformer with AppendTransform")
+	}
+}

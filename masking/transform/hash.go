@@ -154,10 +154,16 @@ func newEmail(p *params, keys *Keys, _ bool) (Transformer, error) {
 
 var errNotEmail = errors.New("email: value has no @")
 
-func (t *emailT) Transform(value, _ string) (string, error) {
+func (t *emailT) Transform(value, entity string) (string, error) {
+	var buf [128]byte
+	out, err := t.AppendTransform(buf[:0], value, entity)
+	return string(out), err
+}
+
+func (t *emailT) AppendTransform(dst []byte, value, _ string) ([]byte, error) {
 	at := strings.LastIndexByte(value, '@')
 	if at < 0 {
-		return "", fmt.Errorf("%w: %w", ErrInput, errNotEmail)
+		return dst, fmt.Errorf("%w: %w", ErrInput, errNotEmail)
 	}
 	domain := strings.ToLower(value[at+1:])
 
@@ -172,11 +178,10 @@ func (t *emailT) Transform(value, _ string) (string, error) {
 		domain = t.fakeDomain(domain)
 	}
 
-	var buf [128]byte
-	out := lowerBase32.AppendEncode(buf[:0], sum[:n])[:t.localLen]
-	out = append(out, '@')
-	out = append(out, domain...)
-	return string(out), nil
+	start := len(dst)
+	dst = lowerBase32.AppendEncode(dst, sum[:n])[:start+t.localLen]
+	dst = append(dst, '@')
+	return append(dst, domain...), nil
 }
 
 // fakeDomain returns the reserved domain that stands for domain.

@@ -3,6 +3,7 @@ package transform
 import (
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // redact replaces every value with a fixed text.
@@ -76,9 +77,14 @@ func (t *partial) isSeparator(r rune) bool {
 	return strings.ContainsRune(t.separators, r)
 }
 
-func (t *partial) Transform(value, _ string) (string, error) {
+func (t *partial) Transform(value, entity string) (string, error) {
+	b, _ := t.AppendTransform(make([]byte, 0, len(value)), value, entity)
+	return unsafe.String(unsafe.SliceData(b), len(b)), nil
+}
+
+func (t *partial) AppendTransform(dst []byte, value, _ string) ([]byte, error) {
 	if t.mask < utf8.RuneSelf && isASCII(value) {
-		return t.transformASCII(value), nil
+		return t.appendASCII(dst, value), nil
 	}
 
 	// The loop reads value rune by rune as []rune(value) would, so an
@@ -92,40 +98,36 @@ func (t *partial) Transform(value, _ string) (string, error) {
 		first, last = 0, 0
 	}
 
-	var b strings.Builder
-	b.Grow(len(value))
 	i := 0
 	for _, r := range value {
 		if i < first || i >= n-last || t.isSeparator(r) {
-			b.WriteRune(r)
+			dst = utf8.AppendRune(dst, r)
 		} else {
-			b.WriteRune(t.mask)
+			dst = utf8.AppendRune(dst, t.mask)
 		}
 		i++
 	}
-	return b.String(), nil
+	return dst, nil
 }
 
-// transformASCII is Transform for an ASCII value and mask, where every
+// appendASCII is AppendTransform for an ASCII value and mask, where every
 // character is one byte.
-func (t *partial) transformASCII(value string) string {
+func (t *partial) appendASCII(dst []byte, value string) []byte {
 	first, last := t.first, t.last
 	if first+last >= len(value) {
 		first, last = 0, 0
 	}
 
-	var b strings.Builder
-	b.Grow(len(value))
 	mask := byte(t.mask)
 	for i := 0; i < len(value); i++ {
 		c := value[i]
 		if i < first || i >= len(value)-last || t.asciiSeparators[c/64]&(1<<(c%64)) != 0 {
-			b.WriteByte(c)
+			dst = append(dst, c)
 		} else {
-			b.WriteByte(mask)
+			dst = append(dst, mask)
 		}
 	}
-	return b.String()
+	return dst
 }
 
 func isASCII(s string) bool {
