@@ -15,6 +15,10 @@ import (
 // pgproto3's Receive keeps a partly read message across such an error.
 var errWouldBlock = errors.New("pgproxy: no data ready on the socket")
 
+// readAhead is the size of a socket read: the reader keeps what its
+// caller did not ask for yet.
+const readAhead = 32 << 10
+
 // errRelayDone ends a relay loop without an error.
 var errRelayDone = errors.New("pgproxy: relay done")
 
@@ -41,9 +45,13 @@ type sockReader struct {
 	rc   syscall.RawConn // nil until useSocket succeeds
 
 	// pending contains data taken out of src before socket reads began,
-	// and pendingErr the error src returned after that data.
+	// or read from the socket ahead of the caller, and pendingErr the error
+	// src returned after that data.
 	pending    []byte
 	pendingErr error
+	// ahead receives socket reads, which ask for readAhead bytes so that
+	// one system call takes many small messages.
+	ahead []byte
 
 	fd  int
 	raw bool // set inside relay's raw read, where Read calls read(2) on fd
@@ -116,7 +124,14 @@ func (r *sockReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	n, err := readNoIntr(r.fd, p)
+	dst := p
+	if len(p) < readAhead {
+		if r.ahead == nil {
+			r.ahead = make([]byte, readAhead)
+		}
+		dst = r.ahead
+	}
+	n, err := readNoIntr(r.fd, dst)
 	switch {
 	case errors.Is(err, syscall.EAGAIN):
 		return 0, errWouldBlock
@@ -126,7 +141,21 @@ func (r *sockReader) Read(p []byte) (int, error) {
 	case n == 0:
 		return 0, io.EOF
 	}
+	if len(p) < readAhead {
+		r.pending = r.ahead[:n]
+		n = copy(p, r.pending)
+		r.pending = r.pending[n:]
+	}
 	return n, nil
+}
+
+// buffered returns how many bytes the reader holds that its caller has
+// not read yet.
+func (r *sockReader) buffered() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.pending)
 }
 
 // readNoIntr reads the non-blocking socket fd into p, which is not empty.

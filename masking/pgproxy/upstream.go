@@ -7,12 +7,17 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// maxUnflushed bounds how many messages are relayed before a flush.
+// maxUnflushed bounds how many client messages are held before a flush
+// upstream.
 const maxUnflushed = 128
+
+// flushBytes is how much relayed output the client write buffer holds
+// before it is written, when more upstream data waits to be relayed.
+const flushBytes = 32 << 10
 
 // maxKeptWriteBuffer bounds the client write buffer a session keeps
 // between flushes. A larger one, grown for large messages, is dropped.
-const maxKeptWriteBuffer = 16 << 10
+const maxKeptWriteBuffer = 2 * flushBytes
 
 // relayUpstream forwards upstream messages to the client, masking rows,
 // COPY data, errors and notices on the way.
@@ -20,7 +25,6 @@ func (s *session) relayUpstream() error {
 	// suppress drops upstream messages up to ReadyForQuery after the proxy
 	// replaced a result with an error.
 	suppress := false
-	unflushed := 0
 	return s.upIn.relay(func() error {
 		msg, err := s.fe.Receive()
 		if err != nil {
@@ -215,13 +219,11 @@ func (s *session) relayUpstream() error {
 		if relay {
 			s.wmu.Lock()
 			s.send(msg)
-			unflushed++
 			// Messages are batched while more upstream data is buffered,
 			// up to a bound that keeps the write buffer small.
 			var err error
-			if s.fe.ReadBufferLen() == 0 || unflushed >= maxUnflushed {
+			if s.fe.ReadBufferLen() == 0 && s.upIn.buffered() == 0 || len(s.wbuf) >= flushBytes {
 				err = s.flush()
-				unflushed = 0
 			}
 			s.wmu.Unlock()
 			if err != nil {
