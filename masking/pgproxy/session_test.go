@@ -1,6 +1,7 @@
 package pgproxy_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"net"
 	"net/url"
@@ -21,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"ward.dev/ward/masking/pgproxy"
 )
@@ -358,4 +361,34 @@ func TestCatalogStatsRefusedInEveryMode(t *testing.T) {
 			t.Errorf("psql %q = %v %q, want a rejection", q, err, out)
 		}
 	}
+}
+
+// TestDataAfterSSLRequestRefused sends a query in the clear right behind
+// SSLRequest, as a machine in the path could inject it. The proxy must
+// refuse the connection instead of starting TLS with the query pending.
+func TestDataAfterSSLRequestRefused(t *testing.T) {
+	caFile, certFile, keyFile, _, _ := testPKI(t, supportID)
+	f := startProxy(t, "tls: {cert_file: "+certFile+", key_file: "+keyFile+", client_ca_file: "+caFile+"}\n")
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	sslRequest := []byte{0, 0, 0, 8, 4, 210, 22, 47}
+	injected, _ := (&pgproto3.Query{String: "SELECT 1"}).Encode(nil)
+	if _, err := c.Write(append(sslRequest, injected...)); err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(c)
+	if len(answer) == 0 || answer[0] != 'E' || !bytes.Contains(answer, []byte("08P01")) {
+		t.Errorf("answer to SSLRequest followed by a query = %q, want an 08P01 ErrorResponse", answer)
+	}
+
+	// A client that waits for the answer still gets TLS.
+	conn, err := pgx.Connect(context.Background(), "postgres://tester:"+testerPW+"@"+f.addr+"/chinook?sslmode=verify-full&sslrootcert="+caFile)
+	if err != nil {
+		t.Fatalf("TLS login after the refused connection: %v", err)
+	}
+	conn.Close(context.Background())
 }

@@ -55,6 +55,9 @@ type sockReader struct {
 
 	fd  int
 	raw bool // set inside relay's raw read, where Read calls read(2) on fd
+
+	// delivered counts the bytes Read has returned.
+	delivered int64
 }
 
 func newSockReader(src io.Reader, conn net.Conn) *sockReader {
@@ -108,6 +111,12 @@ func (r *sockReader) takeBuffered() bool {
 }
 
 func (r *sockReader) Read(p []byte) (int, error) {
+	n, err := r.read(p)
+	r.delivered += int64(n)
+	return n, err
+}
+
+func (r *sockReader) read(p []byte) (int, error) {
 	if len(r.pending) > 0 {
 		n := copy(p, r.pending)
 		r.pending = r.pending[n:]

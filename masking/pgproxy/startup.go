@@ -173,6 +173,9 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 
 var errCancelHandled = errors.New("cancel request handled")
 
+// sslRequestLen is the length of an SSLRequest or GSSENCRequest packet.
+const sslRequestLen = 8
+
 // negotiate reads the startup packet. It responds to SSLRequest and
 // GSSENCRequest and forwards a CancelRequest.
 // The returned reader is the Backend's and holds the connection, which is
@@ -180,6 +183,8 @@ var errCancelHandled = errors.New("cancel request handled")
 func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, *sockReader, *pgproto3.StartupMessage, error) {
 	in := newSockReader(conn, conn)
 	be := pgproto3.NewBackend(in, newSockWriter(conn))
+	// parsed counts the bytes of the startup packets read through in.
+	var parsed int64
 	for range 3 {
 		msg, err := be.ReceiveStartupMessage()
 		if err != nil {
@@ -187,11 +192,19 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, *sockReader, *pgpr
 		}
 		switch m := msg.(type) {
 		case *pgproto3.SSLRequest:
+			parsed += sslRequestLen
 			if s.clientTLS == nil {
 				if _, err := conn.Write([]byte{'N'}); err != nil {
 					return nil, nil, nil, err
 				}
 				continue
+			}
+			// The client must wait for the answer before it sends more.
+			// Bytes already read past the request were sent in the clear,
+			// perhaps by someone in the path, and TLS would not cover them.
+			if in.delivered > parsed {
+				rejectStartup(conn, "08P01", "ward pgproxy received unencrypted data after SSLRequest")
+				return nil, nil, nil, errors.New("client sent data after SSLRequest before the TLS handshake")
 			}
 			if _, err := conn.Write([]byte{'S'}); err != nil {
 				return nil, nil, nil, err
@@ -203,7 +216,9 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, *sockReader, *pgpr
 			conn = tc
 			in = newSockReader(conn, conn)
 			be = pgproto3.NewBackend(in, newSockWriter(conn))
+			parsed = 0
 		case *pgproto3.GSSEncRequest:
+			parsed += sslRequestLen
 			if _, err := conn.Write([]byte{'N'}); err != nil {
 				return nil, nil, nil, err
 			}
