@@ -72,8 +72,8 @@ type columnMasker struct {
 // form of their input: a computed value masked by one leaks nothing.
 var derivationSafe = map[string]bool{"redact": true, "null": true, "hash": true, "tokenize": true, "fake": true}
 
-// appendMask appends the masked text of value to dst; null reports a NULL
-// result. entity is the original value of the rule's entity column in the
+// appendMask appends the masked text of value to dst, or reports null for
+// a NULL result. entity is the original value of the rule's entity column in the
 // same row, or nil when the result does not carry it.
 func (m *columnMasker) appendMask(dst []byte, value string, entity []byte) (out []byte, null bool, err error) {
 	return m.table.AppendField(dst, m.index, value, unsafe.String(unsafe.SliceData(entity), len(entity)))
@@ -187,7 +187,7 @@ var textOIDs = map[uint32]bool{
 
 // maskRow masks the values of a DataRow in place according to plan. The
 // masked values are appended to arena, which the caller may reuse once the
-// row has been encoded; it returns the grown arena.
+// row has been encoded. It returns the grown arena.
 func maskRow(plan *resultPlan, types *pgtype.Map, row *pgproto3.DataRow, arena []byte) []byte {
 	if !plan.masks {
 		return arena

@@ -199,7 +199,7 @@ func (s *Server) negotiate(conn net.Conn) (*pgproto3.Backend, *sockReader, *pgpr
 				}
 				continue
 			}
-			// The client must wait for the answer before it sends more.
+			// The client must wait for the response before it sends more.
 			// Bytes already read past the request were sent in the clear,
 			// perhaps by someone in the path, and TLS would not cover them.
 			if in.delivered > parsed {

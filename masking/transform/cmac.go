@@ -66,9 +66,8 @@ func (c *cmacKey) sum(msg []byte) [16]byte {
 
 // expand appends n bytes derived from parts to dst, a pseudorandom
 // function of parts under the key. Block i (from 1) of the output is
-// AES-CMAC of the byte i followed by the parts joined by 0x00, which is
-// counter mode of NIST SP 800-108 with CMAC as its function. n is at most
-// 255 blocks.
+// AES-CMAC of the byte i followed by the parts joined by 0x00, so n may
+// be at most 255 blocks of 16 bytes.
 func (c *cmacKey) expand(dst []byte, n int, parts ...string) []byte {
 	var stack [128]byte
 	msg := append(stack[:0], 0)
