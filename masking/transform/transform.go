@@ -56,8 +56,7 @@ type Transformer interface {
 // Appender is implemented by transformers that can append the masked form
 // of a value to a buffer. A caller that masks many values (the masking
 // proxy) so spares the string Transform would allocate for each. Its
-// output and errors are those of Transform; on an error, dst may have
-// grown.
+// output and errors match Transform's. On an error, dst may have grown.
 type Appender interface {
 	AppendTransform(dst []byte, value, entity string) ([]byte, error)
 }
