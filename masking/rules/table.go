@@ -29,6 +29,9 @@ type columnPlan struct {
 	entity int // index of the entity column, -1 for none
 	null   bool
 	whole  transform.Transformer
+	// appender is whole when it can append, found once because an
+	// interface conversion per value costs more than the append saves.
+	appender transform.Appender
 }
 
 // Table returns the masker for schema.table with the given column order.
@@ -108,6 +111,9 @@ func (p *Plan) Table(schema, table string, columns []string) (*Table, error) {
 		sort.Strings(unclassified)
 		return nil, fmt.Errorf("%w: %s: strict is set and table %s has columns without a rule: %s",
 			ErrUnclassified, p.set.File, t.name, strings.Join(unclassified, ", "))
+	}
+	for i := range t.plans {
+		t.plans[i].appender, _ = t.plans[i].whole.(transform.Appender)
 	}
 	return t, nil
 }
@@ -262,7 +268,7 @@ func (t *Table) MaskField(i int, f Field, entity string) (Field, error) {
 // returned slice is dst as it was.
 func (t *Table) AppendField(dst []byte, i int, value, entity string) (out []byte, null bool, err error) {
 	if i >= 0 && i < len(t.plans) {
-		if a, ok := t.plans[i].whole.(transform.Appender); ok && !t.plans[i].null {
+		if a := t.plans[i].appender; a != nil && !t.plans[i].null {
 			out, err := a.AppendTransform(dst, value, entity)
 			if err != nil {
 				return dst, false, fmt.Errorf("column %s: %w", t.columns[i], err)
