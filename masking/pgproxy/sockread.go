@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 	"unsafe"
@@ -18,6 +19,11 @@ var errWouldBlock = errors.New("pgproxy: no data ready on the socket")
 // readAhead is the size of a socket read: the reader keeps what its
 // caller did not ask for yet.
 const readAhead = 32 << 10
+
+var aheadPool = sync.Pool{New: func() any {
+	b := make([]byte, readAhead)
+	return &b
+}}
 
 // errRelayDone ends a relay loop without an error.
 var errRelayDone = errors.New("pgproxy: relay done")
@@ -50,8 +56,10 @@ type sockReader struct {
 	pending    []byte
 	pendingErr error
 	// ahead receives socket reads, which ask for readAhead bytes so that
-	// one system call takes many small messages.
-	ahead []byte
+	// one system call takes many small messages. It comes from aheadPool
+	// and goes back once the socket has no data, so idle sessions hold
+	// none.
+	ahead *[]byte
 
 	fd  int
 	raw bool // set inside relay's raw read, where Read calls read(2) on fd
@@ -136,11 +144,15 @@ func (r *sockReader) read(p []byte) (int, error) {
 	dst := p
 	if len(p) < readAhead {
 		if r.ahead == nil {
-			r.ahead = make([]byte, readAhead)
+			r.ahead = aheadPool.Get().(*[]byte)
 		}
-		dst = r.ahead
+		dst = *r.ahead
 	}
 	n, err := readNoIntr(r.fd, dst)
+	if n <= 0 && r.ahead != nil {
+		aheadPool.Put(r.ahead)
+		r.ahead = nil
+	}
 	switch {
 	case errors.Is(err, syscall.EAGAIN):
 		return 0, errWouldBlock
@@ -151,7 +163,7 @@ func (r *sockReader) read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	if len(p) < readAhead {
-		r.pending = r.ahead[:n]
+		r.pending = (*r.ahead)[:n]
 		n = copy(p, r.pending)
 		r.pending = r.pending[n:]
 	}

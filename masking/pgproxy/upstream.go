@@ -25,7 +25,17 @@ func (s *session) relayUpstream() error {
 	// suppress drops upstream messages up to ReadyForQuery after the proxy
 	// replaced a result with an error.
 	suppress := false
-	return s.upIn.relay(func() error {
+	// With raw socket reads the relay flushes when the socket has no more
+	// data, so rows already complete never wait behind a partial message.
+	idle := func() error {
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if len(s.wbuf) == 0 {
+			return nil
+		}
+		return s.flush()
+	}
+	return s.upIn.relayIdle(func() error {
 		msg, err := s.fe.Receive()
 		if err != nil {
 			return err
@@ -106,6 +116,10 @@ func (s *session) relayUpstream() error {
 				break
 			}
 			s.arena = maskRow(plan, s.types, m, s.arena[:0])
+			if cap(s.arena) > maxKeptWriteBuffer {
+				// The row is encoded below, so a large arena may go.
+				defer func() { s.arena = nil }()
+			}
 
 		case *pgproto3.CommandComplete, *pgproto3.EmptyQueryResponse, *pgproto3.PortalSuspended:
 			if head != nil && head.kind == expQuery {
@@ -219,10 +233,11 @@ func (s *session) relayUpstream() error {
 		if relay {
 			s.wmu.Lock()
 			s.send(msg)
-			// Messages are batched while more upstream data is buffered,
-			// up to a bound that keeps the write buffer small.
+			// Messages are batched until idle runs, or else while more
+			// upstream data is buffered, up to a bound that keeps the
+			// write buffer small.
 			var err error
-			if s.fe.ReadBufferLen() == 0 && s.upIn.buffered() == 0 || len(s.wbuf) >= flushBytes {
+			if !s.upIn.waitsIdle() && s.fe.ReadBufferLen() == 0 || len(s.wbuf) >= flushBytes {
 				err = s.flush()
 			}
 			s.wmu.Unlock()
@@ -234,7 +249,7 @@ func (s *session) relayUpstream() error {
 			return s.flushLocal()
 		}
 		return nil
-	})
+	}, idle)
 }
 
 // send encodes msg for the client after the messages already buffered.
