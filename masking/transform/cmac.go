@@ -74,15 +74,14 @@ func xor16(x *[16]byte, b []byte) {
 
 // expand appends n bytes derived from parts to dst, a pseudorandom
 // function of parts under the key. Block i (from 1) of the output is
-// AES-CMAC of the byte i followed by the parts joined by 0x00, so n may
-// be at most 255 blocks of 16 bytes.
+// AES-CMAC of the byte i followed by each part with its length in front
+// as a uvarint, so n may be at most 255 blocks of 16 bytes. The lengths
+// keep parts that contain any byte from running into each other.
 func (c *cmacKey) expand(dst []byte, n int, parts ...string) []byte {
 	var stack [128]byte
 	msg := append(stack[:0], 0)
-	for i, p := range parts {
-		if i > 0 {
-			msg = append(msg, 0)
-		}
+	for _, p := range parts {
+		msg = binary.AppendUvarint(msg, uint64(len(p)))
 		msg = append(msg, p...)
 	}
 	for i := 1; n > 0; i++ {

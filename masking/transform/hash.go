@@ -168,21 +168,32 @@ func (t *emailT) AppendTransform(dst []byte, value, _ string) ([]byte, error) {
 	domain := strings.ToLower(value[at+1:])
 
 	// The local part is hashed together with the domain so that the same
-	// local part at two domains gives two pseudonyms.
-	// Base32 maps each 5 bytes to 8 characters on their own, so encoding
-	// the whole 5-byte groups that cover localLen gives the same prefix.
+	// local part at two domains gives two pseudonyms. Letter case is
+	// folded, so that Alice@ and alice@ stay one person, except where the
+	// pseudonym must be injective: a UNIQUE column may hold both.
+	local, keyDomain := strings.ToLower(value[:at]), domain
+	if t.injective() {
+		local, keyDomain = value[:at], value[at+1:]
+	}
 	var sum [40]byte
 	n := (t.localLen + 7) / 8 * 5
-	t.prf.expand(sum[:0], n, "local", strings.ToLower(value[:at]), domain)
+	t.prf.expand(sum[:0], n, "local", local, keyDomain)
 	if !t.keepDomain {
 		domain = t.fakeDomain(domain)
 	}
 
+	// Base32 maps each 5 bytes to 8 characters on their own, so encoding
+	// the whole 5-byte groups that cover localLen gives the same prefix.
 	start := len(dst)
 	dst = lowerBase32.AppendEncode(dst, sum[:n])[:start+t.localLen]
 	dst = append(dst, '@')
 	return append(dst, domain...), nil
 }
+
+// injective reports whether distinct addresses get distinct pseudonyms.
+// 26 base32 characters carry 130 bits, enough to treat collisions as
+// impossible, as for hash.
+func (t *emailT) injective() bool { return t.localLen >= 26 }
 
 // fakeDomain returns the reserved domain that stands for domain.
 func (t *emailT) fakeDomain(domain string) string {
@@ -235,7 +246,5 @@ func (t *emailT) Info() Info {
 		}
 		return t.localLen + 1 + len("example.com")
 	}
-	// 26 base32 characters carry 130 bits, enough to treat collisions as
-	// impossible, as for hash.
-	return Info{Name: "email", Injective: t.localLen >= 26, Kinds: KindText, MaxLen: max}
+	return Info{Name: "email", Injective: t.injective(), Kinds: KindText, MaxLen: max}
 }

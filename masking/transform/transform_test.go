@@ -446,3 +446,39 @@ func TestNullTransformer(t *testing.T) {
 		t.Errorf("Transform = %q, %v, want empty and nil", out, err)
 	}
 }
+
+// TestEmailCaseAndInjectivity checks which addresses share a pseudonym.
+// By default letter case is folded, so one person keeps one pseudonym.
+// From local_length 26 the transformer claims to be injective, so
+// addresses that fold together must stay apart.
+func TestEmailCaseAndInjectivity(t *testing.T) {
+	keys := testKeys(t, 7)
+	folded := mustNew(t, keys, "email", nil)
+	injective := mustNew(t, keys, "email", map[string]string{"local_length": "26", "domain": "keep"})
+	if !injective.Info().Injective || folded.Info().Injective {
+		t.Fatalf("Injective = %v at local_length 26 and %v at 16, want true and false",
+			injective.Info().Injective, folded.Info().Injective)
+	}
+	pairs := []struct{ name, a, b string }{
+		{"letter case", "Alice@example.com", "alice@example.com"},
+		{"domain case", "alice@Example.com", "alice@example.com"},
+		{"kelvin sign", "\u212Aelly@example.com", "kelly@example.com"},
+		{"invalid bytes", "jos\xe9@example.com", "jos\xe8@example.com"},
+		{"nul in local part", "a\x00b@c", "a@b\x00c"},
+	}
+	for _, p := range pairs {
+		t.Run(p.name, func(t *testing.T) {
+			a, errA := injective.Transform(p.a, "")
+			b, errB := injective.Transform(p.b, "")
+			if errA != nil || errB != nil || a == b {
+				t.Errorf("Transform(%q) = %q, %v and Transform(%q) = %q, %v; want two different pseudonyms", p.a, a, errA, p.b, b, errB)
+			}
+		})
+	}
+
+	a, _ := folded.Transform("Alice@Example.com", "")
+	b, _ := folded.Transform("alice@example.com", "")
+	if a != b {
+		t.Errorf("Transform(Alice@Example.com) = %q, Transform(alice@example.com) = %q; want the same pseudonym at the default length", a, b)
+	}
+}
