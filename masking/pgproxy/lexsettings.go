@@ -12,38 +12,28 @@ import (
 // standard_conforming_strings on and a client encoding in which every byte
 // below 0x80 is the ASCII character. If the server lexed a text otherwise,
 // a quote or backslash would end a string in one parser and not in the
-// other, and a value could leave the server unmasked. So the proxy rejects
-// to change these settings and ends a session in which the server reports
-// that they changed anyway.
+// other, and a value could leave the server unmasked. The client encoding
+// must moreover be UTF8: transformers work on bytes, so the same value in
+// another encoding would get another pseudonym, and a mask character
+// would reach the client in an encoding it did not ask for. So the proxy
+// rejects statements that change these settings and ends a session in
+// which the server reports that they changed anyway.
 
 // errLexSettings ends a session after the server reported a setting with
 // which it lexes statements differently from the proxy.
 var errLexSettings = errors.New("upstream lexing settings changed")
 
-// clientOnlyEncodings are PostgreSQL's client-only encodings, by name with
-// everything but letters and digits removed and lowercased (as PostgreSQL
-// compares encoding names), with their aliases. Their multibyte characters
-// can contain the bytes of a backslash.
-var clientOnlyEncodings = map[string]bool{
-	"sjis": true, "shiftjis": true, "mskanji": true, "win932": true, "windows932": true,
-	"shiftjis2004": true,
-	"big5":         true, "win950": true, "windows950": true,
-	"gbk": true, "win936": true, "windows936": true,
-	"uhc": true, "win949": true, "windows949": true,
-	"gb18030": true,
-	"johab":   true,
-}
-
-// safeEncoding reports whether the proxy lexes text in the client encoding
-// name as the server does.
-func safeEncoding(name string) bool {
+// utf8Encoding reports whether name is PostgreSQL's UTF8 encoding under
+// one of its names. PostgreSQL compares encoding names lowercased and with
+// everything but letters and digits removed.
+func utf8Encoding(name string) bool {
 	var b strings.Builder
 	for _, c := range strings.ToLower(name) {
 		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' {
 			b.WriteRune(c)
 		}
 	}
-	return !clientOnlyEncodings[b.String()]
+	return b.String() == "utf8" || b.String() == "unicode"
 }
 
 // lexSettingChange returns a description of a SET statement that would
@@ -58,8 +48,8 @@ func lexSettingChange(set *pg_query.VariableSetStmt) string {
 		// with, which the proxy checked at startup.
 		for _, a := range set.Args {
 			c := a.GetAConst()
-			if c == nil || c.GetSval() == nil || !safeEncoding(c.GetSval().GetSval()) {
-				return "SET client_encoding to an encoding other than UTF8 or a single-byte or EUC encoding"
+			if c == nil || c.GetSval() == nil || !utf8Encoding(c.GetSval().GetSval()) {
+				return "SET client_encoding to an encoding other than UTF8"
 			}
 		}
 	}
@@ -75,8 +65,8 @@ func checkLexStatus(name, value string) error {
 			return fmt.Errorf("the database reports standard_conforming_strings=%s, which ward pgproxy does not support", value)
 		}
 	case "client_encoding":
-		if !safeEncoding(value) {
-			return fmt.Errorf("the database reports client_encoding=%s, a client-only encoding that ward pgproxy does not support", value)
+		if !utf8Encoding(value) {
+			return fmt.Errorf("the database reports client_encoding=%s, and ward pgproxy supports UTF8 only", value)
 		}
 	}
 	return nil

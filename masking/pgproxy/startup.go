@@ -82,11 +82,14 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 			params[k] = v
 		}
 	}
-	if enc, ok := params["client_encoding"]; ok && !safeEncoding(enc) {
+	if enc, ok := params["client_encoding"]; ok && !utf8Encoding(enc) {
 		s.log.Warn("pgproxy rejected client encoding", "remote", remote, "client_encoding", enc)
-		fail("22023", fmt.Sprintf("ward pgproxy does not support client_encoding %s: use UTF8 or a single-byte or EUC encoding", enc))
+		fail("22023", fmt.Sprintf("ward pgproxy supports client_encoding UTF8 only, not %s: set PGCLIENTENCODING=UTF8 or client_encoding=UTF8", enc))
 		return
 	}
+	// Without a client_encoding the server would use the database's,
+	// which need not be UTF8.
+	params["client_encoding"] = "UTF8"
 	upCfg, err := pgconn.ParseConfig("")
 	if err != nil {
 		fail("08006", "ward pgproxy cannot reach the database")
