@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -182,15 +183,39 @@ func (s *session) run() {
 		}
 		s.closeConns()
 	}()
-	if err := s.relayClient(); err != nil && !isClosed(err) {
+	err := s.relayClient()
+	if err != nil && !isClosed(err) {
 		s.log.Info("pgproxy client relay ended", "err", err)
 		var tooBig *pgproto3.ExceededMaxBodyLenErr
 		if errors.As(err, &tooBig) {
 			s.sendFatal("54000", fmt.Sprintf("message of %d bytes exceeds the proxy's limit of %d bytes", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
 		}
 	}
+	if (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && s.closeUpstreamWrite() {
+		// The upstream relay ends once the server has answered and closed.
+		<-done
+		return
+	}
 	s.closeConns()
 	<-done
+}
+
+// closeUpstreamWrite handles a client that closed its side of the
+// connection. PostgreSQL answers the whole messages such a client sent
+// before it reads the end of the stream (pgproto3 reports that end as an
+// unexpected EOF even between messages), so the proxy sends what it holds
+// and closes only its own writes upstream. It reports false when no
+// response is awaited or the upstream connection cannot close its writes
+// alone, and the session then closes at once.
+func (s *session) closeUpstreamWrite() bool {
+	if s.head() == nil && s.upUnflushed == 0 {
+		return false
+	}
+	half, ok := s.up.(interface{ CloseWrite() error })
+	if !ok || s.flushUpstream() != nil {
+		return false
+	}
+	return half.CloseWrite() == nil
 }
 
 // closeConns closes both connections of the session. When one relay ends,
@@ -214,7 +239,8 @@ func (s *session) closeConns() {
 }
 
 func isClosed(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 func (s *session) sendFatal(code, msg string) {
