@@ -9,7 +9,6 @@ import (
 	"net"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -177,6 +176,9 @@ func (s *session) run() {
 		case errors.As(err, &tooBig):
 			s.log.Warn("pgproxy upstream message too large", "err", err)
 			s.sendFatal("54000", fmt.Sprintf("a message of %d bytes from the database exceeds the proxy's limit of %d bytes (max_message_bytes)", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
+		case errors.Is(err, errClientWrite):
+			// A client that went away while results were relayed.
+			s.log.Info("pgproxy client connection lost", "err", err)
 		case err != nil && !isClosed(err) && !errors.Is(err, errLexSettings):
 			s.log.Warn("pgproxy upstream relay ended", "err", err)
 			s.sendFatal("08006", "ward pgproxy lost the connection to the database")
@@ -239,8 +241,7 @@ func (s *session) closeConns() {
 }
 
 func isClosed(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
 
 func (s *session) sendFatal(code, msg string) {

@@ -2,10 +2,14 @@ package pgproxy
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
+
+// errClientWrite wraps a failed write to the client.
+var errClientWrite = errors.New("writing to the client failed")
 
 // maxUnflushed bounds how many client messages are held before a flush
 // upstream.
@@ -278,6 +282,9 @@ func (s *session) flush() error {
 		return err
 	}
 	_, err := s.out.Write(s.wbuf)
+	if err != nil {
+		err = fmt.Errorf("%w: %w", errClientWrite, err)
+	}
 	if cap(s.wbuf) > maxKeptWriteBuffer {
 		s.wbuf = nil
 	} else {
