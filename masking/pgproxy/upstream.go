@@ -39,6 +39,9 @@ func (s *session) relayUpstream() error {
 		}
 		return s.flush()
 	}
+	// Output batched for idle is written even when the relay ends: a
+	// server that closes right after its last message leaves no idle time.
+	defer func() { _ = idle() }()
 	return s.upIn.relayIdle(func() error {
 		msg, err := s.fe.Receive()
 		if err != nil {
