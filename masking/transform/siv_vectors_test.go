@@ -20,13 +20,8 @@ import (
 // supports only 512-bit AES-SIV keys (two AES-256 keys), so the groups with
 // other key sizes are skipped and counted.
 func TestAESSIVWycheproof(t *testing.T) {
-	raw, err := fs.ReadFile(wycheproof.TestVectors, "aes_siv_cmac_test.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var file struct {
-		Algorithm string `json:"algorithm"`
-		Groups    []struct {
+		Groups []struct {
 			KeySize int `json:"keySize"`
 			Tests   []struct {
 				ID      int    `json:"tcId"`
@@ -39,12 +34,7 @@ func TestAESSIVWycheproof(t *testing.T) {
 			} `json:"tests"`
 		} `json:"testGroups"`
 	}
-	if err := json.Unmarshal(raw, &file); err != nil {
-		t.Fatal(err)
-	}
-	if file.Algorithm != "AES-SIV-CMAC" {
-		t.Fatalf("algorithm = %q, want AES-SIV-CMAC", file.Algorithm)
-	}
+	loadWycheproof(t, "aes_siv_cmac_test.json", "AES-SIV-CMAC", &file)
 
 	ran, skipped := 0, 0
 	for _, g := range file.Groups {
@@ -115,5 +105,28 @@ func TestSIVEncryptMatchesTink(t *testing.T) {
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("SIVEncrypt(%d-byte message) = %x, %v, want %x", n, got, err, want)
 		}
+	}
+}
+
+// loadWycheproof decodes the Wycheproof vector file name into file, a
+// struct with the fields a test needs, after checking that the file is
+// for algorithm.
+func loadWycheproof(t *testing.T, name, algorithm string, file any) {
+	t.Helper()
+	raw, err := fs.ReadFile(wycheproof.TestVectors, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head struct {
+		Algorithm string `json:"algorithm"`
+	}
+	if err := json.Unmarshal(raw, &head); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	if head.Algorithm != algorithm {
+		t.Fatalf("%s: algorithm = %q, want %s", name, head.Algorithm, algorithm)
+	}
+	if err := json.Unmarshal(raw, file); err != nil {
+		t.Fatalf("%s: %v", name, err)
 	}
 }
