@@ -38,7 +38,7 @@ INSERT INTO person (id, phone) VALUES (1, repeat('5', 3000000));
 GRANT SELECT ON person TO `+upstreamRole).ReadAll(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _, _ = admin.Exec(context.Background(), "DROP TABLE person").ReadAll() })
+	t.Cleanup(func() { direct(t, pg, "DROP TABLE person") })
 	f := startProxy(t, "")
 
 	const sessions = 10
