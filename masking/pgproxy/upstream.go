@@ -29,8 +29,8 @@ func (s *session) relayUpstream() error {
 	// suppress drops upstream messages up to ReadyForQuery after the proxy
 	// replaced a result with an error.
 	suppress := false
-	// With raw socket reads the relay flushes when the socket has no more
-	// data, so rows already complete never wait behind a partial message.
+	// With raw socket reads the relay also flushes when the socket has no
+	// more data, so complete rows never wait behind a partial message.
 	idle := func() error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
@@ -240,11 +240,11 @@ func (s *session) relayUpstream() error {
 		if relay {
 			s.wmu.Lock()
 			s.send(msg)
-			// Messages are batched until idle runs, or else while more
-			// upstream data is buffered, up to a bound that keeps the
-			// write buffer small.
+			// Messages are batched while more upstream data is buffered,
+			// up to a bound that keeps the write buffer small. What a
+			// partial message keeps buffered goes out in idle.
 			var err error
-			if !s.upIn.waitsIdle() && s.fe.ReadBufferLen() == 0 || len(s.wbuf) >= flushBytes {
+			if s.fe.ReadBufferLen() == 0 && s.upIn.buffered() == 0 || len(s.wbuf) >= flushBytes {
 				err = s.flush()
 			}
 			s.wmu.Unlock()
