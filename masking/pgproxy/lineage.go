@@ -99,6 +99,23 @@ type resolver struct {
 	// setsConfig is set when a set_config call was seen: it changes
 	// settings such as default_transaction_read_only from inside a SELECT.
 	setsConfig bool
+	// refused names a function call the proxy never relays.
+	refused string
+	// writesWith names a function that writes although the statement
+	// that calls it reads, such as lo_put.
+	writesWith string
+}
+
+// otherSessionFunctions act on other backends. Every proxy session logs in
+// upstream as the same role, so through the proxy they would let one
+// caller end or cancel another caller's session.
+var otherSessionFunctions = map[string]bool{"pg_terminate_backend": true, "pg_cancel_backend": true}
+
+// largeObjectWriters create, change or remove large objects, which
+// PostgreSQL 15 allows in a read-only transaction.
+var largeObjectWriters = map[string]bool{
+	"lo_create": true, "lo_creat": true, "lo_from_bytea": true, "lo_import": true, "lo_export": true,
+	"lo_put": true, "lo_truncate": true, "lo_truncate64": true, "lo_unlink": true, "lowrite": true, "lo_open": true,
 }
 
 // valueExposingCatalogs are catalog relations whose columns hold samples of
@@ -465,6 +482,16 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		if r.opaqueOperator(v.Name) {
 			out.unknown = true
 		}
+	case *pg_query.CaseExpr:
+		// The branch taken depends on the conditions, and a branch that
+		// fails (1/0) tells the caller which, so in strict mode they are
+		// read like WHERE.
+		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+		for _, w := range v.Args {
+			if cw := w.GetCaseWhen(); cw != nil {
+				r.filterExprs(sc, []*pg_query.Node{cw.Expr})
+			}
+		}
 	case *pg_query.FuncCall:
 		if r.opaqueFunction(v.Funcname) {
 			out.unknown = true
@@ -473,8 +500,15 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			r.filterExprs(sc, w.PartitionClause)
 			r.filterExprs(sc, w.OrderClause)
 		}
-		if n := len(v.Funcname); n > 0 && v.Funcname[n-1].GetString_().GetSval() == "set_config" {
-			r.setsConfig = true
+		if n := len(v.Funcname); n > 0 {
+			switch fn := v.Funcname[n-1].GetString_().GetSval(); {
+			case fn == "set_config":
+				r.setsConfig = true
+			case otherSessionFunctions[fn]:
+				r.refused = fn + ", which acts on other sessions of the shared database login"
+			case largeObjectWriters[fn] && r.writesWith == "":
+				r.writesWith = "the large object function " + fn
+			}
 		}
 	case *pg_query.RangeSubselect, *pg_query.SelectStmt:
 		// A query nested in an expression without a SubLink (a function in

@@ -238,3 +238,52 @@ func TestCatalogCacheExpires(t *testing.T) {
 		t.Errorf("cache holds %d entries after catalogTTL, want 0", left)
 	}
 }
+
+// TestStatementRefusals covers statements rejected in every mode, writes
+// hidden in function calls, and CASE conditions read like WHERE.
+func TestStatementRefusals(t *testing.T) {
+	cases := []struct {
+		name, sql string
+		refused   bool
+		protected bool
+		write     bool
+		filter    string
+	}{
+		{"explain", "EXPLAIN SELECT email FROM customer", false, false, false, ""},
+		{"explain analyze", "EXPLAIN ANALYZE SELECT 1", true, false, false, ""},
+		{"explain analyze option", "EXPLAIN (ANALYZE, COSTS off) SELECT 1", true, false, false, ""},
+		{"explain analyze set_config", "EXPLAIN ANALYZE SELECT set_config('client_encoding', 'SJIS', false)", true, true, false, ""},
+		{"terminate", "SELECT pg_terminate_backend(4242)", true, false, false, ""},
+		{"cancel", "SELECT pg_catalog.pg_cancel_backend(4242)", true, false, false, ""},
+		{"large object", "SELECT lo_from_bytea(0, 'x')", false, false, true, ""},
+		{"large object unlink", "SELECT lo_unlink(4242)", false, false, true, ""},
+		{"update pg_settings", "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", false, true, true, ""},
+		{"update pg_settings in with", "WITH u AS (UPDATE pg_catalog.pg_settings SET setting = 'off' WHERE name = 'x' RETURNING 1) SELECT 1", false, true, true, ""},
+		{"case condition", "SELECT CASE WHEN email LIKE 'a%' THEN 1 / 0 ELSE 0 END FROM customer", false, false, false, "customer.email"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			stmts, err := parseStatements(context.Background(), testCatalog(), c.sql)
+			if err != nil {
+				t.Fatalf("parseStatements(%q): %v", c.sql, err)
+			}
+			st := stmts[0]
+			if (st.refused != "") != c.refused {
+				t.Errorf("refused(%q) = %q, want refused %v", c.sql, st.refused, c.refused)
+			}
+			if (st.protected != "") != c.protected {
+				t.Errorf("protected(%q) = %q, want protected %v", c.sql, st.protected, c.protected)
+			}
+			if st.write != c.write {
+				t.Errorf("write(%q) = %v, want %v", c.sql, st.write, c.write)
+			}
+			var filters []string
+			for _, col := range st.filters.list() {
+				filters = append(filters, col.Table+"."+col.Name)
+			}
+			if c.filter != "" && !slices.Contains(filters, c.filter) {
+				t.Errorf("filters(%q) = %v, want %s among them", c.sql, filters, c.filter)
+			}
+		})
+	}
+}

@@ -185,39 +185,19 @@ func (s *session) run() {
 		}
 		s.closeConns()
 	}()
-	err := s.relayClient()
-	if err != nil && !isClosed(err) {
+	// A client that closes its side ends the session at once, even if it
+	// half-closed and still reads: PostgreSQL would answer what it sent,
+	// but a proxy cannot tell a half-close from a close, and a closed
+	// client would hold its connection slot until its query ended.
+	if err := s.relayClient(); err != nil && !isClosed(err) {
 		s.log.Info("pgproxy client relay ended", "err", err)
 		var tooBig *pgproto3.ExceededMaxBodyLenErr
 		if errors.As(err, &tooBig) {
 			s.sendFatal("54000", fmt.Sprintf("message of %d bytes exceeds the proxy's limit of %d bytes", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen))
 		}
 	}
-	if (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && s.closeUpstreamWrite() {
-		// The upstream relay ends once the server has answered and closed.
-		<-done
-		return
-	}
 	s.closeConns()
 	<-done
-}
-
-// closeUpstreamWrite handles a client that closed its side of the
-// connection. PostgreSQL answers the whole messages such a client sent
-// before it reads the end of the stream (pgproto3 reports that end as an
-// unexpected EOF even between messages), so the proxy sends what it holds
-// and closes only its own writes upstream. It reports false when no
-// response is awaited or the upstream connection cannot close its writes
-// alone, and the session then closes at once.
-func (s *session) closeUpstreamWrite() bool {
-	if s.head() == nil && s.upUnflushed == 0 {
-		return false
-	}
-	half, ok := s.up.(interface{ CloseWrite() error })
-	if !ok || s.flushUpstream() != nil {
-		return false
-	}
-	return half.CloseWrite() == nil
 }
 
 // closeConns closes both connections of the session. When one relay ends,
@@ -597,6 +577,9 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 	for _, st := range stmts {
 		if st.protected != "" {
 			return rejection("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)
+		}
+		if st.refused != "" {
+			return rejection("ward pgproxy does not allow %s", st.refused)
 		}
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
 			return rejection("ward pgproxy is read-only: %s is not allowed", st.writeWhat)

@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	pg_query "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // statement is the analysis of one SQL statement: output lineage, the
@@ -38,6 +40,9 @@ type statement struct {
 	// protected names a change to a setting the proxy relies on, which is
 	// rejected in every write mode.
 	protected string
+	// refused names what the proxy rejects in every mode for another
+	// reason, with the reason.
+	refused string
 	// copyFormat is the row format of a COPY TO.
 	copyFormat copyFormat
 }
@@ -258,14 +263,19 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		}
 		st.lineageErr = errLineage
 	case n.GetExplainStmt() != nil:
-		// EXPLAIN prints plans, not values; EXPLAIN ANALYZE runs the
-		// statement, so it is as much a write as the statement.
+		// EXPLAIN prints plans, not values. EXPLAIN ANALYZE runs the
+		// statement and reports how many rows each step found, which
+		// would let set_config through and count rows by masked values.
 		inner := analyzeStatement(ctx, cat, n.GetExplainStmt().Query)
-		if explainAnalyzes(n.GetExplainStmt()) && inner.write {
-			st.setWrite("EXPLAIN ANALYZE of " + inner.writeWhat)
+		if explainAnalyzes(n.GetExplainStmt()) {
+			st.refused = "EXPLAIN ANALYZE, which runs the statement and counts its rows (use EXPLAIN without ANALYZE)"
+			if inner.write {
+				st.setWrite("EXPLAIN ANALYZE of " + inner.writeWhat)
+			}
 		}
 		st.outputs = []outputColumn{{name: "QUERY PLAN"}}
 		st.statsViews = inner.statsViews
+		st.protected, st.refused = cmp.Or(st.protected, inner.protected), cmp.Or(st.refused, inner.refused)
 	case n.GetVariableShowStmt() != nil:
 		st.outputs = []outputColumn{{name: "setting"}}
 	case n.GetVariableSetStmt() != nil:
@@ -298,7 +308,40 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 	if r.setsConfig {
 		st.protected = "set_config"
 	}
+	st.refused = cmp.Or(st.refused, r.refused)
+	if updatesSettings(n.ProtoReflect()) {
+		// pg_settings' update rule calls set_config.
+		st.protected = "UPDATE pg_settings"
+	}
+	if r.writesWith != "" {
+		st.setWrite(r.writesWith)
+	}
 	return st
+}
+
+// updatesSettings reports whether the parse tree m contains an UPDATE of
+// pg_catalog.pg_settings, in a WITH clause too. The catalog schema comes
+// first in every search path, so an unqualified pg_settings is that view.
+func updatesSettings(m protoreflect.Message) bool {
+	if u, ok := m.Interface().(*pg_query.UpdateStmt); ok {
+		if rel := u.Relation; rel != nil && strings.EqualFold(rel.Relname, "pg_settings") &&
+			(rel.Schemaname == "" || rel.Schemaname == "pg_catalog") {
+			return true
+		}
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList() && fd.Kind() == protoreflect.MessageKind:
+			for i := 0; i < v.List().Len() && !found; i++ {
+				found = updatesSettings(v.List().Get(i).Message())
+			}
+		case fd.Kind() == protoreflect.MessageKind && !fd.IsMap():
+			found = updatesSettings(v.Message())
+		}
+		return !found
+	})
+	return found
 }
 
 func (st *statement) setWrite(what string) {
