@@ -111,6 +111,14 @@ type resolver struct {
 // caller end or cancel another caller's session.
 var otherSessionFunctions = map[string]bool{"pg_terminate_backend": true, "pg_cancel_backend": true}
 
+// sqlRunningFunctions run SQL text given as an argument, which the proxy
+// cannot check: it could call set_config or write.
+var sqlRunningFunctions = map[string]bool{
+	"query_to_xml": true, "query_to_xmlschema": true, "query_to_xml_and_xmlschema": true,
+	"ts_stat": true, "ts_rewrite": true, "dblink": true, "dblink_exec": true, "dblink_open": true,
+	"dblink_send_query": true,
+}
+
 // largeObjectWriters create, change or remove large objects, which
 // PostgreSQL 15 allows in a read-only transaction.
 var largeObjectWriters = map[string]bool{
@@ -506,6 +514,8 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 				r.setsConfig = true
 			case otherSessionFunctions[fn]:
 				r.refused = fn + ", which acts on other sessions of the shared database login"
+			case sqlRunningFunctions[fn]:
+				r.refused = fn + ", which runs SQL text the proxy cannot check"
 			case largeObjectWriters[fn] && r.writesWith == "":
 				r.writesWith = "the large object function " + fn
 			}

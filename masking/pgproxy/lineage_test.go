@@ -255,6 +255,7 @@ func TestStatementRefusals(t *testing.T) {
 		{"explain analyze set_config", "EXPLAIN ANALYZE SELECT set_config('client_encoding', 'SJIS', false)", true, true, false, ""},
 		{"terminate", "SELECT pg_terminate_backend(4242)", true, false, false, ""},
 		{"cancel", "SELECT pg_catalog.pg_cancel_backend(4242)", true, false, false, ""},
+		{"query_to_xml", "SELECT query_to_xml('SELECT set_config(''role'', ''x'', false)', true, true, '')", true, false, false, ""},
 		{"large object", "SELECT lo_from_bytea(0, 'x')", false, false, true, ""},
 		{"large object unlink", "SELECT lo_unlink(4242)", false, false, true, ""},
 		{"update pg_settings", "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", false, true, true, ""},
