@@ -99,8 +99,8 @@ type resolver struct {
 	// setsConfig is set when a set_config call was seen: it changes
 	// settings such as default_transaction_read_only from inside a SELECT.
 	setsConfig bool
-	// refused names a function call the proxy never relays.
-	refused string
+	// rejected names a function call the proxy never relays.
+	rejected string
 	// writesWith names a function that writes although the statement
 	// that calls it reads, such as lo_put.
 	writesWith string
@@ -492,8 +492,8 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		}
 	case *pg_query.CaseExpr:
 		// The branch taken depends on the conditions, and a branch that
-		// fails (1/0) tells the caller which, so in strict mode they are
-		// read like WHERE.
+		// fails (1/0) shows the caller which one ran, so in strict mode
+		// they are read like WHERE.
 		r.filterExprs(sc, []*pg_query.Node{v.Arg})
 		for _, w := range v.Args {
 			if cw := w.GetCaseWhen(); cw != nil {
@@ -513,9 +513,9 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			case fn == "set_config":
 				r.setsConfig = true
 			case otherSessionFunctions[fn]:
-				r.refused = fn + ", which acts on other sessions of the shared database login"
+				r.rejected = fn + ", which acts on other sessions of the shared database login"
 			case sqlRunningFunctions[fn]:
-				r.refused = fn + ", which runs SQL text the proxy cannot check"
+				r.rejected = fn + ", which runs SQL text the proxy cannot check"
 			case largeObjectWriters[fn] && r.writesWith == "":
 				r.writesWith = "the large object function " + fn
 			}

@@ -244,7 +244,7 @@ func TestCatalogCacheExpires(t *testing.T) {
 func TestStatementRefusals(t *testing.T) {
 	cases := []struct {
 		name, sql string
-		refused   bool
+		rejected  bool
 		protected bool
 		write     bool
 		filter    string
@@ -269,8 +269,8 @@ func TestStatementRefusals(t *testing.T) {
 				t.Fatalf("parseStatements(%q): %v", c.sql, err)
 			}
 			st := stmts[0]
-			if (st.refused != "") != c.refused {
-				t.Errorf("refused(%q) = %q, want refused %v", c.sql, st.refused, c.refused)
+			if (st.rejected != "") != c.rejected {
+				t.Errorf("rejected(%q) = %q, want rejected %v", c.sql, st.rejected, c.rejected)
 			}
 			if (st.protected != "") != c.protected {
 				t.Errorf("protected(%q) = %q, want protected %v", c.sql, st.protected, c.protected)

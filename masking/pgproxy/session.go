@@ -186,9 +186,9 @@ func (s *session) run() {
 		s.closeConns()
 	}()
 	// A client that closes its side ends the session at once, even if it
-	// half-closed and still reads: PostgreSQL would answer what it sent,
-	// but a proxy cannot tell a half-close from a close, and a closed
-	// client would hold its connection slot until its query ended.
+	// half-closed and still reads. PostgreSQL would respond to what it
+	// sent, but a proxy cannot tell a half-close from a close, and a
+	// closed client would hold its connection slot until its query ended.
 	if err := s.relayClient(); err != nil && !isClosed(err) {
 		s.log.Info("pgproxy client relay ended", "err", err)
 		var tooBig *pgproto3.ExceededMaxBodyLenErr
@@ -578,8 +578,8 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		if st.protected != "" {
 			return rejection("ward pgproxy does not allow %s, because the proxy's masking and write checks depend on it", st.protected)
 		}
-		if st.refused != "" {
-			return rejection("ward pgproxy does not allow %s", st.refused)
+		if st.rejected != "" {
+			return rejection("ward pgproxy does not allow %s", st.rejected)
 		}
 		if st.write && s.srv.cfg.Writes == WritesReadOnly {
 			return rejection("ward pgproxy is read-only: %s is not allowed", st.writeWhat)

@@ -40,9 +40,9 @@ type statement struct {
 	// protected names a change to a setting the proxy relies on, which is
 	// rejected in every write mode.
 	protected string
-	// refused names what the proxy rejects in every mode for another
+	// rejected names what the proxy rejects in every mode for another
 	// reason, with the reason.
-	refused string
+	rejected string
 	// copyFormat is the row format of a COPY TO.
 	copyFormat copyFormat
 }
@@ -268,14 +268,14 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		// would let set_config through and count rows by masked values.
 		inner := analyzeStatement(ctx, cat, n.GetExplainStmt().Query)
 		if explainAnalyzes(n.GetExplainStmt()) {
-			st.refused = "EXPLAIN ANALYZE, which runs the statement and counts its rows (use EXPLAIN without ANALYZE)"
+			st.rejected = "EXPLAIN ANALYZE, which runs the statement and counts its rows (use EXPLAIN without ANALYZE)"
 			if inner.write {
 				st.setWrite("EXPLAIN ANALYZE of " + inner.writeWhat)
 			}
 		}
 		st.outputs = []outputColumn{{name: "QUERY PLAN"}}
 		st.statsViews = inner.statsViews
-		st.protected, st.refused = cmp.Or(st.protected, inner.protected), cmp.Or(st.refused, inner.refused)
+		st.protected, st.rejected = cmp.Or(st.protected, inner.protected), cmp.Or(st.rejected, inner.rejected)
 	case n.GetVariableShowStmt() != nil:
 		st.outputs = []outputColumn{{name: "setting"}}
 	case n.GetVariableSetStmt() != nil:
@@ -308,7 +308,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 	if r.setsConfig {
 		st.protected = "set_config"
 	}
-	st.refused = cmp.Or(st.refused, r.refused)
+	st.rejected = cmp.Or(st.rejected, r.rejected)
 	if updatesSettings(n.ProtoReflect()) {
 		// pg_settings' update rule calls set_config.
 		st.protected = "UPDATE pg_settings"
