@@ -106,10 +106,32 @@ type resolver struct {
 	writesWith string
 }
 
+// comparisonOperators are the operators whose result tells something
+// about their operands: equality, order and pattern matches.
+var comparisonOperators = map[string]bool{
+	"=": true, "<>": true, "!=": true, "<": true, ">": true, "<=": true, ">=": true,
+	"~~": true, "!~~": true, "~~*": true, "!~~*": true, "~": true, "!~": true, "~*": true, "!~*": true,
+}
+
+// comparison reports whether e compares its operands: a comparison
+// operator, or IN, LIKE, SIMILAR TO, BETWEEN, IS DISTINCT FROM and the
+// like, which have their own expression kinds.
+func comparison(e *pg_query.A_Expr) bool {
+	if e.Kind != pg_query.A_Expr_Kind_AEXPR_OP {
+		return true
+	}
+	n := len(e.Name)
+	return n > 0 && comparisonOperators[e.Name[n-1].GetString_().GetSval()]
+}
+
 // otherSessionFunctions act on other backends. Every proxy session logs in
 // upstream as the same role, so through the proxy they would let one
 // caller end or cancel another caller's session.
-var otherSessionFunctions = map[string]bool{"pg_terminate_backend": true, "pg_cancel_backend": true}
+// The activity functions show their statements, which may quote values.
+var otherSessionFunctions = map[string]bool{
+	"pg_terminate_backend": true, "pg_cancel_backend": true,
+	"pg_stat_get_activity": true, "pg_stat_get_backend_activity": true,
+}
 
 // sqlRunningFunctions run SQL text given as an argument, which the proxy
 // cannot check: it could call set_config or write.
@@ -166,8 +188,8 @@ func (r *resolver) selectStmt(sel *pg_query.SelectStmt, parent *scope) ([]output
 		}
 		r.filterExprs(sc, sel.SortClause)
 		r.positionalFilters(left, sel.SortClause)
-		if !sel.All {
-			// UNION, INTERSECT and EXCEPT without ALL compare whole rows.
+		if !sel.All || sel.Op != pg_query.SetOperation_SETOP_UNION {
+			// Every set operation but UNION ALL compares whole rows.
 			r.outputFilters(left)
 		}
 		return left, nil
@@ -393,6 +415,23 @@ func (r *resolver) fromItem(n *pg_query.Node, sc *scope) ([]*rangeEntry, error) 
 		}
 		joined := &scope{parent: sc.parent, entries: entries}
 		r.filterExprs(joined, []*pg_query.Node{j.Quals})
+		// USING and NATURAL compare the columns they name or share.
+		if j.IsNatural {
+			r.filters.unknown = true
+		}
+		for _, u := range j.UsingClause {
+			name := u.GetString_().GetSval()
+			for _, e := range entries {
+				if e.opaque != nil {
+					r.filters.union(*e.opaque)
+				}
+				for _, c := range e.cols {
+					if c.name == name {
+						r.filters.union(c.src)
+					}
+				}
+			}
+		}
 		return entries, nil
 
 	case n.GetRangeTableSample() != nil:
@@ -400,8 +439,11 @@ func (r *resolver) fromItem(n *pg_query.Node, sc *scope) ([]*rangeEntry, error) 
 	}
 
 	// Functions in FROM, XMLTABLE and JSON_TABLE: their columns derive from
-	// their arguments, which are walked as one expression.
+	// their arguments, which are walked as one expression. The arguments
+	// also decide how many rows there are, so strict mode reads them like
+	// WHERE.
 	src := r.expr(n, sc)
+	r.filters.union(src)
 	name := ""
 	if f := n.GetRangeFunction(); f != nil && f.Alias != nil {
 		name = f.Alias.Aliasname
@@ -490,6 +532,17 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		if r.opaqueOperator(v.Name) {
 			out.unknown = true
 		}
+		if comparison(v) {
+			// A comparison in an output is a condition whose result the
+			// caller sees, as true or false or through a rule applied
+			// to it.
+			r.filterExprs(sc, []*pg_query.Node{v.Lexpr, v.Rexpr})
+		}
+	case *pg_query.NullTest:
+		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+	case *pg_query.BooleanTest:
+		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+
 	case *pg_query.CaseExpr:
 		// The branch taken depends on the conditions, and a branch that
 		// fails (1/0) shows the caller which one ran, so in strict mode
@@ -512,6 +565,11 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			switch fn := v.Funcname[n-1].GetString_().GetSval(); {
 			case fn == "set_config":
 				r.setsConfig = true
+			case fn == "system_user":
+				// The proxy's parser knows PostgreSQL 17's grammar, where
+				// a bare system_user is this function. PostgreSQL 15
+				// reads a column of that name.
+				r.rejected = "system_user, which PostgreSQL 15 reads as a column name and the proxy as a function"
 			case otherSessionFunctions[fn]:
 				r.rejected = fn + ", which acts on other sessions of the shared database login"
 			case sqlRunningFunctions[fn]:

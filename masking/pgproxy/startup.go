@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/subtle"
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
@@ -343,7 +344,11 @@ func (s *Server) forwardCancel(pid uint32, key []byte) {
 	s.mu.Lock()
 	sess := s.sessions[pid]
 	s.mu.Unlock()
-	if sess == nil || len(key) != 4 || binary.BigEndian.Uint32(key) != sess.cancelKey {
+	var want [4]byte
+	if sess != nil {
+		binary.BigEndian.PutUint32(want[:], sess.cancelKey)
+	}
+	if sess == nil || subtle.ConstantTimeCompare(key, want[:]) != 1 {
 		return
 	}
 

@@ -255,6 +255,15 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		st.prepares = n.GetPrepareStmt().Name
 		st.setWrite("PREPARE")
 		st.lineageErr = errLineage
+		// A protocol Bind may run the prepared statement, so the checks
+		// that reject a statement apply to it when it is prepared.
+		inner := analyzeStatement(ctx, cat, n.GetPrepareStmt().Query)
+		st.protected, st.rejected = inner.protected, inner.rejected
+		st.statsViews = inner.statsViews
+		r.filters.union(inner.filters)
+		if inner.ddl {
+			st.ddl, st.writeWhat = true, "PREPARE of "+inner.writeWhat
+		}
 	case n.GetDeallocateStmt() != nil:
 		if d := n.GetDeallocateStmt(); d.Name == "" {
 			st.deallocatesAll = true
