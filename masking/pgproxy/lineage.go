@@ -106,7 +106,7 @@ type resolver struct {
 	writesWith string
 }
 
-// comparisonOperators are the operators whose result tells something
+// comparisonOperators are the operators whose result reveals something
 // about their operands: equality, order and pattern matches.
 var comparisonOperators = map[string]bool{
 	"=": true, "<>": true, "!=": true, "<": true, ">": true, "<=": true, ">=": true,
@@ -533,9 +533,9 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			out.unknown = true
 		}
 		if comparison(v) {
-			// A comparison in an output is a condition whose result the
-			// caller sees, as true or false or through a rule applied
-			// to it.
+			// A comparison in an output is a condition whose result
+			// reaches the caller, as true or false or through a rule
+			// applied to it.
 			r.filterExprs(sc, []*pg_query.Node{v.Lexpr, v.Rexpr})
 		}
 	case *pg_query.NullTest:
@@ -566,7 +566,7 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			case fn == "set_config":
 				r.setsConfig = true
 			case fn == "system_user":
-				// The proxy's parser knows PostgreSQL 17's grammar, where
+				// The proxy's parser uses PostgreSQL 17's grammar, where
 				// a bare system_user is this function. PostgreSQL 15
 				// reads a column of that name.
 				r.rejected = "system_user, which PostgreSQL 15 reads as a column name and the proxy as a function"
