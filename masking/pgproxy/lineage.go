@@ -124,6 +124,18 @@ func comparison(e *pg_query.A_Expr) bool {
 	return n > 0 && comparisonOperators[e.Name[n-1].GetString_().GetSval()]
 }
 
+// setReturningFunctions are the built-ins that return sets of rows from
+// their arguments. In an output list too, they multiply or remove rows.
+var setReturningFunctions = map[string]bool{
+	"generate_series": true, "generate_subscripts": true, "unnest": true,
+	"regexp_matches": true, "regexp_split_to_table": true, "string_to_table": true,
+	"json_array_elements": true, "json_array_elements_text": true, "jsonb_array_elements": true,
+	"jsonb_array_elements_text": true, "json_each": true, "json_each_text": true, "jsonb_each": true,
+	"jsonb_each_text": true, "json_object_keys": true, "jsonb_object_keys": true, "jsonb_path_query": true,
+	"json_populate_recordset": true, "jsonb_populate_recordset": true, "json_to_recordset": true,
+	"jsonb_to_recordset": true, "ts_parse": true, "ts_debug": true,
+}
+
 // otherSessionFunctions act on other backends. Every proxy session logs in
 // upstream as the same role, so through the proxy they would let one
 // caller end or cancel another caller's session.
@@ -435,7 +447,12 @@ func (r *resolver) fromItem(n *pg_query.Node, sc *scope) ([]*rangeEntry, error) 
 		return entries, nil
 
 	case n.GetRangeTableSample() != nil:
-		return r.fromItem(n.GetRangeTableSample().Relation, sc)
+		// The sampling arguments decide which rows come back, and a value
+		// out of range fails.
+		ts := n.GetRangeTableSample()
+		r.filterExprs(sc, ts.Args)
+		r.filterExprs(sc, []*pg_query.Node{ts.Repeatable})
+		return r.fromItem(ts.Relation, sc)
 	}
 
 	// Functions in FROM, XMLTABLE and JSON_TABLE: their columns derive from
@@ -560,9 +577,14 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		if w := v.Over; w != nil {
 			r.filterExprs(sc, w.PartitionClause)
 			r.filterExprs(sc, w.OrderClause)
+			r.filterExprs(sc, []*pg_query.Node{w.StartOffset, w.EndOffset})
 		}
 		if n := len(v.Funcname); n > 0 {
 			switch fn := v.Funcname[n-1].GetString_().GetSval(); {
+			case setReturningFunctions[fn]:
+				// Its arguments decide how many rows the statement
+				// returns, wherever it is called.
+				r.filterExprs(sc, v.Args)
 			case fn == "set_config":
 				r.setsConfig = true
 			case fn == "system_user":

@@ -284,6 +284,9 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		}
 		st.outputs = []outputColumn{{name: "QUERY PLAN"}}
 		st.statsViews = inner.statsViews
+		// Row estimates come from the statistics of the columns the
+		// conditions read, so strict mode checks them as if run.
+		r.filters.union(inner.filters)
 		st.protected, st.rejected = cmp.Or(st.protected, inner.protected), cmp.Or(st.rejected, inner.rejected)
 	case n.GetVariableShowStmt() != nil:
 		st.outputs = []outputColumn{{name: "setting"}}
