@@ -91,6 +91,8 @@ type resolver struct {
 	ctx   context.Context
 	cat   catalogSource
 	depth int
+	// steps counts the nodes walked, up to maxWalkSteps.
+	steps int
 	// filters collects columns read in WHERE, JOIN ON, GROUP BY, HAVING,
 	// ORDER BY and DISTINCT, for strict mode.
 	filters sources
@@ -105,6 +107,11 @@ type resolver struct {
 	// that calls it reads, such as lo_put.
 	writesWith string
 }
+
+// maxWalkSteps bounds the expression nodes one statement's analysis
+// visits. Statements up to the largest message the proxy accepts stay
+// far below it when each node is visited a few times.
+const maxWalkSteps = 1 << 22
 
 // comparisonOperators are the operators whose result reveals something
 // about their operands: equality, order and pattern matches.
@@ -527,7 +534,34 @@ func (r *resolver) expr(n *pg_query.Node, sc *scope) sources {
 	return out
 }
 
+// condition walks nodes once into out and counts their sources as read
+// by a condition too. Each node is walked once, so nested conditions cost
+// time linear in their size.
+func (r *resolver) condition(sc *scope, out *sources, nodes ...*pg_query.Node) {
+	var cond sources
+	r.walkNodes(sc, &cond, nodes...)
+	r.filters.union(cond)
+	out.union(cond)
+}
+
+// walkNodes walks each node that is not nil into out.
+func (r *resolver) walkNodes(sc *scope, out *sources, nodes ...*pg_query.Node) {
+	for _, n := range nodes {
+		if n != nil {
+			r.walk(n.ProtoReflect(), sc, out)
+		}
+	}
+}
+
 func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
+	// A walk that repeated work for nested nodes would take time
+	// exponential in their depth. The bound makes such a statement's
+	// lineage unknown rather than let it stall the session.
+	if r.steps++; r.steps > maxWalkSteps {
+		out.unknown = true
+		r.filters.unknown = true
+		return
+	}
 	switch v := m.Interface().(type) {
 	case *pg_query.ColumnRef:
 		out.union(r.columnRef(v, sc))
@@ -553,38 +587,40 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 			// A comparison in an output is a condition whose result
 			// reaches the caller, as true or false or through a rule
 			// applied to it.
-			r.filterExprs(sc, []*pg_query.Node{v.Lexpr, v.Rexpr})
+			r.condition(sc, out, v.Lexpr, v.Rexpr)
+			return
 		}
 	case *pg_query.NullTest:
-		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+		r.condition(sc, out, v.Arg)
+		return
 	case *pg_query.BooleanTest:
-		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+		r.condition(sc, out, v.Arg)
+		return
 
 	case *pg_query.CaseExpr:
 		// The branch taken depends on the conditions, and a branch that
 		// fails (1/0) shows the caller which one ran, so in strict mode
 		// they are read like WHERE.
-		r.filterExprs(sc, []*pg_query.Node{v.Arg})
+		r.condition(sc, out, v.Arg)
 		for _, w := range v.Args {
 			if cw := w.GetCaseWhen(); cw != nil {
-				r.filterExprs(sc, []*pg_query.Node{cw.Expr})
+				r.condition(sc, out, cw.Expr)
+				r.walkNodes(sc, out, cw.Result)
 			}
 		}
+		r.walkNodes(sc, out, v.Defresult)
+		return
 	case *pg_query.FuncCall:
 		if r.opaqueFunction(v.Funcname) {
 			out.unknown = true
 		}
-		if w := v.Over; w != nil {
-			r.filterExprs(sc, w.PartitionClause)
-			r.filterExprs(sc, w.OrderClause)
-			r.filterExprs(sc, []*pg_query.Node{w.StartOffset, w.EndOffset})
-		}
+		setReturning := false
 		if n := len(v.Funcname); n > 0 {
 			switch fn := v.Funcname[n-1].GetString_().GetSval(); {
 			case setReturningFunctions[fn]:
 				// Its arguments decide how many rows the statement
 				// returns, wherever it is called.
-				r.filterExprs(sc, v.Args)
+				setReturning = true
 			case fn == "set_config":
 				r.setsConfig = true
 			case fn == "system_user":
@@ -600,6 +636,19 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 				r.writesWith = "the large object function " + fn
 			}
 		}
+		if w := v.Over; w != nil {
+			r.condition(sc, out, w.PartitionClause...)
+			r.condition(sc, out, w.OrderClause...)
+			r.condition(sc, out, w.StartOffset, w.EndOffset)
+		}
+		if setReturning {
+			r.condition(sc, out, v.Args...)
+		} else {
+			r.walkNodes(sc, out, v.Args...)
+		}
+		r.walkNodes(sc, out, v.AggOrder...)
+		r.walkNodes(sc, out, v.AggFilter)
+		return
 	case *pg_query.RangeSubselect, *pg_query.SelectStmt:
 		// A query nested in an expression without a SubLink (a function in
 		// FROM taking a subquery) is traced as a statement.

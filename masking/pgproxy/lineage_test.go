@@ -314,3 +314,29 @@ func filterNames(st *statement) string {
 	}
 	return strings.Join(names, " ")
 }
+
+// TestNestedConditionsAnalyzed analyzes conditions nested 40 deep in each
+// form that counts them for strict mode. A walk that repeated a nested
+// node's work would pass maxWalkSteps and report unknown lineage.
+func TestNestedConditionsAnalyzed(t *testing.T) {
+	nest := func(inner, outer string) string {
+		s := inner
+		for range 40 {
+			s = strings.ReplaceAll(outer, "X", s)
+		}
+		return s
+	}
+	for name, sql := range map[string]string{
+		"comparison": "SELECT " + nest("email = 'x'", "(X) = true") + " FROM customer",
+		"case":       "SELECT " + nest("1", "CASE WHEN X = 1 THEN 1 END") + " FROM customer",
+		"window":     "SELECT " + nest("1", "(SELECT count(*) OVER (PARTITION BY X) FROM customer LIMIT 1)"),
+		"series":     "SELECT " + nest("1", "generate_series(1, X)"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			st := firstStatement(t, sql)
+			if st.lineageErr != nil || st.filters.unknown {
+				t.Errorf("analysis of %s nested 40 deep: lineage error %v, unknown conditions %v; want both known", name, st.lineageErr, st.filters.unknown)
+			}
+		})
+	}
+}
