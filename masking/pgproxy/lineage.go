@@ -93,6 +93,13 @@ type resolver struct {
 	depth int
 	// steps counts the nodes walked, up to maxWalkSteps.
 	steps int
+	// inExpr counts the expression nodes around the node being walked,
+	// from the nearest output or subquery.
+	inExpr int
+	// computed collects columns an expression computes on rather than
+	// passes through as they are, for strict mode: a computation that
+	// fails for some values (a cast, a division) answers guesses.
+	computed sources
 	// filters collects columns read in WHERE, JOIN ON, GROUP BY, HAVING,
 	// ORDER BY and DISTINCT, for strict mode.
 	filters sources
@@ -562,15 +569,29 @@ func (r *resolver) walk(m protoreflect.Message, sc *scope, out *sources) {
 		r.filters.unknown = true
 		return
 	}
+	switch m.Interface().(type) {
+	case *pg_query.Node, *pg_query.ColumnRef, *pg_query.SubLink:
+	default:
+		r.inExpr++
+		defer func() { r.inExpr-- }()
+	}
 	switch v := m.Interface().(type) {
 	case *pg_query.ColumnRef:
-		out.union(r.columnRef(v, sc))
+		src := r.columnRef(v, sc)
+		if r.inExpr > 0 {
+			r.computed.union(src)
+		}
+		out.union(src)
 		return
 	case *pg_query.SubLink:
 		if v.Testexpr != nil {
-			r.walk(v.Testexpr.ProtoReflect(), sc, out)
+			// x IN (SELECT ...) compares x.
+			r.condition(sc, out, v.Testexpr)
 		}
+		outer := r.inExpr
+		r.inExpr = 0
 		cols, err := r.statementOutputs(v.Subselect, sc)
+		r.inExpr = outer
 		if err != nil {
 			out.unknown = true
 			return

@@ -340,3 +340,30 @@ func TestNestedConditionsAnalyzed(t *testing.T) {
 		})
 	}
 }
+
+// TestComputedColumns checks which columns strict mode counts as computed
+// on: those inside an expression, but not those passed through as they
+// are, by a subquery or UNION ALL.
+func TestComputedColumns(t *testing.T) {
+	cases := []struct{ sql, want string }{
+		{"SELECT email FROM customer", ""},
+		{"SELECT email FROM customer UNION ALL SELECT 'x'", ""},
+		{"SELECT x FROM (SELECT email AS x FROM customer) s", ""},
+		{"SELECT (SELECT email FROM customer LIMIT 1)", ""},
+		{"SELECT 1 / (ascii(email) - 108) FROM customer", "customer.email"},
+		{"SELECT email::int FROM customer", "customer.email"},
+		{"SELECT x || '' FROM (SELECT email AS x FROM customer) s", "customer.email"},
+		{"SELECT pg_sleep(ascii(email) / 100.0) FROM customer", "customer.email"},
+		{"PREPARE p AS SELECT lower(email) FROM customer", "customer.email"},
+	}
+	for _, c := range cases {
+		st := firstStatement(t, c.sql)
+		var names []string
+		for _, col := range st.computed.list() {
+			names = append(names, col.Table+"."+col.Name)
+		}
+		if got := strings.Join(names, " "); got != c.want {
+			t.Errorf("computed(%q) = %q, want %q", c.sql, got, c.want)
+		}
+	}
+}

@@ -604,6 +604,11 @@ func (s *session) check(stmts []*statement, parseErr error) *pgproto3.ErrorRespo
 		if st.filters.unknown {
 			return rejection("ward pgproxy strict mode: the columns a condition reads cannot be established")
 		}
+		for _, c := range st.computed.list() {
+			if s.hidden(c) {
+				return rejection("ward pgproxy strict mode: column %s is masked for you and may be selected only as it is, not computed on", c)
+			}
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

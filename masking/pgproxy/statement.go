@@ -43,6 +43,9 @@ type statement struct {
 	// rejected names what the proxy rejects in every mode for another
 	// reason, with the reason.
 	rejected string
+	// computed lists the columns expressions compute on, which strict
+	// mode allows only for columns the caller may see.
+	computed sources
 	// copyFormat is the row format of a COPY TO.
 	copyFormat copyFormat
 }
@@ -261,6 +264,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		st.protected, st.rejected = inner.protected, inner.rejected
 		st.statsViews = inner.statsViews
 		r.filters.union(inner.filters)
+		r.computed.union(inner.computed)
 		if inner.ddl {
 			st.ddl, st.writeWhat = true, "PREPARE of "+inner.writeWhat
 		}
@@ -287,6 +291,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		// Row estimates come from the statistics of the columns the
 		// conditions read, so strict mode checks them as if run.
 		r.filters.union(inner.filters)
+		r.computed.union(inner.computed)
 		st.protected, st.rejected = cmp.Or(st.protected, inner.protected), cmp.Or(st.rejected, inner.rejected)
 	case n.GetVariableShowStmt() != nil:
 		st.outputs = []outputColumn{{name: "setting"}}
@@ -321,6 +326,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		st.protected = "set_config"
 	}
 	st.rejected = cmp.Or(st.rejected, r.rejected)
+	st.computed = r.computed
 	if updatesSettings(n.ProtoReflect()) {
 		// pg_settings' update rule calls set_config.
 		st.protected = "UPDATE pg_settings"
