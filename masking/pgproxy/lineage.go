@@ -97,8 +97,9 @@ type resolver struct {
 	// from the nearest output or subquery.
 	inExpr int
 	// computed collects columns an expression computes on rather than
-	// passes through as they are, for strict mode: a computation that
-	// fails for some values (a cast, a division) answers guesses.
+	// passes through as they are, for strict mode. A computation that
+	// fails for some values (a cast, a division) reveals whether a guess
+	// was right.
 	computed sources
 	// filters collects columns read in WHERE, JOIN ON, GROUP BY, HAVING,
 	// ORDER BY and DISTINCT, for strict mode.
