@@ -322,11 +322,8 @@ func hasConstantItem(items []*pg_query.Node) bool {
 }
 
 func (r *resolver) filterExprs(sc *scope, nodes []*pg_query.Node) {
-	for _, n := range nodes {
-		if n != nil {
-			r.filters.union(r.expr(n, sc))
-		}
-	}
+	var discarded sources
+	r.condition(sc, &discarded, nodes...)
 }
 
 func (r *resolver) withClause(w *pg_query.WithClause, sc *scope) error {

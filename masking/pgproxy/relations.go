@@ -16,6 +16,9 @@ func (r *resolver) relationColumns(rel *relation) ([]outputColumn, error) {
 	rel.mu.Lock()
 	defer rel.mu.Unlock()
 	if !rel.traced {
+		// NOTE: strict mode does not see the conditions and computations
+		// inside a view, because only its lineage is kept. Callers cannot
+		// create views unless ddl: allow is set.
 		inner := &resolver{ctx: r.ctx, cat: r.cat, depth: r.depth}
 		rel.lineage, rel.traceErr = inner.traceRelation(rel)
 		rel.statsViews = inner.statsViews

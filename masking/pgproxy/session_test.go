@@ -385,7 +385,7 @@ func TestDataAfterSSLRequestRefused(t *testing.T) {
 		t.Errorf("answer to SSLRequest followed by a query = %q, want an 08P01 ErrorResponse", answer)
 	}
 
-	// A client that waits for the answer still gets TLS.
+	// A client that waits for the response still gets TLS.
 	conn, err := pgx.Connect(context.Background(), "postgres://tester:"+testerPW+"@"+f.addr+"/chinook?sslmode=verify-full&sslrootcert="+caFile)
 	if err != nil {
 		t.Fatalf("TLS login after the refused connection: %v", err)

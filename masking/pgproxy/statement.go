@@ -261,10 +261,7 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 		// A protocol Bind may run the prepared statement, so the checks
 		// that reject a statement apply to it when it is prepared.
 		inner := analyzeStatement(ctx, cat, n.GetPrepareStmt().Query)
-		st.protected, st.rejected = inner.protected, inner.rejected
-		st.statsViews = inner.statsViews
-		r.filters.union(inner.filters)
-		r.computed.union(inner.computed)
+		st.inherit(inner, r)
 		if inner.ddl {
 			st.ddl, st.writeWhat = true, "PREPARE of "+inner.writeWhat
 		}
@@ -287,12 +284,9 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 			}
 		}
 		st.outputs = []outputColumn{{name: "QUERY PLAN"}}
-		st.statsViews = inner.statsViews
 		// Row estimates come from the statistics of the columns the
 		// conditions read, so strict mode checks them as if run.
-		r.filters.union(inner.filters)
-		r.computed.union(inner.computed)
-		st.protected, st.rejected = cmp.Or(st.protected, inner.protected), cmp.Or(st.rejected, inner.rejected)
+		st.inherit(inner, r)
 	case n.GetVariableShowStmt() != nil:
 		st.outputs = []outputColumn{{name: "setting"}}
 	case n.GetVariableSetStmt() != nil:
@@ -338,8 +332,9 @@ func analyzeStatement(ctx context.Context, cat catalogSource, n *pg_query.Node) 
 }
 
 // updatesSettings reports whether the parse tree m contains an UPDATE of
-// pg_catalog.pg_settings, in a WITH clause too. The catalog schema comes
-// first in every search path, so an unqualified pg_settings is that view.
+// pg_catalog.pg_settings, in a WITH clause too. The proxy keeps the
+// default search_path, which searches the catalog schema first, so an
+// unqualified pg_settings is that view.
 func updatesSettings(m protoreflect.Message) bool {
 	if u, ok := m.Interface().(*pg_query.UpdateStmt); ok {
 		if rel := u.Relation; rel != nil && strings.EqualFold(rel.Relname, "pg_settings") &&
@@ -360,6 +355,17 @@ func updatesSettings(m protoreflect.Message) bool {
 		return !found
 	})
 	return found
+}
+
+// inherit takes over the checks of inner, the statement that st prepares
+// or explains: its rejections, catalog views, and the columns its
+// conditions and computations read, which r adds to st at the end.
+func (st *statement) inherit(inner *statement, r *resolver) {
+	st.protected = cmp.Or(st.protected, inner.protected)
+	st.rejected = cmp.Or(st.rejected, inner.rejected)
+	st.statsViews = append(st.statsViews, inner.statsViews...)
+	r.filters.union(inner.filters)
+	r.computed.union(inner.computed)
 }
 
 func (st *statement) setWrite(what string) {

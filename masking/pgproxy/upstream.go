@@ -30,7 +30,7 @@ func (s *session) relayUpstream() error {
 	// replaced a result with an error.
 	suppress := false
 	// With raw socket reads the relay also flushes when the socket has no
-	// more data, so complete rows never wait behind a partial message.
+	// more data, so complete rows do not wait behind a partial message.
 	idle := func() error {
 		s.wmu.Lock()
 		defer s.wmu.Unlock()
