@@ -120,7 +120,7 @@ type session struct {
 	user    string
 	log     *slog.Logger
 	types   *pgtype.Map // used only by relayUpstream
-	arena   []byte      // masked values of the row being relayed; used only by relayUpstream
+	arena   []byte      // masked values of the row being relayed, used only by relayUpstream
 
 	// clientIn and upIn are the readers beneath be and fe. upIn is nil
 	// when fe reads through pgconn's own reader.
