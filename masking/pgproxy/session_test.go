@@ -365,7 +365,7 @@ func TestCatalogStatsRefusedInEveryMode(t *testing.T) {
 
 // TestDataAfterSSLRequestRejected sends a query in the clear right behind
 // SSLRequest, as a machine in the path could inject it. The proxy must
-// refuse the connection instead of starting TLS with the query pending.
+// reject the connection instead of starting TLS with the query pending.
 func TestDataAfterSSLRequestRejected(t *testing.T) {
 	caFile, certFile, keyFile, _, _ := testPKI(t, supportID)
 	f := startProxy(t, "tls: {cert_file: "+certFile+", key_file: "+keyFile+", client_ca_file: "+caFile+"}\n")
